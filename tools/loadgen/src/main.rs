@@ -1,0 +1,383 @@
+//! `mcpauth-loadgen`: a bounded, loopback-only load generator for the mcpauth benchmarks.
+//!
+//! It fires requests from N concurrent workers until a duration or a request count is reached,
+//! whichever comes first, and prints one human line and one JSON line:
+//!
+//! ```text
+//! token  requests=120000  errors=0  duration=10.00s  throughput=12000 req/s  p50=2.1ms  ...
+//! {"name":"token","requests":120000,"errors":0,"duration_s":10.0,"rps":12000.0,"p50_ms":2.1,...}
+//! ```
+//!
+//! Errors (unexpected HTTP status, gRPC error, wrong `active`, transport failure, timeout) are
+//! counted; the first one is described on stderr, and the exit status is 1 when more than 1% of
+//! the requests failed (2 for a usage or setup error). Targets other than 127.0.0.0/8, ::1 and
+//! `localhost` are refused.
+#![forbid(unsafe_code)]
+
+mod grpc;
+mod http;
+mod run;
+mod stats;
+mod target;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::http::{HttpProbe, Payload, RequestSpec};
+use crate::run::{Limits, Probe};
+use crate::stats::{MAX_TRACKED_MICROS, Summary};
+
+/// Longest allowed run.
+const MAX_DURATION_SECS: f64 = 600.0;
+/// Longest allowed per-request timeout (below the histograms' ceiling).
+const MAX_TIMEOUT_SECS: f64 = 60.0;
+/// A run fails when more than this fraction of its requests failed.
+const MAX_ERROR_RATIO: f64 = 0.01;
+
+/// Bounded, loopback-only load generator for the mcpauth benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "mcpauth-loadgen", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// HTTP/1.1 requests over one keep-alive connection per worker.
+    Http(HttpArgs),
+    /// `mcpauth.v1.TokenIntrospection/Introspect` calls.
+    GrpcIntrospect(IntrospectArgs),
+    /// `grpc.health.v1.Health/Check` calls: the no-op gRPC ceiling.
+    GrpcHealth(HealthArgs),
+}
+
+/// Options every subcommand has.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Label of the output lines [default: the subcommand name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Concurrent workers, each with one request in flight.
+    #[arg(short, long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+    /// Stop starting requests after this many seconds (at most 600).
+    #[arg(short, long, default_value = "10", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop after starting this many requests in total (at most 100,000,000).
+    #[arg(short = 'n', long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    requests: u64,
+    /// A request without an answer after this many seconds counts as an error (at most 60).
+    #[arg(long, default_value = "5", value_parser = parse_timeout)]
+    timeout: Duration,
+    /// Runtime worker threads of the generator [default: the number of CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
+}
+
+impl RunArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            duration: self.duration,
+            requests: self.requests,
+            timeout: self.timeout,
+        }
+    }
+
+    fn name_or(&self, default: &str) -> String {
+        self.name.clone().unwrap_or_else(|| default.to_owned())
+    }
+}
+
+/// `http` options.
+#[derive(Debug, Args)]
+struct HttpArgs {
+    /// Target URL: http://127.0.0.1:PORT/path?query (loopback only, no TLS).
+    #[arg(long)]
+    url: String,
+    /// Request method [default: GET, or POST with --body/--form].
+    #[arg(short = 'X', long)]
+    method: Option<String>,
+    /// Extra request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Raw request body.
+    #[arg(long, conflicts_with = "form")]
+    body: Option<String>,
+    /// Form body, already URL-encoded ('a=1&b=x%20y'); sets the form content type.
+    #[arg(long)]
+    form: Option<String>,
+    /// The only status that counts as a success [default: any 2xx].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(100..=999))]
+    expect_status: Option<u16>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `grpc-introspect` options.
+#[derive(Debug, Args)]
+struct IntrospectArgs {
+    #[command(flatten)]
+    grpc: GrpcArgs,
+    /// Service credential, sent as `authorization: Bearer <credential>`.
+    #[arg(long, env = "MCPAUTH_LOADGEN_CREDENTIAL", hide_env_values = true)]
+    credential: String,
+    /// The token to introspect.
+    #[arg(long, env = "MCPAUTH_LOADGEN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Resource the token must be issued for (`expected_resource`).
+    #[arg(long)]
+    expected_resource: Option<String>,
+    /// The `active` answer that counts as a success.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    expect_active: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `grpc-health` options.
+#[derive(Debug, Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    grpc: GrpcArgs,
+    /// Service to check (empty: the server as a whole).
+    #[arg(long, default_value = "")]
+    service: String,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Where and how to connect for gRPC.
+#[derive(Debug, Args)]
+struct GrpcArgs {
+    /// Server address: http://127.0.0.1:PORT (loopback only, no TLS).
+    #[arg(long)]
+    addr: String,
+    /// HTTP/2 connections shared by the workers [default: one per 8 workers].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    connections: Option<u16>,
+}
+
+impl GrpcArgs {
+    fn connection_count(&self, concurrency: u16) -> usize {
+        let count = self.connections.unwrap_or(concurrency.div_ceil(8));
+        usize::from(count.min(concurrency))
+    }
+}
+
+/// Parses a number of seconds (fractions allowed) between 0 and `max`.
+fn parse_seconds(s: &str, max: f64) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= max) {
+        return Err(format!("must be more than 0 and at most {max} seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_seconds(s, MAX_DURATION_SECS)
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    parse_seconds(s, MAX_TIMEOUT_SECS)
+}
+
+impl Command {
+    fn run_args(&self) -> &RunArgs {
+        match self {
+            Command::Http(a) => &a.run,
+            Command::GrpcIntrospect(a) => &a.run,
+            Command::GrpcHealth(a) => &a.run,
+        }
+    }
+}
+
+/// Connects the workers, runs them, and summarizes.
+async fn execute(command: Command) -> Result<Summary> {
+    match command {
+        Command::Http(a) => {
+            let target = target::resolve(&a.url).await?;
+            let payload = match (a.body, a.form) {
+                (Some(body), _) => Payload::Raw(body),
+                (None, Some(form)) => Payload::Form(form),
+                (None, None) => Payload::None,
+            };
+            let spec = Arc::new(RequestSpec::new(
+                &target,
+                a.method.as_deref(),
+                &a.headers,
+                payload,
+                a.expect_status,
+            )?);
+            let mut probes = Vec::with_capacity(a.run.concurrency.into());
+            for _ in 0..a.run.concurrency {
+                probes.push(
+                    HttpProbe::connect(Arc::clone(&spec))
+                        .await
+                        .with_context(|| format!("cannot connect to {}", a.url))?,
+                );
+            }
+            measure(probes, &a.run, "http").await
+        }
+        Command::GrpcIntrospect(a) => {
+            let target = target::resolve(&a.grpc.addr).await?;
+            let channels = grpc::connect(
+                &target,
+                a.grpc.connection_count(a.run.concurrency),
+                a.run.timeout,
+            )
+            .await?;
+            let spec = Arc::new(grpc::IntrospectSpec::new(
+                &a.credential,
+                a.token,
+                a.expected_resource,
+                a.expect_active,
+            )?);
+            let probes = (0..usize::from(a.run.concurrency))
+                .map(|i| {
+                    grpc::IntrospectProbe::new(
+                        channels[i % channels.len()].clone(),
+                        Arc::clone(&spec),
+                    )
+                })
+                .collect();
+            measure(probes, &a.run, "grpc-introspect").await
+        }
+        Command::GrpcHealth(a) => {
+            let target = target::resolve(&a.grpc.addr).await?;
+            let channels = grpc::connect(
+                &target,
+                a.grpc.connection_count(a.run.concurrency),
+                a.run.timeout,
+            )
+            .await?;
+            let service: Arc<str> = a.service.into();
+            let probes = (0..usize::from(a.run.concurrency))
+                .map(|i| {
+                    grpc::HealthProbe::new(
+                        channels[i % channels.len()].clone(),
+                        Arc::clone(&service),
+                    )
+                })
+                .collect();
+            measure(probes, &a.run, "grpc-health").await
+        }
+    }
+}
+
+async fn measure<P: Probe>(probes: Vec<P>, args: &RunArgs, kind: &str) -> Result<Summary> {
+    let workers = probes.len();
+    let (stats, elapsed) = run::run(probes, args.limits()).await?;
+    Ok(stats.summarize(&args.name_or(kind), elapsed, workers))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    debug_assert!(MAX_TIMEOUT_SECS * 1e6 < MAX_TRACKED_MICROS as f64);
+    let threads = cli.command.run_args().threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcpauth-loadgen: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let summary = match runtime.block_on(execute(cli.command)) {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!("mcpauth-loadgen: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", summary.human_line());
+    println!("{}", summary.json_line());
+    if let Some(first) = &summary.first_error {
+        eprintln!("{}: first error: {first}", summary.name);
+    }
+    let ratio = summary.error_ratio();
+    if ratio > MAX_ERROR_RATIO {
+        eprintln!(
+            "{}: FAILED: {} of {} requests failed ({:.2}%, limit {:.0}%)",
+            summary.name,
+            summary.errors,
+            summary.requests,
+            ratio * 100.0,
+            MAX_ERROR_RATIO * 100.0
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["mcpauth-loadgen"].iter().chain(args));
+        assert!(parse(&["http", "--url", "http://127.0.0.1/"]).is_ok());
+        assert!(parse(&["http", "--url", "u", "--duration", "601"]).is_err());
+        assert!(parse(&["http", "--url", "u", "--duration", "0"]).is_err());
+        assert!(parse(&["http", "--url", "u", "--concurrency", "1025"]).is_err());
+        assert!(parse(&["http", "--url", "u", "--requests", "0"]).is_err());
+        assert!(parse(&["http", "--url", "u", "--timeout", "61"]).is_err());
+        assert!(parse(&["http", "--url", "u", "--body", "a", "--form", "b"]).is_err());
+        let cli = parse(&[
+            "grpc-introspect",
+            "--addr",
+            "http://127.0.0.1:9090",
+            "--credential",
+            "c",
+            "--token",
+            "t",
+            "--expect-active",
+            "false",
+            "-c",
+            "20",
+        ])
+        .unwrap();
+        let Command::GrpcIntrospect(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert!(!a.expect_active);
+        assert_eq!(a.grpc.connection_count(a.run.concurrency), 3);
+        assert_eq!(a.run.limits().requests, 1_000_000);
+        assert_eq!(a.run.limits().duration, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn connections_never_exceed_workers() {
+        let g = GrpcArgs {
+            addr: String::new(),
+            connections: Some(16),
+        };
+        assert_eq!(g.connection_count(4), 4);
+        assert_eq!(g.connection_count(64), 16);
+        let g = GrpcArgs {
+            addr: String::new(),
+            connections: None,
+        };
+        assert_eq!(g.connection_count(1), 1);
+        assert_eq!(g.connection_count(64), 8);
+    }
+}
