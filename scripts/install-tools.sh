@@ -32,6 +32,8 @@ command -v npm >/dev/null 2>&1 || die "npm not found on PATH"
 [ -f "$E2E/package.json" ] && [ -f "$E2E/package-lock.json" ] \
   || die "tests/e2e/package.json or package-lock.json missing"
 mkdir -p "$BIN"
+# .tools ignores itself, whatever the root .gitignore says (as virtualenvs do).
+[ -f "$TOOLS/.gitignore" ] || printf '# created by scripts/install-tools.sh\n*\n' >"$TOOLS/.gitignore"
 # One installer at a time (CI and a developer shell may race on the same checkout).
 exec 9>"$TOOLS/.lock"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
