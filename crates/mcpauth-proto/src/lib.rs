@@ -1,0 +1,11 @@
+//! The gRPC contract between mcpauth services and with other internal systems.
+#![forbid(unsafe_code)]
+
+/// `mcpauth.v1`: generated messages, clients and servers.
+pub mod v1 {
+    tonic::include_proto!("mcpauth.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every mcpauth proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mcpauth_descriptor.bin"));

@@ -1,0 +1,314 @@
+//! Wiring: shared state, the HTTP and gRPC servers, background tasks, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use mcpauth_runtime::MetricsHandle;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::audit::AuditLog;
+use crate::cimd::CimdFetcher;
+use crate::clients::ClientRegistry;
+use crate::config::Config;
+use crate::domain::resource;
+use crate::domain::scope::ScopeSet;
+use crate::domain::token::{KeyRing, unhex};
+use crate::error::OAuthError;
+use crate::login::LoginProvider;
+use crate::store::clients::{Client, ClientSource, ClientStore};
+use crate::store::ephemeral::{Ephemeral, ReplicaEvent};
+use crate::store::grants::GrantStore;
+use crate::store::revocations::{DenyList, RevocationStore};
+use crate::store::users::UserStore;
+use crate::tokens::TokenService;
+
+/// Everything a request handler needs. Cheap to clone (handles and `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub tokens: TokenService,
+    pub clients: ClientRegistry,
+    pub users: UserStore,
+    pub grants: GrantStore,
+    pub revocations: RevocationStore,
+    pub ephemeral: Ephemeral,
+    pub audit: AuditLog,
+    pub login: LoginProvider,
+    pub pool: PgPool,
+    pub metrics: MetricsHandle,
+    /// Union of the scopes of every configured resource (metadata `scopes_supported`).
+    pub supported_scopes: Vec<String>,
+    resources: Arc<Vec<String>>,
+}
+
+impl AppState {
+    /// Resolves a request's `resource` (RFC 8707) to a configured resource identifier. Without
+    /// one, a server that protects exactly one resource uses it.
+    pub fn resolve_resource(&self, requested: Option<&str>) -> Result<String, OAuthError> {
+        match requested {
+            Some(r) => resource::find(&self.resources, r)
+                .map(str::to_owned)
+                .ok_or_else(|| OAuthError::invalid_target(format!("unknown resource {r:?}"))),
+            None if self.resources.len() == 1 => Ok(self.resources[0].clone()),
+            None => Err(OAuthError::invalid_target(
+                "resource is required: this server protects several resources",
+            )),
+        }
+    }
+
+    /// Resolves the scope of a request for `resource`: `offline_access` is dropped (refresh
+    /// tokens follow from the client's grant types), every other scope must belong to the
+    /// resource and to the client's registered scope; none requested gives the defaults.
+    pub fn resolve_scope(
+        &self,
+        client: &Client,
+        resource: &str,
+        requested: Option<&str>,
+    ) -> Result<ScopeSet, OAuthError> {
+        let res = self
+            .config
+            .resources
+            .iter()
+            .find(|r| r.uri == resource)
+            .ok_or_else(|| OAuthError::invalid_target("unknown resource"))?;
+        let allowed = ScopeSet::from_iter(res.scopes.iter().cloned());
+        let client_scope = client
+            .scope
+            .as_deref()
+            .and_then(|s| ScopeSet::parse(s).ok());
+        let mut asked = ScopeSet::parse(requested.unwrap_or(""))
+            .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        asked.remove("offline_access");
+        if asked.is_empty() {
+            let defaults = ScopeSet::from_iter(res.default_scopes.iter().cloned());
+            return Ok(match client_scope {
+                Some(c) => defaults.intersection(&c),
+                None => defaults,
+            });
+        }
+        let unknown = asked.difference(&allowed);
+        if !unknown.is_empty() {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope not supported for this resource: {unknown}"
+            )));
+        }
+        if let Some(c) = client_scope {
+            let extra = asked.difference(&c);
+            if !extra.is_empty() {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope not registered for this client: {extra}"
+                )));
+            }
+        }
+        Ok(asked)
+    }
+
+    /// A client changed or went away: forget it here and on every other replica.
+    pub async fn client_changed(&self, client_id: &str) {
+        self.clients.invalidate(client_id);
+        if let Err(e) = self
+            .ephemeral
+            .publish(&ReplicaEvent::ClientChanged(client_id.to_owned()))
+            .await
+        {
+            tracing::warn!(error = %e, "client change fan-out failed; other replicas expire it within 30 s");
+        }
+    }
+}
+
+/// A running auth-service: its bound addresses, and a future that completes at shutdown.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub state: AppState,
+    handle: actix_web::dev::ServerHandle,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    audit_writer: JoinHandle<()>,
+    http: JoinHandle<std::io::Result<()>>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests, flushes the audit trail.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.handle.stop(true).await;
+        let _ = self.http.await;
+        let _ = self.grpc.await;
+        for t in self.tasks {
+            t.abort();
+        }
+        let Running {
+            state,
+            audit_writer,
+            ..
+        } = self;
+        // The writer drains everything queued once the last handle is gone.
+        drop(state);
+        let _ = tokio::time::timeout(Duration::from_secs(30), audit_writer).await;
+    }
+
+    /// Runs until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+/// Builds the state from configuration: connects Postgres and Redis, loads keys and clients.
+pub async fn build_state(
+    config: Config,
+    metrics: MetricsHandle,
+) -> anyhow::Result<(AppState, JoinHandle<()>)> {
+    let config = Arc::new(config);
+    let pool = crate::store::connect_postgres(
+        config.database.url.expose(),
+        config.database.max_connections,
+    )
+    .await?;
+    let redis = crate::store::connect_redis(config.redis.url.expose(), config.redis.pool_size)?;
+    let ephemeral = Ephemeral::new(redis, &config.redis.key_prefix);
+    let keys = if config.tokens.keys.is_empty() {
+        tracing::warn!(
+            "dev mode: no token keys configured, using an ephemeral key (tokens die with the process)"
+        );
+        KeyRing::ephemeral()
+    } else {
+        let pairs: Vec<(String, String)> = config
+            .tokens
+            .keys
+            .iter()
+            .map(|k| (k.id.clone(), k.secret.expose().to_owned()))
+            .collect();
+        KeyRing::new(&pairs, &config.tokens.current_key)
+            .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?
+    };
+    let grants = GrantStore::new(pool.clone());
+    let revocations = RevocationStore::new(pool.clone());
+    let deny = DenyList::default();
+    let tokens = TokenService::new(
+        keys,
+        deny,
+        config.tokens.access_ttl_secs,
+        grants.clone(),
+        revocations.clone(),
+        ephemeral.clone(),
+        &config.issuer,
+    );
+    let clients = ClientRegistry::new(
+        ClientStore::new(pool.clone()),
+        CimdFetcher::new(&config.cimd),
+    );
+    for c in &config.clients {
+        clients
+            .store()
+            .upsert(&Client {
+                client_id: c.client_id.clone(),
+                source: ClientSource::Static,
+                client_name: c.client_name.clone(),
+                redirect_uris: c.redirect_uris.clone(),
+                grant_types: c.grant_types.clone(),
+                response_types: if c.grant_types.iter().any(|g| g == "authorization_code") {
+                    vec!["code".into()]
+                } else {
+                    vec![]
+                },
+                token_endpoint_auth_method: c.token_endpoint_auth_method.clone(),
+                scope: c.scope.clone(),
+                secret_sha256: c.client_secret_sha256.as_deref().and_then(unhex),
+                registration_token_sha256: None,
+                metadata: serde_json::json!({}),
+                created_at: chrono::Utc::now(),
+            })
+            .await?;
+    }
+    let (audit, audit_writer) = AuditLog::start(pool.clone());
+    let mut supported: Vec<String> = config
+        .resources
+        .iter()
+        .flat_map(|r| r.scopes.iter().cloned())
+        .collect();
+    supported.sort();
+    supported.dedup();
+    let state = AppState {
+        tokens,
+        clients,
+        users: UserStore::new(pool.clone()),
+        grants,
+        revocations,
+        ephemeral,
+        audit,
+        login: LoginProvider::from_config(&config.login),
+        pool,
+        metrics,
+        supported_scopes: supported,
+        resources: Arc::new(config.resource_uris()),
+        config,
+    };
+    Ok((state, audit_writer))
+}
+
+/// Starts auth-service: binds both listeners (port 0 picks a free one, for tests), loads the
+/// deny list, and spawns the background tasks.
+pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Running> {
+    let (state, audit_writer) = build_state(config, metrics).await?;
+    crate::background::initial_sync(&state).await?;
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let tasks = crate::background::spawn(&state, shutdown_rx.clone());
+
+    let http_listener = std::net::TcpListener::bind(state.config.http.addr).map_err(|e| {
+        anyhow::anyhow!("cannot listen on http.addr {}: {e}", state.config.http.addr)
+    })?;
+    let http_addr = http_listener.local_addr()?;
+    let data = web::Data::new(state.clone());
+    let workers = match state.config.http.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024))
+            .wrap(actix_web::middleware::from_fn(crate::http::record_metrics))
+            .configure(crate::http::routes)
+    })
+    .workers(workers)
+    .shutdown_timeout(state.config.http.shutdown_timeout_secs)
+    .disable_signals()
+    .listen(http_listener)?
+    .run();
+    let handle = server.handle();
+    let http = tokio::spawn(server);
+
+    let grpc_listener = TcpListener::bind(state.config.grpc.addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot listen on grpc.addr {}: {e}", state.config.grpc.addr)
+        })?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc = tokio::spawn(crate::grpc::serve(
+        state.clone(),
+        grpc_listener,
+        shutdown_rx,
+    ));
+    tracing::info!(%http_addr, %grpc_addr, issuer = %state.config.issuer, dev_mode = state.config.dev_mode, "auth-service started");
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        state,
+        handle,
+        shutdown,
+        tasks,
+        audit_writer,
+        http,
+        grpc,
+    })
+}

@@ -1,0 +1,159 @@
+//! Background work of every replica: keeping the revocation deny list and client cache in step
+//! with the other replicas, recording client use, and sweeping expired rows.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::AppState;
+use crate::store::ephemeral::ReplicaEvent;
+
+/// Loads the whole unexpired deny list before the service answers its first request.
+pub async fn initial_sync(state: &AppState) -> anyhow::Result<()> {
+    let (all, _) = state.revocations.since(None).await?;
+    for r in &all {
+        state.tokens.deny.insert(r);
+    }
+    tracing::info!(entries = all.len(), "revocation deny list loaded");
+    Ok(())
+}
+
+/// Spawns the background tasks; they stop when `shutdown` flips.
+pub fn spawn(state: &AppState, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(listen_events(state.clone(), shutdown.clone())),
+        tokio::spawn(resync_revocations(state.clone(), shutdown.clone())),
+        tokio::spawn(periodic(state.clone(), shutdown)),
+    ]
+}
+
+/// Applies revocations and client changes published by other replicas (Redis pub/sub),
+/// reconnecting with backoff. Anything missed meanwhile arrives through `resync_revocations`.
+async fn listen_events(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let channel = state.ephemeral.events_channel();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let client = match redis::Client::open(state.config.redis.url.expose()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid redis url for event subscription");
+                return;
+            }
+        };
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if let Err(e) = pubsub.subscribe(&channel).await {
+                    tracing::warn!(error = %e, "event subscription failed");
+                } else {
+                    backoff = Duration::from_millis(100);
+                    let mut stream = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => {
+                                let Some(msg) = msg else { break };
+                                let Ok(payload) = msg.get_payload::<String>() else { continue };
+                                match serde_json::from_str::<ReplicaEvent>(&payload) {
+                                    Ok(ReplicaEvent::Revoked(r)) => state.tokens.deny.insert(&r),
+                                    Ok(ReplicaEvent::ClientChanged(id)) => state.clients.invalidate(&id),
+                                    Err(e) => tracing::warn!(error = %e, "ignoring malformed replica event"),
+                                }
+                            }
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                    tracing::warn!("event subscription closed, reconnecting");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to replica events, retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Re-reads recent revocations from Postgres every `revocation_resync_ms`: the guarantee
+/// behind "revoked everywhere within a second" even when pub/sub loses a message.
+async fn resync_revocations(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(state.config.tokens.revocation_resync_ms.max(100));
+    // Overlap the windows: a transaction that started before the watermark may commit after it.
+    let overlap = chrono::Duration::seconds(5);
+    let mut watermark: Option<DateTime<Utc>> = Some(Utc::now() - overlap);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match state
+            .revocations
+            .since(watermark.map(|w| w - overlap))
+            .await
+        {
+            Ok((rows, now)) => {
+                for r in &rows {
+                    state.tokens.deny.insert(r);
+                }
+                watermark = Some(now);
+            }
+            Err(e) => tracing::warn!(error = %e, "revocation re-sync failed"),
+        }
+        state.tokens.deny.purge(Utc::now().timestamp());
+        metrics::gauge!("mcpauth_deny_list_entries").set(state.tokens.deny.len() as f64);
+    }
+}
+
+/// Client-use bookkeeping every 30 s and sweeping every 10 minutes.
+async fn periodic(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut flush = tokio::time::interval(Duration::from_secs(30));
+    let mut sweep = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = flush.tick() => {
+                if let Err(e) = state.clients.flush_used().await {
+                    tracing::warn!(error = %e, "recording client use failed");
+                }
+            }
+            _ = sweep.tick() => sweep_once(&state).await,
+            _ = shutdown.changed() => {
+                let _ = state.clients.flush_used().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Deletes expired revocations, grants and refresh tokens, and dynamic clients unused for
+/// `registration.unused_client_ttl_secs`.
+pub async fn sweep_once(state: &AppState) {
+    match state.revocations.sweep().await {
+        Ok(n) if n > 0 => tracing::info!(rows = n, "swept expired revocations"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "revocation sweep failed"),
+    }
+    match state.grants.sweep_expired().await {
+        Ok(n) if n > 0 => tracing::info!(rows = n, "swept expired grants and refresh tokens"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "grant sweep failed"),
+    }
+    let ttl = state.config.registration.unused_client_ttl_secs;
+    if ttl > 0 {
+        match state.clients.store().delete_unused(ttl).await {
+            Ok(ids) => {
+                for id in &ids {
+                    state.client_changed(id).await;
+                }
+                if !ids.is_empty() {
+                    tracing::info!(clients = ids.len(), "removed unused dynamic clients");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "client sweep failed"),
+        }
+    }
+}

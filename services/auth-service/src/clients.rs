@@ -1,0 +1,214 @@
+//! The client registry: a short-lived in-process cache in front of Postgres (so that client
+//! authentication on the hot path costs a hash, not a query), Client ID Metadata Documents, and
+//! client authentication at the token, revocation and introspection endpoints.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use base64::Engine as _;
+use chrono::Utc;
+
+use crate::cimd::CimdFetcher;
+use crate::domain::token::hash_matches;
+use crate::error::{OAuthError, StoreError};
+use crate::store::clients::{Client, ClientSource, ClientStore};
+
+/// How long a client stays cached. Changes are also fanned out to every replica at once.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 100_000;
+
+/// Clients by id, cached.
+#[derive(Clone)]
+pub struct ClientRegistry {
+    store: ClientStore,
+    cimd: CimdFetcher,
+    cache: Arc<RwLock<HashMap<String, (Arc<Client>, Instant)>>>,
+    used: Arc<Mutex<HashSet<String>>>,
+}
+
+impl ClientRegistry {
+    pub fn new(store: ClientStore, cimd: CimdFetcher) -> Self {
+        Self {
+            store,
+            cimd,
+            cache: Arc::default(),
+            used: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &ClientStore {
+        &self.store
+    }
+
+    /// Finds a client: cache, then Postgres, then (for an https `client_id`) its metadata document.
+    pub async fn get(&self, client_id: &str) -> Result<Option<Arc<Client>>, LookupError> {
+        if let Some((c, at)) = self.cache.read().expect("client cache").get(client_id)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(c.clone()));
+        }
+        let client = if self.cimd.accepts(client_id) {
+            // The document is the registration; the fetcher honours its HTTP caching.
+            let doc = self
+                .cimd
+                .fetch(client_id)
+                .await
+                .map_err(LookupError::Cimd)?;
+            let c = Client {
+                client_id: doc.client_id.clone(),
+                source: ClientSource::Cimd,
+                client_name: Some(doc.client_name.clone()),
+                redirect_uris: doc.redirect_uris.clone(),
+                grant_types: doc.grant_types.clone(),
+                response_types: doc.response_types.clone(),
+                token_endpoint_auth_method: doc.token_endpoint_auth_method.clone(),
+                scope: doc.scope.clone(),
+                secret_sha256: None,
+                registration_token_sha256: None,
+                metadata: doc.raw.clone(),
+                created_at: Utc::now(),
+            };
+            // Grants reference clients: keep a row for every CIMD client that was used.
+            self.store.upsert(&c).await.map_err(LookupError::Store)?;
+            Some(c)
+        } else {
+            self.store
+                .get(client_id)
+                .await
+                .map_err(LookupError::Store)?
+        };
+        let Some(client) = client else {
+            return Ok(None);
+        };
+        let client = Arc::new(client);
+        let mut cache = self.cache.write().expect("client cache");
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(client_id.to_owned(), (client.clone(), Instant::now()));
+        Ok(Some(client))
+    }
+
+    /// Drops a client from this replica's cache (after a change, or a fan-out event).
+    pub fn invalidate(&self, client_id: &str) {
+        self.cache.write().expect("client cache").remove(client_id);
+    }
+
+    /// Notes that a client was used; written to Postgres in batches by `flush_used`.
+    pub fn mark_used(&self, client_id: &str) {
+        let mut used = self.used.lock().expect("used set");
+        if !used.contains(client_id) {
+            used.insert(client_id.to_owned());
+        }
+    }
+
+    pub async fn flush_used(&self) -> Result<(), StoreError> {
+        let ids: Vec<String> = std::mem::take(&mut *self.used.lock().expect("used set"))
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.store.touch(&ids).await
+    }
+
+    /// Authenticates the client of a token, revocation or introspection request (RFC 6749
+    /// §2.3: `client_secret_basic`, `client_secret_post`, or `none` for public clients).
+    pub async fn authenticate(
+        &self,
+        req: &HttpRequest,
+        form: &HashMap<String, String>,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let basic = basic_credentials(req)?;
+        let form_id = form.get("client_id").map(String::as_str);
+        let form_secret = form.get("client_secret").map(String::as_str);
+        let (client_id, secret, used_basic) = match (&basic, form_secret) {
+            (Some(_), Some(_)) => {
+                return Err(OAuthError::invalid_request(
+                    "use exactly one client authentication method",
+                ));
+            }
+            (Some((id, secret)), None) => {
+                if form_id.is_some_and(|f| f != id) {
+                    return Err(OAuthError::invalid_request(
+                        "client_id does not match the authenticated client",
+                    ));
+                }
+                (id.as_str(), Some(secret.as_str()), true)
+            }
+            (None, secret) => (
+                form_id.ok_or_else(|| {
+                    OAuthError::invalid_client("client authentication is required")
+                })?,
+                secret,
+                false,
+            ),
+        };
+        let fail = || {
+            let e = OAuthError::invalid_client("client authentication failed");
+            if used_basic {
+                e.with_basic_challenge()
+            } else {
+                e
+            }
+        };
+        let client = match self.get(client_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(fail()),
+            Err(LookupError::Cimd(e)) => {
+                return Err(OAuthError::invalid_client(format!(
+                    "client metadata document: {e}"
+                )));
+            }
+            Err(LookupError::Store(e)) => return Err(e.into()),
+        };
+        match (&client.secret_sha256, secret) {
+            // Public client: identified, not authenticated; presenting a secret is an error.
+            (None, None) if client.is_public() => Ok(client),
+            (Some(stored), Some(secret)) if hash_matches(secret, stored) => Ok(client),
+            _ => Err(fail()),
+        }
+    }
+}
+
+/// Why a client could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("{0}")]
+    Store(StoreError),
+    #[error("client metadata document: {0}")]
+    Cimd(crate::cimd::CimdError),
+}
+
+/// `Authorization: Basic` credentials, form-urlencoded inside (RFC 6749 §2.3.1).
+fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || OAuthError::invalid_client("malformed Basic credentials").with_basic_challenge();
+    let value = value.to_str().map_err(|_| bad())?;
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return Err(bad());
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((unescape(id), unescape(secret))))
+}

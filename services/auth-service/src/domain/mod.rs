@@ -1,0 +1,8 @@
+//! The protocol engine: pure Rust, no I/O. Every rule here is unit-tested beside its code.
+
+pub mod pkce;
+pub mod redirect_uri;
+pub mod refresh;
+pub mod resource;
+pub mod scope;
+pub mod token;

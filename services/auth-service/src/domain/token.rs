@@ -1,0 +1,501 @@
+//! Token formats.
+//!
+//! * **Access tokens** are sealed: `mcpat_<key id>_<base64url(nonce ‖ AES-256-GCM(claims))>`.
+//!   Validating one needs no database: decrypt with the key named by its id, check expiry, then
+//!   the caller checks the revocation deny list.
+//! * **Opaque tokens** (refresh tokens, authorization codes, registration access tokens, client
+//!   secrets) are `<prefix>_<key id>_<base64url(32 random bytes ‖ 16-byte HMAC tag)>`. The tag
+//!   lets a forged or mangled token be refused without any lookup; only the SHA-256 of the whole
+//!   string is stored.
+//!
+//! Every key in the ring is derived (HKDF-SHA256) from one master secret per key id, so a key
+//! rotates by adding a new id and making it current: tokens sealed under older ids stay valid
+//! until they expire or the id is removed from the ring.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::aead::{self, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// The kinds of opaque token, each with its own prefix so that leaked tokens are easy to spot
+/// for secret scanners and one kind can never be passed off as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpaqueKind {
+    RefreshToken,
+    AuthorizationCode,
+    RegistrationToken,
+    ClientSecret,
+}
+
+impl OpaqueKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            OpaqueKind::RefreshToken => "mcprt",
+            OpaqueKind::AuthorizationCode => "mcpac",
+            OpaqueKind::RegistrationToken => "mcpreg",
+            OpaqueKind::ClientSecret => "mcpcs",
+        }
+    }
+}
+
+/// Prefix of sealed access tokens.
+pub const ACCESS_PREFIX: &str = "mcpat";
+
+const RANDOM_LEN: usize = 32;
+const TAG_LEN: usize = 16;
+
+/// Claims sealed inside an access token. Short field names keep tokens short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Token id (`jti`), 16 random bytes as hex.
+    #[serde(rename = "j")]
+    pub jti: String,
+    /// Subject: the user id; for `client_credentials` the client id.
+    #[serde(rename = "s")]
+    pub sub: String,
+    #[serde(rename = "c")]
+    pub client_id: String,
+    /// Grant (refresh-token family) id; absent for `client_credentials`.
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    /// Audience: the protected resource the token is for.
+    #[serde(rename = "a")]
+    pub aud: String,
+    /// Space-delimited scopes.
+    #[serde(rename = "o")]
+    pub scope: String,
+    #[serde(rename = "i")]
+    pub iat: i64,
+    #[serde(rename = "e")]
+    pub exp: i64,
+}
+
+/// Why a token was not accepted. Callers map every variant to "inactive"/`invalid_token`;
+/// the variants exist for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token was sealed under an unknown key")]
+    UnknownKey,
+    #[error("token failed authentication")]
+    BadSeal,
+    #[error("token has expired")]
+    Expired,
+}
+
+/// Key material for one key id.
+struct Key {
+    id: String,
+    aead: LessSafeKey,
+    hmac: hmac::Key,
+}
+
+/// Invalid key-ring configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRingError {
+    #[error("tokens.keys: at least one key is required")]
+    Empty,
+    #[error("tokens.keys: key id {0:?} must be 1-16 characters of [A-Za-z0-9]")]
+    BadId(String),
+    #[error("tokens.keys: key {0:?} must be at least 32 bytes of base64")]
+    ShortSecret(String),
+    #[error("tokens.current_key: {0:?} is not in tokens.keys")]
+    UnknownCurrent(String),
+}
+
+/// The token keys: the current one seals and tags, every listed one opens and verifies.
+#[derive(Clone)]
+pub struct KeyRing {
+    current: Arc<Key>,
+    keys: Arc<HashMap<String, Arc<Key>>>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("current", &self.current.id)
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+struct HkdfLen(usize);
+impl hkdf::KeyType for HkdfLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+fn derive(prk: &hkdf::Prk, info: &'static [u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    prk.expand(&[info], HkdfLen(32))
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    out
+}
+
+impl KeyRing {
+    /// Builds a ring from `(id, base64 master secret)` pairs. `current` names the sealing key.
+    pub fn new(keys: &[(String, String)], current: &str) -> Result<Self, KeyRingError> {
+        if keys.is_empty() {
+            return Err(KeyRingError::Empty);
+        }
+        let mut map = HashMap::new();
+        for (id, secret) in keys {
+            if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(KeyRingError::BadId(id.clone()));
+            }
+            let master = base64::engine::general_purpose::STANDARD
+                .decode(secret.trim())
+                .or_else(|_| URL_SAFE_NO_PAD.decode(secret.trim()))
+                .ok()
+                .filter(|m| m.len() >= 32)
+                .ok_or_else(|| KeyRingError::ShortSecret(id.clone()))?;
+            let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"mcpauth token keys v1").extract(&master);
+            let aead_key = derive(&prk, b"access-token aes-256-gcm");
+            let hmac_key = derive(&prk, b"opaque-token hmac-sha256");
+            let key = Key {
+                id: id.clone(),
+                aead: LessSafeKey::new(
+                    UnboundKey::new(&aead::AES_256_GCM, &aead_key).expect("32-byte AES key"),
+                ),
+                hmac: hmac::Key::new(hmac::HMAC_SHA256, &hmac_key),
+            };
+            map.insert(id.clone(), Arc::new(key));
+        }
+        let current = map
+            .get(current)
+            .cloned()
+            .ok_or_else(|| KeyRingError::UnknownCurrent(current.to_owned()))?;
+        Ok(Self {
+            current,
+            keys: Arc::new(map),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A ring with one random key: for dev mode and tests, where nothing must survive a restart.
+    pub fn ephemeral() -> Self {
+        let mut secret = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .expect("system randomness is available");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        Self::new(&[("dev".to_owned(), b64)], "dev").expect("valid generated key")
+    }
+
+    /// The id of the key that seals new tokens.
+    pub fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// Fills `buf` from the system CSPRNG.
+    pub fn fill_random(&self, buf: &mut [u8]) {
+        self.rng.fill(buf).expect("system randomness is available");
+    }
+
+    /// A random 128-bit identifier as 32 hex characters.
+    pub fn random_id(&self) -> String {
+        let mut b = [0u8; 16];
+        self.fill_random(&mut b);
+        hex(&b)
+    }
+
+    /// Seals access-token claims.
+    pub fn seal_access(&self, claims: &AccessClaims) -> String {
+        let key = &self.current;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.fill_random(&mut nonce);
+        let mut buf = serde_json::to_vec(claims).expect("claims serialize");
+        let aad = access_aad(&key.id);
+        key.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut buf,
+            )
+            .expect("AES-GCM seal cannot fail for in-memory buffers");
+        let mut payload = Vec::with_capacity(NONCE_LEN + buf.len());
+        payload.extend_from_slice(&nonce);
+        payload.extend_from_slice(&buf);
+        format!(
+            "{ACCESS_PREFIX}_{}_{}",
+            key.id,
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    /// Opens an access token and checks its expiry against `now` (Unix seconds). Revocation is
+    /// the caller's job (the deny list).
+    pub fn open_access(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
+        let (kid, payload) = split(token, ACCESS_PREFIX).ok_or(TokenError::Malformed)?;
+        let key = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        let mut raw = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
+        if raw.len() < NONCE_LEN + aead::AES_256_GCM.tag_len() {
+            return Err(TokenError::Malformed);
+        }
+        let nonce = Nonce::try_assume_unique_for_key(&raw[..NONCE_LEN])
+            .map_err(|_| TokenError::Malformed)?;
+        let aad = access_aad(kid);
+        let plain = key
+            .aead
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut raw[NONCE_LEN..])
+            .map_err(|_| TokenError::BadSeal)?;
+        let claims: AccessClaims =
+            serde_json::from_slice(plain).map_err(|_| TokenError::Malformed)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Mints a fresh opaque token of `kind`.
+    pub fn mint_opaque(&self, kind: OpaqueKind) -> String {
+        let key = &self.current;
+        let mut body = [0u8; RANDOM_LEN + TAG_LEN];
+        self.fill_random(&mut body[..RANDOM_LEN]);
+        let tag = opaque_tag(key, kind, &body[..RANDOM_LEN]);
+        body[RANDOM_LEN..].copy_from_slice(&tag.as_ref()[..TAG_LEN]);
+        format!(
+            "{}_{}_{}",
+            kind.prefix(),
+            key.id,
+            URL_SAFE_NO_PAD.encode(body)
+        )
+    }
+
+    /// Checks an opaque token's prefix, key id and HMAC tag (constant time). A token that passes
+    /// was minted by this server; whether it is still valid is for storage to say.
+    pub fn verify_opaque(&self, kind: OpaqueKind, token: &str) -> Result<(), TokenError> {
+        let (kid, payload) = split(token, kind.prefix()).ok_or(TokenError::Malformed)?;
+        let key = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        let body = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
+        if body.len() != RANDOM_LEN + TAG_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let tag = opaque_tag(key, kind, &body[..RANDOM_LEN]);
+        if bool::from(tag.as_ref()[..TAG_LEN].ct_eq(&body[RANDOM_LEN..])) {
+            Ok(())
+        } else {
+            Err(TokenError::BadSeal)
+        }
+    }
+}
+
+fn access_aad(kid: &str) -> String {
+    format!("{ACCESS_PREFIX}_{kid}")
+}
+
+fn opaque_tag(key: &Key, kind: OpaqueKind, random: &[u8]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(&key.hmac);
+    ctx.update(kind.prefix().as_bytes());
+    ctx.update(b"_");
+    ctx.update(key.id.as_bytes());
+    ctx.update(b"_");
+    ctx.update(random);
+    ctx.sign()
+}
+
+/// Splits `<prefix>_<kid>_<payload>`.
+fn split<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    let rest = token.strip_prefix(prefix)?.strip_prefix('_')?;
+    let (kid, payload) = rest.split_once('_')?;
+    if kid.is_empty() || payload.is_empty() || token.len() > 4096 {
+        return None;
+    }
+    Some((kid, payload))
+}
+
+/// SHA-256 of a token: the only form in which refresh tokens, codes, registration tokens and
+/// client secrets are stored.
+pub fn hash(token: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Constant-time comparison of a presented secret against a stored SHA-256.
+pub fn hash_matches(presented: &str, stored_hash: &[u8]) -> bool {
+    hash(presented).ct_eq(stored_hash).into()
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Parses lower- or upper-case hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_with(keys: &[(&str, u8)], current: &str) -> KeyRing {
+        let keys: Vec<(String, String)> = keys
+            .iter()
+            .map(|(id, b)| {
+                (
+                    (*id).to_owned(),
+                    base64::engine::general_purpose::STANDARD.encode([*b; 32]),
+                )
+            })
+            .collect();
+        KeyRing::new(&keys, current).unwrap()
+    }
+
+    fn claims(exp: i64) -> AccessClaims {
+        AccessClaims {
+            jti: "00".repeat(16),
+            sub: "user-1".into(),
+            client_id: "client-1".into(),
+            grant_id: Some("grant-1".into()),
+            aud: "http://127.0.0.1:8081/mcp".into(),
+            scope: "mcp:tools.read".into(),
+            iat: 100,
+            exp,
+        }
+    }
+
+    #[test]
+    fn access_token_round_trips() {
+        let ring = ring_with(&[("k1", 1)], "k1");
+        let t = ring.seal_access(&claims(200));
+        assert!(t.starts_with("mcpat_k1_"));
+        assert_eq!(ring.open_access(&t, 150).unwrap(), claims(200));
+    }
+
+    #[test]
+    fn expired_access_token_is_refused() {
+        let ring = ring_with(&[("k1", 1)], "k1");
+        let t = ring.seal_access(&claims(200));
+        assert_eq!(ring.open_access(&t, 200), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn every_bit_of_an_access_token_is_authenticated() {
+        let ring = ring_with(&[("k1", 1)], "k1");
+        let t = ring.seal_access(&claims(200));
+        let (head, payload) = t.rsplit_once('_').unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(payload).unwrap();
+        for i in 0..raw.len() {
+            raw[i] ^= 1;
+            let mangled = format!("{head}_{}", URL_SAFE_NO_PAD.encode(&raw));
+            assert!(
+                ring.open_access(&mangled, 150).is_err(),
+                "bit flip at byte {i} accepted"
+            );
+            raw[i] ^= 1;
+        }
+    }
+
+    #[test]
+    fn access_token_from_another_key_or_kid_swap_is_refused() {
+        let a = ring_with(&[("k1", 1)], "k1");
+        let b = ring_with(&[("k1", 2)], "k1");
+        let t = a.seal_access(&claims(200));
+        assert_eq!(b.open_access(&t, 150), Err(TokenError::BadSeal));
+        let both = ring_with(&[("k1", 1), ("k2", 1)], "k1");
+        let swapped = t.replacen("_k1_", "_k2_", 1);
+        assert_eq!(both.open_access(&swapped, 150), Err(TokenError::BadSeal));
+        assert_eq!(
+            a.open_access("mcpat_zz_AAAA", 150),
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(a.open_access("garbage", 150), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid() {
+        let old = ring_with(&[("k1", 1)], "k1");
+        let t_old = old.seal_access(&claims(200));
+        let rt_old = old.mint_opaque(OpaqueKind::RefreshToken);
+        let rotated = ring_with(&[("k1", 1), ("k2", 2)], "k2");
+        assert!(rotated.open_access(&t_old, 150).is_ok());
+        assert!(
+            rotated
+                .verify_opaque(OpaqueKind::RefreshToken, &rt_old)
+                .is_ok()
+        );
+        assert!(rotated.seal_access(&claims(200)).starts_with("mcpat_k2_"));
+        let dropped = ring_with(&[("k2", 2)], "k2");
+        assert_eq!(
+            dropped.open_access(&t_old, 150),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn opaque_tokens_are_tagged_per_kind() {
+        let ring = ring_with(&[("k1", 1)], "k1");
+        let rt = ring.mint_opaque(OpaqueKind::RefreshToken);
+        assert!(rt.starts_with("mcprt_k1_"));
+        assert!(ring.verify_opaque(OpaqueKind::RefreshToken, &rt).is_ok());
+        // Same body under another kind's prefix: the tag covers the kind.
+        let as_code = rt.replacen("mcprt", "mcpac", 1);
+        assert_eq!(
+            ring.verify_opaque(OpaqueKind::AuthorizationCode, &as_code),
+            Err(TokenError::BadSeal)
+        );
+        // A forged body.
+        let forged = format!("mcprt_k1_{}", URL_SAFE_NO_PAD.encode([7u8; 48]));
+        assert_eq!(
+            ring.verify_opaque(OpaqueKind::RefreshToken, &forged),
+            Err(TokenError::BadSeal)
+        );
+        assert_ne!(rt, ring.mint_opaque(OpaqueKind::RefreshToken));
+    }
+
+    #[test]
+    fn hashes_compare_in_constant_time() {
+        let h = hash("secret");
+        assert!(hash_matches("secret", &h));
+        assert!(!hash_matches("secreT", &h));
+        assert_eq!(unhex(&hex(&h)).unwrap(), h);
+    }
+
+    #[test]
+    fn bad_key_config_is_reported() {
+        assert_eq!(KeyRing::new(&[], "k1").unwrap_err(), KeyRingError::Empty);
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 8]);
+        assert!(matches!(
+            KeyRing::new(&[("k1".into(), short)], "k1").unwrap_err(),
+            KeyRingError::ShortSecret(_)
+        ));
+        let ok = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        assert!(matches!(
+            KeyRing::new(&[("k_1".into(), ok.clone())], "k_1").unwrap_err(),
+            KeyRingError::BadId(_)
+        ));
+        assert!(matches!(
+            KeyRing::new(&[("k1".into(), ok)], "k2").unwrap_err(),
+            KeyRingError::UnknownCurrent(_)
+        ));
+    }
+}

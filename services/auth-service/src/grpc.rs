@@ -1,0 +1,128 @@
+//! The gRPC face (tonic): `mcpauth.v1.TokenIntrospection`, `grpc.health.v1` and server
+//! reflection. Callers authenticate with a service credential (`authorization: Bearer …`)
+//! whose SHA-256 is listed in `grpc.callers`.
+
+use mcpauth_proto::v1::token_introspection_server::{TokenIntrospection, TokenIntrospectionServer};
+use mcpauth_proto::v1::{IntrospectRequest, IntrospectResponse, TokenKind as ProtoKind};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use crate::app::AppState;
+use crate::domain::token::{hash, unhex};
+use crate::tokens::TokenKind;
+
+/// The introspection service.
+pub struct Introspection {
+    state: AppState,
+    /// SHA-256 of each allowed caller credential, with the caller's name.
+    callers: Vec<(String, Vec<u8>)>,
+}
+
+impl Introspection {
+    pub fn new(state: AppState) -> Self {
+        let callers = state
+            .config
+            .grpc
+            .callers
+            .iter()
+            .filter_map(|c| unhex(&c.credential_sha256).map(|h| (c.name.clone(), h)))
+            .collect();
+        Self { state, callers }
+    }
+
+    /// Names the calling service, or refuses it. Every configured credential is compared, in
+    /// constant time, so the time taken does not reveal which one was close.
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<&str, Status> {
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("a service credential is required"))?;
+        let digest = hash(presented);
+        let mut found = None;
+        for (name, h) in &self.callers {
+            if bool::from(digest.ct_eq(h)) {
+                found = Some(name.as_str());
+            }
+        }
+        found.ok_or_else(|| Status::unauthenticated("unknown service credential"))
+    }
+}
+
+#[tonic::async_trait]
+impl TokenIntrospection for Introspection {
+    async fn introspect(
+        &self,
+        request: Request<IntrospectRequest>,
+    ) -> Result<Response<IntrospectResponse>, Status> {
+        let caller = self.authenticate(&request)?.to_owned();
+        let req = request.into_inner();
+        let expected =
+            (!req.expected_resource.is_empty()).then_some(req.expected_resource.as_str());
+        let active = self
+            .state
+            .tokens
+            .introspect(&req.token, expected)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "introspection failed");
+                Status::unavailable("introspection is temporarily unavailable")
+            })?;
+        metrics::counter!("mcpauth_introspections_total", "transport" => "grpc", "active" => if active.is_some() { "true" } else { "false" }).increment(1);
+        tracing::debug!(caller, active = active.is_some(), "grpc introspection");
+        let resp = match active {
+            None => IntrospectResponse::default(),
+            Some(t) => IntrospectResponse {
+                active: true,
+                subject: t.subject,
+                client_id: t.client_id,
+                scopes: t
+                    .scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                audience: vec![t.audience],
+                expires_at: t.expires_at,
+                issued_at: t.issued_at,
+                issuer: self.state.config.issuer.clone(),
+                token_kind: match t.kind {
+                    TokenKind::Access => ProtoKind::Access,
+                    TokenKind::Refresh => ProtoKind::Refresh,
+                } as i32,
+                grant_id: t.grant_id.unwrap_or_default(),
+                token_id: t.token_id,
+            },
+        };
+        Ok(Response::new(resp))
+    }
+}
+
+/// Serves the gRPC API until `shutdown` flips to true.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TokenIntrospectionServer<Introspection>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mcpauth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor sets are valid");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(TokenIntrospectionServer::new(Introspection::new(state)))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}

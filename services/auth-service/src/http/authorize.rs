@@ -1,0 +1,584 @@
+//! `GET /authorize`, and the login and consent steps between it and the redirect back.
+//!
+//! Until the client and its redirect URI are verified, every error is an HTML page: nothing is
+//! ever redirected to an unverified URI. After that, errors go back to the client with `error`,
+//! `state` and `iss` (RFC 9207).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::clients::LookupError;
+use crate::domain::pkce;
+use crate::domain::redirect_uri::{find_match, is_loopback_host};
+use crate::domain::scope::ScopeSet;
+use crate::domain::token::{OpaqueKind, hash, hex};
+use crate::error::OAuthError;
+use crate::http::pages::{self, ConsentView};
+use crate::http::{Bucket, client_ip, form_body, parse_params, rate_limit};
+use crate::store::clients::Client;
+use crate::store::ephemeral::{CodeRecord, PendingAuthorization};
+
+/// Binds a pending authorization to the browser that started it.
+const BROWSER_COOKIE: &str = "__Host-mcpauth_browser";
+/// The browser's login session.
+const SESSION_COOKIE: &str = "__Host-mcpauth_session";
+
+/// Where the response to an authorization request goes once the redirect URI is trusted.
+struct Callback<'a> {
+    redirect_uri: &'a str,
+    state: Option<&'a str>,
+    issuer: &'a str,
+}
+
+impl Callback<'_> {
+    fn redirect(&self, params: &[(&str, &str)]) -> HttpResponse {
+        let mut url =
+            url::Url::parse(self.redirect_uri).expect("registered redirect URIs are absolute");
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            if let Some(s) = self.state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", self.issuer);
+        }
+        HttpResponse::Found()
+            .insert_header(("Location", url.as_str()))
+            .insert_header(("Cache-Control", "no-store"))
+            .finish()
+    }
+
+    fn error(&self, e: &OAuthError) -> HttpResponse {
+        let mut params = vec![("error", e.error)];
+        if let Some(d) = &e.error_description {
+            params.push(("error_description", d.as_str()));
+        }
+        self.redirect(&params)
+    }
+}
+
+fn cookie<'c>(name: &'c str, value: String, max_age_secs: i64) -> Cookie<'c> {
+    Cookie::build(name, value)
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::seconds(max_age_secs))
+        .finish()
+}
+
+/// `GET /authorize`
+pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if let Err(e) = rate_limit(&state, &req, Bucket::Authorize).await {
+        return actix_web::ResponseError::error_response(&e);
+    }
+    let params = match parse_params(req.query_string().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return pages::error_page(e.error, e.error_description.as_deref().unwrap_or("")),
+    };
+    // 1. The client and the redirect URI. Errors here never redirect.
+    let Some(client_id) = params.get("client_id").filter(|c| !c.is_empty()) else {
+        return pages::error_page("invalid_request", "client_id is missing");
+    };
+    let client = match state.clients.get(client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return pages::error_page(
+                "invalid_client",
+                "this application is not registered with this server",
+            );
+        }
+        Err(LookupError::Cimd(e)) => {
+            return pages::error_page("invalid_client", &format!("client metadata document: {e}"));
+        }
+        Err(LookupError::Store(e)) => {
+            let e = OAuthError::server_error(e);
+            return pages::error_page(e.error, "the server could not look up the application");
+        }
+    };
+    let redirect_uri = match params.get("redirect_uri") {
+        Some(r) => match find_match(&client.redirect_uris, r) {
+            Some(_) => r.clone(),
+            None => {
+                return pages::error_page(
+                    "invalid_request",
+                    "redirect_uri is not registered for this application",
+                );
+            }
+        },
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => return pages::error_page("invalid_request", "redirect_uri is required"),
+    };
+    let cb = Callback {
+        redirect_uri: &redirect_uri,
+        state: params.get("state").map(String::as_str),
+        issuer: &state.config.issuer,
+    };
+    // 2. Everything else: errors go back to the (now trusted) redirect URI.
+    let validated = match validate_request(&state, &client, &params) {
+        Ok(v) => v,
+        Err(e) => return cb.error(&e),
+    };
+    let mut binding_value = req.cookie(BROWSER_COOKIE).map(|c| c.value().to_owned());
+    let new_binding = binding_value.is_none();
+    let binding = binding_value
+        .get_or_insert_with(|| state.tokens.keys.random_id() + &state.tokens.keys.random_id());
+    let pending = PendingAuthorization {
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        state: params.get("state").cloned(),
+        code_challenge: validated.challenge,
+        scope: validated.scope.to_string(),
+        resource: validated.resource,
+        csrf: state.tokens.keys.random_id(),
+        browser_sha256: hex(&hash(binding)),
+        user_id: None,
+        redirect_uri_given: params.contains_key("redirect_uri"),
+    };
+    let request_id = state.tokens.keys.random_id();
+    let mut resp = proceed(&state, &req, &client, &request_id, pending).await;
+    if new_binding {
+        let _ = resp.add_cookie(&cookie(BROWSER_COOKIE, binding.clone(), 86_400));
+    }
+    resp
+}
+
+struct ValidatedRequest {
+    challenge: String,
+    scope: ScopeSet,
+    resource: String,
+}
+
+fn validate_request(
+    state: &AppState,
+    client: &Client,
+    p: &HashMap<String, String>,
+) -> Result<ValidatedRequest, OAuthError> {
+    match p.get("response_type").map(String::as_str) {
+        Some("code") => {}
+        None => return Err(OAuthError::invalid_request("response_type is missing")),
+        Some(_) => {
+            return Err(OAuthError::unsupported_response_type(
+                "only response_type=code is supported",
+            ));
+        }
+    }
+    if !client.allows_grant("authorization_code") {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use the authorization_code grant",
+        ));
+    }
+    if p.get("request").is_some() || p.get("request_uri").is_some() {
+        return Err(OAuthError::new(
+            "request_not_supported",
+            StatusCode::BAD_REQUEST,
+            "request objects are not supported",
+        ));
+    }
+    let challenge = pkce::validate_challenge(
+        p.get("code_challenge").map(String::as_str),
+        p.get("code_challenge_method").map(String::as_str),
+    )
+    .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let resource = state.resolve_resource(p.get("resource").map(String::as_str))?;
+    let scope = state.resolve_scope(client, &resource, p.get("scope").map(String::as_str))?;
+    Ok(ValidatedRequest {
+        challenge,
+        scope,
+        resource,
+    })
+}
+
+/// Moves a pending authorization forward: login if needed, consent if needed, then the code.
+async fn proceed(
+    state: &AppState,
+    req: &HttpRequest,
+    client: &Client,
+    request_id: &str,
+    mut pending: PendingAuthorization,
+) -> HttpResponse {
+    let ttl = state.config.login.pending_ttl_secs;
+    let mut set_session = None;
+    if pending.user_id.is_none() {
+        pending.user_id = match session_user(state, req).await {
+            Ok(Some(u)) => Some(u),
+            Ok(None) => match state.login.automatic_identity() {
+                Some(identity) => match state
+                    .users
+                    .upsert(identity.provider, &identity.subject, &identity.username)
+                    .await
+                {
+                    Ok(u) => Some(u),
+                    Err(e) => return server_error_page(e),
+                },
+                None => None,
+            },
+            Err(e) => return server_error_page(e),
+        };
+        if let Some(u) = pending.user_id
+            && state.login.automatic_identity().is_some()
+        {
+            set_session = Some(u);
+        }
+    }
+    let Some(user_id) = pending.user_id else {
+        if let Err(e) = state.ephemeral.put_pending(request_id, &pending, ttl).await {
+            return server_error_page(e);
+        }
+        return pages::login_form(
+            request_id,
+            &pending.csrf,
+            client_display_name(client),
+            false,
+        );
+    };
+    let consented = if state.login.auto_consent() {
+        true
+    } else {
+        match state
+            .users
+            .consented_scope(user_id, &client.client_id, &pending.resource)
+            .await
+        {
+            Ok(Some(s)) => ScopeSet::parse(&pending.scope)
+                .ok()
+                .zip(ScopeSet::parse(&s).ok())
+                .is_some_and(|(asked, granted)| asked.is_subset(&granted)),
+            Ok(None) => false,
+            Err(e) => return server_error_page(e),
+        }
+    };
+    let mut resp = if consented {
+        let _ = state.ephemeral.take_pending(request_id).await;
+        issue_code(state, req, &pending, user_id).await
+    } else {
+        if let Err(e) = state.ephemeral.put_pending(request_id, &pending, ttl).await {
+            return server_error_page(e);
+        }
+        consent_response(request_id, &pending, client)
+    };
+    if let Some(u) = set_session
+        && let Some(c) = new_session(state, u).await
+    {
+        let _ = resp.add_cookie(&c);
+    }
+    resp
+}
+
+fn server_error_page(e: impl std::fmt::Display) -> HttpResponse {
+    let e = OAuthError::server_error(e);
+    let mut r = pages::error_page(
+        e.error,
+        "the server could not process the request, please try again",
+    );
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
+}
+
+fn client_display_name(c: &Client) -> &str {
+    c.client_name.as_deref().unwrap_or(&c.client_id)
+}
+
+fn consent_response(request_id: &str, p: &PendingAuthorization, client: &Client) -> HttpResponse {
+    let url = url::Url::parse(&p.redirect_uri).ok();
+    let host = url
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let loopback = url
+        .as_ref()
+        .and_then(|u| u.host())
+        .is_some_and(|h| is_loopback_host(&h));
+    let scopes: Vec<&str> = p.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    pages::consent_form(&ConsentView {
+        request_id,
+        csrf: &p.csrf,
+        client_name: client_display_name(client),
+        client_id: &client.client_id,
+        redirect_host: &host,
+        redirect_is_loopback: loopback,
+        scopes,
+        resource: &p.resource,
+    })
+}
+
+async fn session_user(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<Option<Uuid>, crate::error::StoreError> {
+    match req.cookie(SESSION_COOKIE) {
+        Some(c) => state.ephemeral.get_session(&hash(c.value())).await,
+        None => Ok(None),
+    }
+}
+
+async fn new_session(state: &AppState, user: Uuid) -> Option<Cookie<'static>> {
+    let value = state.tokens.keys.random_id() + &state.tokens.keys.random_id();
+    let ttl = state.config.login.session_ttl_secs;
+    match state.ephemeral.put_session(&hash(&value), user, ttl).await {
+        Ok(()) => Some(cookie(SESSION_COOKIE, value, ttl as i64)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not store browser session");
+            None
+        }
+    }
+}
+
+/// Issues the single-use code and redirects back to the client.
+async fn issue_code(
+    state: &AppState,
+    req: &HttpRequest,
+    p: &PendingAuthorization,
+    user_id: Uuid,
+) -> HttpResponse {
+    let cb = Callback {
+        redirect_uri: &p.redirect_uri,
+        state: p.state.as_deref(),
+        issuer: &state.config.issuer,
+    };
+    let code = state.tokens.keys.mint_opaque(OpaqueKind::AuthorizationCode);
+    let record = CodeRecord {
+        client_id: p.client_id.clone(),
+        redirect_uri: p.redirect_uri.clone(),
+        redirect_uri_given: p.redirect_uri_given,
+        code_challenge: p.code_challenge.clone(),
+        scope: p.scope.clone(),
+        resource: p.resource.clone(),
+        user_id,
+    };
+    if let Err(e) = state
+        .ephemeral
+        .put_code(&hash(&code), &record, state.config.tokens.code_ttl_secs)
+        .await
+    {
+        return cb.error(&OAuthError::server_error(e));
+    }
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::CodeIssued)
+                .client(&p.client_id)
+                .user(user_id)
+                .ip(client_ip(state, req))
+                .detail(json!({"scope": p.scope, "resource": p.resource})),
+        )
+        .await;
+    cb.redirect(&[("code", &code)])
+}
+
+/// Loads the pending request named in a form and checks that this browser started it and that
+/// the form's CSRF token matches.
+async fn pending_for_form(
+    state: &AppState,
+    req: &HttpRequest,
+    form: &HashMap<String, String>,
+) -> Result<(String, PendingAuthorization, Arc<Client>), HttpResponse> {
+    let expired = || {
+        pages::error_page(
+            "invalid_request",
+            "this sign-in request has expired or is unknown; start again from the application",
+        )
+    };
+    let request_id = form.get("request").ok_or_else(expired)?.clone();
+    let pending = match state.ephemeral.get_pending(&request_id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(expired()),
+        Err(e) => return Err(server_error_page(e)),
+    };
+    let browser_ok = req.cookie(BROWSER_COOKIE).is_some_and(|c| {
+        crate::domain::token::hash_matches(
+            c.value(),
+            &crate::domain::token::unhex(&pending.browser_sha256).unwrap_or_default(),
+        )
+    });
+    let csrf_ok = form.get("csrf").is_some_and(|c| {
+        subtle::ConstantTimeEq::ct_eq(c.as_bytes(), pending.csrf.as_bytes()).into()
+    });
+    if !browser_ok || !csrf_ok {
+        return Err(pages::page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "<h1>Request refused</h1><p>This form was not submitted from the browser that started the sign-in.</p>",
+        ));
+    }
+    let client = match state.clients.get(&pending.client_id).await {
+        Ok(Some(c)) => c,
+        _ => return Err(expired()),
+    };
+    Ok((request_id, pending, client))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RequestQuery {
+    request: String,
+}
+
+/// `GET /login?request=…` (re-shows the form).
+pub async fn login_page(state: web::Data<AppState>, q: web::Query<RequestQuery>) -> HttpResponse {
+    match state.ephemeral.get_pending(&q.request).await {
+        Ok(Some(p)) => {
+            let name = match state.clients.get(&p.client_id).await {
+                Ok(Some(c)) => client_display_name(&c).to_owned(),
+                _ => p.client_id.clone(),
+            };
+            pages::login_form(&q.request, &p.csrf, &name, false)
+        }
+        Ok(None) => pages::error_page(
+            "invalid_request",
+            "this sign-in request has expired; start again from the application",
+        ),
+        Err(e) => server_error_page(e),
+    }
+}
+
+/// `POST /login`
+pub async fn login_submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let form = match form_body(&req, &body) {
+        Ok(f) => f,
+        Err(e) => return pages::error_page(e.error, e.error_description.as_deref().unwrap_or("")),
+    };
+    let (request_id, mut pending, client) = match pending_for_form(&state, &req, &form).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let username = form.get("username").map(String::as_str).unwrap_or("");
+    let password = form.get("password").map(String::as_str).unwrap_or("");
+    let Some(identity) = state.login.verify_password(username, password).await else {
+        state
+            .audit
+            .record(
+                AuditEvent::new(AuditKind::LoginFailed)
+                    .client(&client.client_id)
+                    .ip(client_ip(&state, &req)),
+            )
+            .await;
+        return pages::login_form(
+            &request_id,
+            &pending.csrf,
+            client_display_name(&client),
+            true,
+        );
+    };
+    let user_id = match state
+        .users
+        .upsert(identity.provider, &identity.subject, &identity.username)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return server_error_page(e),
+    };
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::LoginSucceeded)
+                .client(&client.client_id)
+                .user(user_id)
+                .ip(client_ip(&state, &req)),
+        )
+        .await;
+    pending.user_id = Some(user_id);
+    // A fresh CSRF token for the consent step.
+    pending.csrf = state.tokens.keys.random_id();
+    let mut resp = proceed(&state, &req, &client, &request_id, pending).await;
+    if let Some(c) = new_session(&state, user_id).await {
+        let _ = resp.add_cookie(&c);
+    }
+    resp
+}
+
+/// `GET /consent?request=…`
+pub async fn consent_page(state: web::Data<AppState>, q: web::Query<RequestQuery>) -> HttpResponse {
+    match state.ephemeral.get_pending(&q.request).await {
+        Ok(Some(p)) if p.user_id.is_some() => match state.clients.get(&p.client_id).await {
+            Ok(Some(c)) => consent_response(&q.request, &p, &c),
+            _ => pages::error_page("invalid_request", "unknown application"),
+        },
+        Ok(_) => pages::error_page(
+            "invalid_request",
+            "this request has expired; start again from the application",
+        ),
+        Err(e) => server_error_page(e),
+    }
+}
+
+/// `POST /consent`
+pub async fn consent_submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let form = match form_body(&req, &body) {
+        Ok(f) => f,
+        Err(e) => return pages::error_page(e.error, e.error_description.as_deref().unwrap_or("")),
+    };
+    let (request_id, pending, client) = match pending_for_form(&state, &req, &form).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let Some(user_id) = pending.user_id else {
+        return pages::error_page("invalid_request", "sign in first");
+    };
+    // Single use: a second submission of the same form finds nothing.
+    match state.ephemeral.take_pending(&request_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return pages::error_page("invalid_request", "this request was already answered");
+        }
+        Err(e) => return server_error_page(e),
+    }
+    let ip = client_ip(&state, &req);
+    if form.get("decision").map(String::as_str) != Some("allow") {
+        state
+            .audit
+            .record(
+                AuditEvent::new(AuditKind::ConsentDenied)
+                    .client(&client.client_id)
+                    .user(user_id)
+                    .ip(ip),
+            )
+            .await;
+        let cb = Callback {
+            redirect_uri: &pending.redirect_uri,
+            state: pending.state.as_deref(),
+            issuer: &state.config.issuer,
+        };
+        return cb.error(&OAuthError::access_denied("the user denied the request"));
+    }
+    if let Err(e) = state
+        .users
+        .record_consent(
+            user_id,
+            &client.client_id,
+            &pending.resource,
+            &pending.scope,
+        )
+        .await
+    {
+        return server_error_page(e);
+    }
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::ConsentGranted)
+                .client(&client.client_id)
+                .user(user_id)
+                .ip(ip)
+                .detail(json!({"scope": pending.scope, "resource": pending.resource})),
+        )
+        .await;
+    issue_code(&state, &req, &pending, user_id).await
+}

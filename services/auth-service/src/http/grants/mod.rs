@@ -1,0 +1,5 @@
+//! One module per grant type; `/token` only dispatches.
+
+pub mod authorization_code;
+pub mod client_credentials;
+pub mod refresh_token;

@@ -1,0 +1,115 @@
+//! The `refresh_token` grant (OAuth 2.1 §4.3): rotation on every use, optional narrowing of
+//! scope, the grace period of `domain::refresh`, and family revocation on reuse.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::domain::scope::ScopeSet;
+use crate::domain::token::{OpaqueKind, hash};
+use crate::error::OAuthError;
+use crate::http::token::TokenResponse;
+use crate::store::clients::Client;
+use crate::store::grants::RefreshOutcome;
+
+pub async fn handle(
+    state: &AppState,
+    client: &Client,
+    form: &HashMap<String, String>,
+    ip: Option<String>,
+) -> Result<TokenResponse, OAuthError> {
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    state
+        .tokens
+        .keys
+        .verify_opaque(OpaqueKind::RefreshToken, presented)
+        .map_err(|_| invalid())?;
+    let requested_resource = match form.get("resource") {
+        Some(r) => Some(state.resolve_resource(Some(r))?),
+        None => None,
+    };
+    let requested_scope = match form.get("scope") {
+        Some(s) => {
+            let mut set =
+                ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+            set.remove("offline_access");
+            (!set.is_empty()).then_some(set)
+        }
+        None => None,
+    };
+    let successor = state.tokens.keys.mint_opaque(OpaqueKind::RefreshToken);
+    let cfg = &state.config.tokens;
+    let outcome = state
+        .grants
+        .refresh(
+            &hash(presented),
+            &client.client_id,
+            &hash(&successor),
+            requested_scope.as_ref(),
+            requested_resource.as_deref(),
+            cfg.refresh_grace_secs,
+            cfg.refresh_ttl_secs,
+        )
+        .await?;
+    let row = match outcome {
+        RefreshOutcome::Issued(row) => row,
+        RefreshOutcome::Invalid => return Err(invalid()),
+        RefreshOutcome::ScopeNotGranted => {
+            return Err(OAuthError::invalid_scope(
+                "the requested scope exceeds what was granted",
+            ));
+        }
+        RefreshOutcome::ResourceNotGranted => {
+            return Err(OAuthError::invalid_target(
+                "the requested resource was not part of the grant",
+            ));
+        }
+        RefreshOutcome::ReuseDetected(grant) => {
+            state
+                .tokens
+                .revoke_grant(grant.grant_id, "refresh_token_reuse")
+                .await?;
+            state
+                .audit
+                .record(
+                    AuditEvent::new(AuditKind::RefreshReuseDetected)
+                        .client(&client.client_id)
+                        .user(grant.user_id)
+                        .grant(grant.grant_id)
+                        .ip(ip),
+                )
+                .await;
+            return Err(invalid());
+        }
+    };
+    let (access, claims) = state.tokens.issue_access(
+        &row.grant.user_id.to_string(),
+        &client.client_id,
+        Some(row.grant.grant_id),
+        &row.resource,
+        &row.scope,
+    );
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::TokenRefreshed)
+                .client(&client.client_id)
+                .user(row.grant.user_id)
+                .grant(row.grant.grant_id)
+                .ip(ip)
+                .detail(json!({"jti": claims.jti, "scope": row.scope})),
+        )
+        .await;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: state.tokens.access_ttl(),
+        scope: row.scope,
+        refresh_token: Some(successor),
+    })
+}

@@ -1,0 +1,34 @@
+//! RFC 8414 authorization server metadata (also served at the OpenID discovery path that MCP
+//! clients try).
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::app::AppState;
+
+pub async fn authorization_server(state: web::Data<AppState>) -> HttpResponse {
+    let issuer = &state.config.issuer;
+    let mut grants = vec!["authorization_code", "refresh_token", "client_credentials"];
+    grants.dedup();
+    let body = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "registration_endpoint": format!("{issuer}/register"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": grants,
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": state.supported_scopes,
+        "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": state.config.cimd.enabled,
+    });
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(body)
+}

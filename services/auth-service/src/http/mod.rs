@@ -1,0 +1,160 @@
+//! The HTTP face (actix-web): thin handlers that parse, call the engine and storage, and answer
+//! in the shapes RFC 6749, 7591, 7592, 7009, 7662, 8414 and 9207 prescribe.
+
+mod authorize;
+mod grants;
+mod metadata;
+mod ops;
+mod pages;
+mod register;
+mod revoke_introspect;
+mod token;
+
+use std::collections::HashMap;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, web};
+
+use crate::app::AppState;
+use crate::error::OAuthError;
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/.well-known/oauth-authorization-server",
+        web::get().to(metadata::authorization_server),
+    )
+    .route(
+        "/.well-known/openid-configuration",
+        web::get().to(metadata::authorization_server),
+    )
+    .route("/register", web::post().to(register::create))
+    .route("/register/{client_id}", web::get().to(register::read))
+    .route("/register/{client_id}", web::put().to(register::update))
+    .route("/register/{client_id}", web::delete().to(register::delete))
+    .route("/authorize", web::get().to(authorize::authorize))
+    .route("/login", web::get().to(authorize::login_page))
+    .route("/login", web::post().to(authorize::login_submit))
+    .route("/consent", web::get().to(authorize::consent_page))
+    .route("/consent", web::post().to(authorize::consent_submit))
+    .route("/token", web::post().to(token::token))
+    .route("/revoke", web::post().to(revoke_introspect::revoke))
+    .route("/introspect", web::post().to(revoke_introspect::introspect))
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics));
+}
+
+/// Parses an `application/x-www-form-urlencoded` body or query. RFC 6749 §3.1: parameters
+/// MUST NOT be included more than once.
+pub(crate) fn parse_params(raw: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        if out.insert(k.to_string(), v.into_owned()).is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {k} was given more than once"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Returns the form body of a POST, refusing other content types.
+pub(crate) fn form_body(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<HashMap<String, String>, OAuthError> {
+    let ct = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::invalid_request(
+            "content type must be application/x-www-form-urlencoded",
+        ));
+    }
+    parse_params(body)
+}
+
+/// The client address used for rate limits and audit.
+pub(crate) fn client_ip(state: &AppState, req: &HttpRequest) -> Option<String> {
+    if state.config.rate_limit.trust_forwarded_for
+        && let Some(xff) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        && let Some(first) = xff.split(',').next()
+    {
+        return Some(first.trim().to_owned());
+    }
+    req.peer_addr().map(|a| a.ip().to_string())
+}
+
+/// A rate-limited endpoint.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bucket {
+    Register,
+    Token,
+    Authorize,
+}
+
+/// Counts the request in the shared (Redis) fixed window; 429 with `Retry-After` past the limit.
+/// Redis being unreachable does not take the endpoint down: the request is let through and logged.
+pub(crate) async fn rate_limit(
+    state: &AppState,
+    req: &HttpRequest,
+    bucket: Bucket,
+) -> Result<(), OAuthError> {
+    let rl = &state.config.rate_limit;
+    if !rl.enabled {
+        return Ok(());
+    }
+    let (name, limit) = match bucket {
+        Bucket::Register => ("register", rl.register),
+        Bucket::Token => ("token", rl.token),
+        Bucket::Authorize => ("authorize", rl.authorize),
+    };
+    let ip = client_ip(state, req).unwrap_or_else(|| "unknown".into());
+    let now = chrono::Utc::now().timestamp() as u64;
+    let window = now / rl.window_secs;
+    match state
+        .ephemeral
+        .count_request(name, &ip, window, rl.window_secs)
+        .await
+    {
+        Ok(n) if n > limit => {
+            metrics::counter!("mcpauth_rate_limited_total", "endpoint" => name).increment(1);
+            let retry = (window + 1) * rl.window_secs - now;
+            Err(OAuthError::rate_limited(retry.max(1)))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, endpoint = name, "rate limiter unavailable, allowing request");
+            Ok(())
+        }
+    }
+}
+
+/// Request count and latency per route pattern (bounded label cardinality).
+pub(crate) async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let res = next.call(req).await?;
+    let status = res.status().as_u16().to_string();
+    metrics::histogram!("mcpauth_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("mcpauth_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    Ok(res)
+}

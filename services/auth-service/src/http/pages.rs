@@ -1,0 +1,118 @@
+//! The few HTML pages a user sees: login, consent, and errors that must not redirect.
+//! Every value is HTML-escaped; every page refuses to be framed.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#222}\
+h1{font-size:1.3rem}.box{border:1px solid #ccc;border-radius:8px;padding:1rem 1.2rem}\
+code{background:#f3f3f3;padding:.1rem .3rem;border-radius:4px}.warn{color:#8a4b00}\
+button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.6rem}input{font-size:1rem;padding:.3rem;width:100%;margin:.2rem 0 .8rem}";
+
+/// Wraps a body in a page with anti-framing and no-cache headers.
+pub fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("Content-Type", "text/html; charset=utf-8"))
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .body(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
+             <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head><body>{body}</body></html>",
+            text(title)
+        ))
+}
+
+/// An authorization error shown to the user because the redirect URI is not (yet) trusted.
+pub fn error_page(error: &str, description: &str) -> HttpResponse {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Authorization error",
+        &format!(
+            "<h1>This authorization request cannot be completed</h1><div class=\"box\"><p><code>{}</code></p><p>{}</p></div>\
+             <p>You were not redirected back to the application because the request could not be verified.</p>",
+            text(error),
+            text(description)
+        ),
+    )
+}
+
+/// The login form of the local provider.
+pub fn login_form(request_id: &str, csrf: &str, client_name: &str, failed: bool) -> HttpResponse {
+    let notice = if failed {
+        "<p class=\"warn\">Wrong username or password.</p>"
+    } else {
+        ""
+    };
+    page(
+        if failed {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        "Sign in",
+        &format!(
+            "<h1>Sign in to continue to {}</h1>{notice}<form method=\"post\" action=\"login\" class=\"box\">\
+             <input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label>Username<input name=\"username\" autocomplete=\"username\" required autofocus></label>\
+             <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+             <button type=\"submit\">Sign in</button></form>",
+            text(client_name),
+            attr(request_id),
+            attr(csrf)
+        ),
+    )
+}
+
+/// What the consent screen shows.
+pub struct ConsentView<'a> {
+    pub request_id: &'a str,
+    pub csrf: &'a str,
+    pub client_name: &'a str,
+    pub client_id: &'a str,
+    pub redirect_host: &'a str,
+    pub redirect_is_loopback: bool,
+    pub scopes: Vec<&'a str>,
+    pub resource: &'a str,
+}
+
+/// The consent screen: names the client, its redirect host, the scopes and the resource.
+pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
+    let scopes: String = v
+        .scopes
+        .iter()
+        .map(|s| format!("<li><code>{}</code></li>", text(s)))
+        .collect();
+    let loopback = if v.redirect_is_loopback {
+        "<p class=\"warn\">This application receives the authorization on your own computer (a local address). \
+         Only continue if you started this from an application you trust.</p>"
+    } else {
+        ""
+    };
+    page(
+        StatusCode::OK,
+        "Authorize access",
+        &format!(
+            "<h1><strong>{}</strong> wants to access your account</h1><div class=\"box\">\
+             <p>Client: <code>{}</code></p>\
+             <p>After you decide, you will be sent to <strong>{}</strong>.</p>{loopback}\
+             <p>Resource: <code>{}</code></p><p>Permissions:</p><ul>{scopes}</ul></div>\
+             <form method=\"post\" action=\"consent\"><input type=\"hidden\" name=\"request\" value=\"{}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><p>\
+             <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></p></form>",
+            text(v.client_name),
+            text(v.client_id),
+            text(v.redirect_host),
+            text(v.resource),
+            attr(v.request_id),
+            attr(v.csrf)
+        ),
+    )
+}

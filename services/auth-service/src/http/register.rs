@@ -1,0 +1,421 @@
+//! Dynamic client registration (RFC 7591) and its management protocol (RFC 7592).
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::domain::redirect_uri::validate_for_registration;
+use crate::domain::scope::ScopeSet;
+use crate::domain::token::{OpaqueKind, hash, hash_matches};
+use crate::error::{OAuthError, StoreError};
+use crate::http::{Bucket, client_ip, rate_limit};
+use crate::store::clients::{Client, ClientSource};
+
+/// The client metadata we understand (RFC 7591 §2). Anything else is ignored.
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    token_endpoint_auth_method: Option<String>,
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+    client_name: Option<String>,
+    client_uri: Option<String>,
+    logo_uri: Option<String>,
+    scope: Option<String>,
+    contacts: Option<Vec<String>>,
+    tos_uri: Option<String>,
+    policy_uri: Option<String>,
+    software_id: Option<String>,
+    software_version: Option<String>,
+    /// RFC 7592 update requests carry it; must equal the path's.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+const GRANTS: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
+const METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
+
+/// Validated metadata, ready to store.
+struct Validated {
+    redirect_uris: Vec<String>,
+    method: String,
+    grant_types: Vec<String>,
+    response_types: Vec<String>,
+    client_name: Option<String>,
+    scope: Option<String>,
+    stored: Value,
+}
+
+fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
+    let raw: Value = serde_json::from_slice(body)
+        .map_err(|e| OAuthError::invalid_client_metadata(format!("body is not valid JSON: {e}")))?;
+    if !raw.is_object() {
+        return Err(OAuthError::invalid_client_metadata(
+            "body must be a JSON object",
+        ));
+    }
+    let m: Metadata = serde_json::from_value(raw).map_err(|e| {
+        OAuthError::invalid_client_metadata(format!("invalid client metadata: {e}"))
+    })?;
+
+    let method = m
+        .token_endpoint_auth_method
+        .clone()
+        .unwrap_or_else(|| "client_secret_basic".into());
+    if !METHODS.contains(&method.as_str()) {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "token_endpoint_auth_method {method:?} is not supported (none, client_secret_basic, client_secret_post)"
+        )));
+    }
+    let grant_types = m
+        .grant_types
+        .clone()
+        .unwrap_or_else(|| vec!["authorization_code".into()]);
+    if grant_types.is_empty() {
+        return Err(OAuthError::invalid_client_metadata(
+            "grant_types must not be empty",
+        ));
+    }
+    for g in &grant_types {
+        if !GRANTS.contains(&g.as_str()) {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "grant type {g:?} is not supported"
+            )));
+        }
+    }
+    let response_types = m.response_types.clone().unwrap_or_else(|| {
+        if grant_types.iter().any(|g| g == "authorization_code") {
+            vec!["code".into()]
+        } else {
+            vec![]
+        }
+    });
+    if response_types.iter().any(|r| r != "code") {
+        return Err(OAuthError::invalid_client_metadata(
+            "only the \"code\" response type is supported",
+        ));
+    }
+    let uses_code = grant_types.iter().any(|g| g == "authorization_code");
+    if uses_code != response_types.iter().any(|r| r == "code") {
+        return Err(OAuthError::invalid_client_metadata(
+            "grant_types authorization_code and response_types code go together",
+        ));
+    }
+    if grant_types.iter().any(|g| g == "client_credentials") && method == "none" {
+        return Err(OAuthError::invalid_client_metadata(
+            "client_credentials requires a confidential client",
+        ));
+    }
+    if uses_code && m.redirect_uris.is_empty() {
+        return Err(OAuthError::invalid_redirect_uri(
+            "redirect_uris is required for the authorization_code grant",
+        ));
+    }
+    if m.redirect_uris.len() > 20 {
+        return Err(OAuthError::invalid_redirect_uri("at most 20 redirect_uris"));
+    }
+    for uri in &m.redirect_uris {
+        validate_for_registration(uri, &state.config.registration.allowed_redirect_hosts)
+            .map_err(|e| OAuthError::invalid_redirect_uri(format!("{uri}: {e}")))?;
+    }
+    if let Some(name) = &m.client_name
+        && (name.chars().count() > 200 || name.chars().any(char::is_control))
+    {
+        return Err(OAuthError::invalid_client_metadata(
+            "client_name must be at most 200 printable characters",
+        ));
+    }
+    for (field, uri) in [
+        ("client_uri", &m.client_uri),
+        ("logo_uri", &m.logo_uri),
+        ("tos_uri", &m.tos_uri),
+        ("policy_uri", &m.policy_uri),
+    ] {
+        if let Some(u) = uri
+            && !url::Url::parse(u).is_ok_and(|u| u.scheme() == "https" || u.scheme() == "http")
+        {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "{field} must be an http(s) URL"
+            )));
+        }
+    }
+    let scope = match &m.scope {
+        None => None,
+        Some(s) => {
+            let mut set = ScopeSet::parse(s)
+                .map_err(|e| OAuthError::invalid_client_metadata(e.to_string()))?;
+            // Clients ask for offline_access by habit; refresh tokens come with the grant type.
+            set.remove("offline_access");
+            let supported = ScopeSet::from_iter(state.supported_scopes.iter().cloned());
+            let unknown = set.difference(&supported);
+            if !unknown.is_empty() {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "unsupported scope: {unknown}"
+                )));
+            }
+            (!set.is_empty()).then(|| set.to_string())
+        }
+    };
+    let mut stored = Map::new();
+    let mut put = |k: &str, v: Value| {
+        if !v.is_null() {
+            stored.insert(k.to_owned(), v);
+        }
+    };
+    put("client_uri", json!(m.client_uri));
+    put("logo_uri", json!(m.logo_uri));
+    put("contacts", json!(m.contacts));
+    put("tos_uri", json!(m.tos_uri));
+    put("policy_uri", json!(m.policy_uri));
+    put("software_id", json!(m.software_id));
+    put("software_version", json!(m.software_version));
+    Ok(Validated {
+        redirect_uris: m.redirect_uris,
+        method,
+        grant_types,
+        response_types,
+        client_name: m.client_name,
+        scope,
+        stored: Value::Object(stored),
+    })
+}
+
+/// The registration response body (RFC 7591 §3.2.1, RFC 7592 §3).
+fn client_body(
+    state: &AppState,
+    c: &Client,
+    secret: Option<&str>,
+    reg_token: Option<&str>,
+) -> Value {
+    let mut body = json!({
+        "client_id": c.client_id,
+        "client_id_issued_at": c.created_at.timestamp(),
+        "redirect_uris": c.redirect_uris,
+        "grant_types": c.grant_types,
+        "response_types": c.response_types,
+        "token_endpoint_auth_method": c.token_endpoint_auth_method,
+        "registration_client_uri": format!("{}/register/{}", state.config.issuer, c.client_id),
+    });
+    let obj = body.as_object_mut().expect("object");
+    if let Some(n) = &c.client_name {
+        obj.insert("client_name".into(), json!(n));
+    }
+    if let Some(s) = &c.scope {
+        obj.insert("scope".into(), json!(s));
+    }
+    if let Some(secret) = secret {
+        obj.insert("client_secret".into(), json!(secret));
+        obj.insert("client_secret_expires_at".into(), json!(0));
+    }
+    if let Some(t) = reg_token {
+        obj.insert("registration_access_token".into(), json!(t));
+    }
+    if let Value::Object(extra) = &c.metadata {
+        for (k, v) in extra {
+            obj.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    body
+}
+
+fn no_store(status: StatusCode, body: Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Pragma", "no-cache"))
+        .json(body)
+}
+
+/// `POST /register`
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    rate_limit(&state, &req, Bucket::Register).await?;
+    if !state.config.registration.open {
+        return Err(OAuthError::access_denied(
+            "dynamic client registration is closed on this server",
+        ));
+    }
+    let v = validate(&state, &body)?;
+    let store = state.clients.store();
+    if store.count_dynamic().await? >= state.config.registration.max_clients {
+        return Err(OAuthError::access_denied(
+            "the client registration limit of this server has been reached",
+        )
+        .with_status(StatusCode::FORBIDDEN));
+    }
+    let secret =
+        (v.method != "none").then(|| state.tokens.keys.mint_opaque(OpaqueKind::ClientSecret));
+    let reg_token = state.tokens.keys.mint_opaque(OpaqueKind::RegistrationToken);
+    let client = Client {
+        client_id: format!("mcpc_{}", state.tokens.keys.random_id()),
+        source: ClientSource::Dynamic,
+        client_name: v.client_name,
+        redirect_uris: v.redirect_uris,
+        grant_types: v.grant_types,
+        response_types: v.response_types,
+        token_endpoint_auth_method: v.method,
+        scope: v.scope,
+        secret_sha256: secret.as_deref().map(hash),
+        registration_token_sha256: Some(hash(&reg_token)),
+        metadata: v.stored,
+        created_at: Utc::now(),
+    };
+    store.insert(&client).await?;
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::ClientRegistered)
+                .client(&client.client_id)
+                .ip(client_ip(&state, &req))
+                .detail(json!({"redirect_uris": client.redirect_uris, "auth_method": client.token_endpoint_auth_method})),
+        )
+        .await;
+    Ok(no_store(
+        StatusCode::CREATED,
+        client_body(&state, &client, secret.as_deref(), Some(&reg_token)),
+    ))
+}
+
+/// Authorizes an RFC 7592 request with the registration access token.
+async fn authorized_client(
+    state: &AppState,
+    req: &HttpRequest,
+    client_id: &str,
+) -> Result<Arc<Client>, OAuthError> {
+    let denied = || OAuthError::invalid_token("a valid registration access token is required");
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(denied)?;
+    state
+        .tokens
+        .keys
+        .verify_opaque(OpaqueKind::RegistrationToken, token)
+        .map_err(|_| denied())?;
+    let client = state
+        .clients
+        .store()
+        .get(client_id)
+        .await?
+        .ok_or_else(denied)?;
+    match &client.registration_token_sha256 {
+        Some(h) if hash_matches(token, h) => Ok(Arc::new(client)),
+        _ => Err(denied()),
+    }
+}
+
+/// `GET /register/{client_id}`
+pub async fn read(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, OAuthError> {
+    let client = authorized_client(&state, &req, &path).await?;
+    Ok(no_store(
+        StatusCode::OK,
+        client_body(&state, &client, None, None),
+    ))
+}
+
+/// `PUT /register/{client_id}`: replaces the metadata. The secret and the registration token stay.
+pub async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let existing = authorized_client(&state, &req, &path).await?;
+    let v = validate(&state, &body)?;
+    let m: Metadata = serde_json::from_slice(&body)
+        .map_err(|e| OAuthError::invalid_client_metadata(e.to_string()))?;
+    if m.client_id.as_deref() != Some(existing.client_id.as_str()) {
+        return Err(OAuthError::invalid_request(
+            "client_id in the body must match the client being updated",
+        ));
+    }
+    if let Some(s) = &m.client_secret
+        && !existing
+            .secret_sha256
+            .as_deref()
+            .is_some_and(|h| hash_matches(s, h))
+    {
+        return Err(OAuthError::invalid_request("client_secret does not match"));
+    }
+    if v.method != existing.token_endpoint_auth_method {
+        return Err(OAuthError::invalid_client_metadata(
+            "token_endpoint_auth_method cannot change; register a new client",
+        ));
+    }
+    let updated = Client {
+        client_name: v.client_name,
+        redirect_uris: v.redirect_uris,
+        grant_types: v.grant_types,
+        response_types: v.response_types,
+        scope: v.scope,
+        metadata: v.stored,
+        ..(*existing).clone()
+    };
+    match state.clients.store().update_metadata(&updated).await {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => {
+            return Err(OAuthError::invalid_token("client no longer exists"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.client_changed(&updated.client_id).await;
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::ClientUpdated)
+                .client(&updated.client_id)
+                .ip(client_ip(&state, &req)),
+        )
+        .await;
+    Ok(no_store(
+        StatusCode::OK,
+        client_body(&state, &updated, None, None),
+    ))
+}
+
+/// `DELETE /register/{client_id}`: removes the client, its grants, and every token issued to it.
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, OAuthError> {
+    let client = authorized_client(&state, &req, &path).await?;
+    // Deny every access token of the client first: grants go with the row (ON DELETE CASCADE).
+    let until = Utc::now().timestamp() + state.tokens.access_ttl();
+    state
+        .tokens
+        .revoke(
+            crate::store::revocations::RevocationKind::Client,
+            &client.client_id,
+            until,
+        )
+        .await?;
+    state.clients.store().delete(&client.client_id).await?;
+    state.client_changed(&client.client_id).await;
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::ClientDeleted)
+                .client(&client.client_id)
+                .ip(client_ip(&state, &req)),
+        )
+        .await;
+    Ok(HttpResponse::NoContent()
+        .insert_header(("Cache-Control", "no-store"))
+        .finish())
+}

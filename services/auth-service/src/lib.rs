@@ -1,0 +1,20 @@
+//! auth-service: mcpauth's OAuth 2.1 authorization server for MCP.
+//!
+//! `main.rs` wires configuration → telemetry → [`app::start`]; tests start the same thing.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod audit;
+pub mod background;
+pub mod cimd;
+pub mod clients;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod login;
+pub mod store;
+pub mod tokens;
+
+pub use audit::{AuditEvent, AuditKind, AuditLog};

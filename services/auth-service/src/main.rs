@@ -1,0 +1,125 @@
+//! auth-service binary: configuration → telemetry → `app::start` → serve until SIGTERM/Ctrl-C.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use auth_service::config::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "auth-service",
+    version,
+    about = "mcpauth OAuth 2.1 authorization server for MCP"
+)]
+struct Cli {
+    /// TOML configuration file (environment variables MCPAUTH__… override it).
+    #[arg(long, short, global = true, env = "MCPAUTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP and gRPC (the default).
+    Serve,
+    /// Apply database migrations, then exit.
+    Migrate,
+    /// Print the SHA-256 (hex) of a secret read from stdin, for `grpc.callers` and `clients`.
+    HashSecret,
+    /// Print an argon2id hash of a password read from stdin, for `login.users`.
+    HashPassword,
+    /// Print a new random 256-bit token key (base64), for `tokens.keys`.
+    GenerateKey,
+    /// Check the configuration and exit.
+    CheckConfig,
+}
+
+fn read_stdin() -> String {
+    let mut s = String::new();
+    let _ = std::io::stdin().read_to_string(&mut s);
+    s.trim_end_matches(['\r', '\n']).to_owned()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    match command {
+        Command::HashSecret => {
+            println!(
+                "{}",
+                auth_service::domain::token::hex(&auth_service::domain::token::hash(&read_stdin()))
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::HashPassword => {
+            println!("{}", auth_service::login::hash_password(&read_stdin()));
+            return ExitCode::SUCCESS;
+        }
+        Command::GenerateKey => {
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .expect("randomness");
+            println!(
+                "{}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("auth-service: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(command, Command::CheckConfig) {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    mcpauth_runtime::init_logging("auth-service", &config.log);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("auth-service: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Migrate => {
+                let pool =
+                    auth_service::store::connect_postgres(config.database.url.expose(), 2).await?;
+                auth_service::store::migrate(&pool).await?;
+                tracing::info!("migrations applied");
+                Ok(())
+            }
+            _ => {
+                let metrics = mcpauth_runtime::init_metrics();
+                let running = auth_service::app::start(config, metrics).await?;
+                running.run_until(mcpauth_runtime::shutdown_signal()).await;
+                tracing::info!("auth-service stopped");
+                Ok::<(), anyhow::Error>(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "auth-service failed");
+            eprintln!("auth-service: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

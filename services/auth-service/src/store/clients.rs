@@ -1,0 +1,213 @@
+//! Registered clients (RFC 7591 dynamic, configured static, and CIMD-fetched).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+use crate::error::StoreError;
+
+/// Where a client came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSource {
+    Dynamic,
+    Static,
+    Cimd,
+}
+
+impl ClientSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientSource::Dynamic => "dynamic",
+            ClientSource::Static => "static",
+            ClientSource::Cimd => "cimd",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "dynamic" => Ok(Self::Dynamic),
+            "static" => Ok(Self::Static),
+            "cimd" => Ok(Self::Cimd),
+            other => Err(StoreError::Corrupt(format!("client source {other}"))),
+        }
+    }
+}
+
+/// A registered OAuth client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub client_id: String,
+    pub source: ClientSource,
+    pub client_name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    /// `none`, `client_secret_basic` or `client_secret_post`.
+    pub token_endpoint_auth_method: String,
+    pub scope: Option<String>,
+    pub secret_sha256: Option<Vec<u8>>,
+    pub registration_token_sha256: Option<Vec<u8>>,
+    /// All metadata as registered (unknown fields kept).
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.token_endpoint_auth_method == "none"
+    }
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+}
+
+/// Postgres access to the `clients` table.
+#[derive(Clone)]
+pub struct ClientStore {
+    pool: PgPool,
+}
+
+const COLUMNS: &str = "client_id, source, client_name, redirect_uris, grant_types, response_types, \
+     token_endpoint_auth_method, scope, secret_sha256, registration_token_sha256, metadata, created_at";
+
+impl ClientStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Client, StoreError> {
+        Ok(Client {
+            client_id: row.try_get("client_id")?,
+            source: ClientSource::parse(row.try_get::<&str, _>("source")?)?,
+            client_name: row.try_get("client_name")?,
+            redirect_uris: row.try_get("redirect_uris")?,
+            grant_types: row.try_get("grant_types")?,
+            response_types: row.try_get("response_types")?,
+            token_endpoint_auth_method: row.try_get("token_endpoint_auth_method")?,
+            scope: row.try_get("scope")?,
+            secret_sha256: row.try_get("secret_sha256")?,
+            registration_token_sha256: row.try_get("registration_token_sha256")?,
+            metadata: row.try_get("metadata")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    pub async fn get(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM clients WHERE client_id = $1"
+        )))
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::from_row).transpose()
+    }
+
+    /// Inserts a new client; `AlreadyExists` on an id collision.
+    pub async fn insert(&self, c: &Client) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO clients (client_id, source, client_name, redirect_uris, grant_types, response_types, \
+             token_endpoint_auth_method, scope, secret_sha256, registration_token_sha256, metadata, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+        )
+        .bind(&c.client_id)
+        .bind(c.source.as_str())
+        .bind(&c.client_name)
+        .bind(&c.redirect_uris)
+        .bind(&c.grant_types)
+        .bind(&c.response_types)
+        .bind(&c.token_endpoint_auth_method)
+        .bind(&c.scope)
+        .bind(&c.secret_sha256)
+        .bind(&c.registration_token_sha256)
+        .bind(&c.metadata)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts or replaces a client that configuration or a metadata document defines.
+    pub async fn upsert(&self, c: &Client) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO clients (client_id, source, client_name, redirect_uris, grant_types, response_types, \
+             token_endpoint_auth_method, scope, secret_sha256, registration_token_sha256, metadata, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
+             ON CONFLICT (client_id) DO UPDATE SET source = EXCLUDED.source, client_name = EXCLUDED.client_name, \
+             redirect_uris = EXCLUDED.redirect_uris, grant_types = EXCLUDED.grant_types, \
+             response_types = EXCLUDED.response_types, token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method, \
+             scope = EXCLUDED.scope, secret_sha256 = EXCLUDED.secret_sha256, metadata = EXCLUDED.metadata, updated_at = now()",
+        )
+        .bind(&c.client_id)
+        .bind(c.source.as_str())
+        .bind(&c.client_name)
+        .bind(&c.redirect_uris)
+        .bind(&c.grant_types)
+        .bind(&c.response_types)
+        .bind(&c.token_endpoint_auth_method)
+        .bind(&c.scope)
+        .bind(&c.secret_sha256)
+        .bind(&c.registration_token_sha256)
+        .bind(&c.metadata)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces a dynamic client's metadata (RFC 7592 update). The secret and registration
+    /// token are kept.
+    pub async fn update_metadata(&self, c: &Client) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE clients SET client_name = $2, redirect_uris = $3, grant_types = $4, response_types = $5, \
+             scope = $6, metadata = $7, updated_at = now() WHERE client_id = $1",
+        )
+        .bind(&c.client_id)
+        .bind(&c.client_name)
+        .bind(&c.redirect_uris)
+        .bind(&c.grant_types)
+        .bind(&c.response_types)
+        .bind(&c.scope)
+        .bind(&c.metadata)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, client_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn count_dynamic(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM clients WHERE source = 'dynamic'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records that these clients were used (batched by the caller).
+    pub async fn touch(&self, client_ids: &[String]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE clients SET last_used_at = now() WHERE client_id = ANY($1)")
+            .bind(client_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes dynamic clients never used within `ttl_secs`; returns their ids.
+    pub async fn delete_unused(&self, ttl_secs: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM clients WHERE source = 'dynamic' \
+             AND coalesce(last_used_at, created_at) < now() - make_interval(secs => $1) RETURNING client_id",
+        )
+        .bind(ttl_secs as f64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,249 @@
+//! Short-lived state in Redis: pending authorization requests, authorization codes, browser
+//! sessions, rate-limit windows, and the event channel replicas use to tell each other about
+//! revocations and client changes. Keys are namespaced with the configured prefix; codes and
+//! sessions are keyed by the SHA-256 of their value, never the value itself.
+
+use deadpool_redis::Pool;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::domain::token::hex;
+use crate::error::StoreError;
+use crate::store::revocations::Revocation;
+
+/// An `/authorize` request waiting for login and consent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingAuthorization {
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// Whether the request named `redirect_uri` (then the token request must repeat it).
+    pub redirect_uri_given: bool,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub scope: String,
+    pub resource: String,
+    /// CSRF token embedded in the login and consent forms.
+    pub csrf: String,
+    /// SHA-256 (hex) of the browser-binding cookie set at `/authorize`.
+    pub browser_sha256: String,
+    /// Set once the user has logged in.
+    pub user_id: Option<Uuid>,
+}
+
+/// What an authorization code is bound to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeRecord {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_given: bool,
+    pub code_challenge: String,
+    pub scope: String,
+    pub resource: String,
+    pub user_id: Uuid,
+}
+
+/// Result of redeeming a code.
+#[derive(Debug)]
+pub enum CodeRedemption {
+    /// First use.
+    Fresh(CodeRecord),
+    /// The code was already redeemed; this is the grant it produced (to revoke).
+    Replayed(Option<Uuid>),
+    /// Unknown or expired.
+    Unknown,
+}
+
+/// Events that replicas fan out to each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaEvent {
+    Revoked(Revocation),
+    ClientChanged(String),
+}
+
+/// Redis access.
+#[derive(Clone)]
+pub struct Ephemeral {
+    pool: Pool,
+    prefix: String,
+}
+
+/// How long a redeemed code is remembered, to catch replays after its TTL-bound first use.
+const USED_CODE_TTL_SECS: u64 = 600;
+
+impl Ephemeral {
+    pub fn new(pool: Pool, prefix: &str) -> Self {
+        Self {
+            pool,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    /// The pub/sub channel of replica events.
+    pub fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn put_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut c = self.conn().await?;
+        let _: () = c.set_ex(key, body, ttl).await?;
+        Ok(())
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get(key).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    // --- pending authorizations -------------------------------------------------------------
+
+    pub async fn put_pending(
+        &self,
+        id: &str,
+        p: &PendingAuthorization,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        self.put_json(&self.key("authz", id), p, ttl).await
+    }
+
+    pub async fn get_pending(&self, id: &str) -> Result<Option<PendingAuthorization>, StoreError> {
+        self.get_json(&self.key("authz", id)).await
+    }
+
+    /// Removes and returns a pending request (single use at the end of the flow).
+    pub async fn take_pending(&self, id: &str) -> Result<Option<PendingAuthorization>, StoreError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get_del(self.key("authz", id)).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    // --- authorization codes ------------------------------------------------------------------
+
+    pub async fn put_code(
+        &self,
+        code_sha256: &[u8],
+        rec: &CodeRecord,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        self.put_json(&self.key("code", &hex(code_sha256)), rec, ttl)
+            .await
+    }
+
+    /// Atomically takes a code (GETDEL), so that two concurrent redemptions cannot both win.
+    pub async fn redeem_code(&self, code_sha256: &[u8]) -> Result<CodeRedemption, StoreError> {
+        let h = hex(code_sha256);
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get_del(self.key("code", &h)).await?;
+        if let Some(raw) = raw {
+            let rec = serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Mark as used before anything is issued, so a racing replay sees it.
+            let _: () = c
+                .set_ex(self.key("code_used", &h), "", USED_CODE_TTL_SECS)
+                .await?;
+            return Ok(CodeRedemption::Fresh(rec));
+        }
+        let used: Option<String> = c.get(self.key("code_used", &h)).await?;
+        Ok(match used {
+            Some(g) => CodeRedemption::Replayed(Uuid::parse_str(&g).ok()),
+            None => CodeRedemption::Unknown,
+        })
+    }
+
+    /// Remembers which grant a redeemed code produced (revoked if the code is replayed).
+    pub async fn bind_code_grant(
+        &self,
+        code_sha256: &[u8],
+        grant_id: Uuid,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: () = c
+            .set_ex(
+                self.key("code_used", &hex(code_sha256)),
+                grant_id.to_string(),
+                USED_CODE_TTL_SECS,
+            )
+            .await?;
+        Ok(())
+    }
+
+    // --- browser sessions ---------------------------------------------------------------------
+
+    pub async fn put_session(
+        &self,
+        session_sha256: &[u8],
+        user_id: Uuid,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: () = c
+            .set_ex(
+                self.key("session", &hex(session_sha256)),
+                user_id.to_string(),
+                ttl,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_session(&self, session_sha256: &[u8]) -> Result<Option<Uuid>, StoreError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get(self.key("session", &hex(session_sha256))).await?;
+        Ok(raw.and_then(|r| Uuid::parse_str(&r).ok()))
+    }
+
+    // --- rate limits --------------------------------------------------------------------------
+
+    /// Counts one request in the fixed window `window` of `bucket`/`subject`; returns the count
+    /// so far in that window (shared by every replica).
+    pub async fn count_request(
+        &self,
+        bucket: &str,
+        subject: &str,
+        window: u64,
+        window_secs: u64,
+    ) -> Result<u64, StoreError> {
+        let key = format!("{}:rl:{bucket}:{subject}:{window}", self.prefix);
+        let mut c = self.conn().await?;
+        let (n,): (u64,) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .expire(&key, window_secs as i64 + 1)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(n)
+    }
+
+    // --- replica events -----------------------------------------------------------------------
+
+    pub async fn publish(&self, event: &ReplicaEvent) -> Result<(), StoreError> {
+        let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut c = self.conn().await?;
+        let _: i64 = c.publish(self.events_channel(), body).await?;
+        Ok(())
+    }
+}

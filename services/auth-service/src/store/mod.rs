@@ -1,0 +1,39 @@
+//! Storage: Postgres is the system of record (clients, users, consents, grants, refresh-token
+//! hashes, revocations, audit); Redis holds what is short-lived or shared between replicas
+//! (pending authorizations, codes, browser sessions, rate-limit windows, event fan-out).
+
+pub mod clients;
+pub mod ephemeral;
+pub mod grants;
+pub mod revocations;
+pub mod users;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::error::StoreError;
+
+/// The embedded migrations of auth-service (`migrations/auth-service`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth-service");
+
+/// Connects to Postgres.
+pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await?)
+}
+
+/// Applies pending migrations (idempotent; sqlx takes an advisory lock so replicas never race).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Connects the Redis pool.
+pub fn connect_redis(url: &str, pool_size: usize) -> Result<deadpool_redis::Pool, StoreError> {
+    let mut cfg = deadpool_redis::Config::from_url(url);
+    cfg.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
+    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| StoreError::Corrupt(format!("redis pool: {e}")))
+}
