@@ -46,6 +46,22 @@ const assert = {
 // --- tiny step runner --------------------------------------------------------------------------
 let passed = 0;
 let failed = 0;
+let warnings = 0;
+/** Advisory checks (interop SHOULDs): printed, counted apart, never fail the run. */
+async function advise(name, fn) {
+  try {
+    const problem = await fn();
+    if (problem) {
+      warnings++;
+      console.log(`warn ${name}: ${problem}`);
+    } else {
+      console.log(`ok   ${name} (advisory)`);
+    }
+  } catch (e) {
+    warnings++;
+    console.log(`warn ${name}: ${describe(e)}`);
+  }
+}
 class StepFailed extends Error {}
 
 function describe(e) {
@@ -152,9 +168,9 @@ async function rawAuthorize(params) {
 }
 
 /** A full, valid authorization request for `client`; returns the validated callback parameters. */
-async function authorize(client, note, { resource = RESOURCE } = {}) {
+async function authorize(client, note, { resource = RESOURCE, withState = true, extra = {} } = {}) {
   const codeVerifier = oauth.generateRandomCodeVerifier();
-  const state = oauth.generateRandomState();
+  const state = withState ? oauth.generateRandomState() : undefined;
   const { res, location } = await rawAuthorize({
     response_type: 'code',
     client_id: client.client_id,
@@ -164,6 +180,7 @@ async function authorize(client, note, { resource = RESOURCE } = {}) {
     state,
     resource,
     scope: SCOPE || undefined,
+    ...extra,
   });
   assert.ok(res.status === 302 || res.status === 303, `GET /authorize answered ${res.status}, expected 302 to the redirect_uri${res.status < 300 ? ' (a login/consent page? dev login mode must be on)' : ''}`);
   assert.ok(location, 'redirect without a Location header');
@@ -173,9 +190,9 @@ async function authorize(client, note, { resource = RESOURCE } = {}) {
   }
   assert.ok(location.searchParams.has('iss'), 'authorization response has no iss (RFC 9207; metadata advertises it)');
   // oauth4webapi checks iss === metadata issuer, state, and that there is no error.
-  const params = oauth.validateAuthResponse(as, client, location, state);
+  const params = oauth.validateAuthResponse(as, client, location, state ?? oauth.expectNoState);
   assert.ok(params.get('code'), 'code missing or empty');
-  note?.(`${res.status} with code, state, iss`);
+  note?.(`${res.status} with code, ${state ? 'state, ' : 'no state, '}iss`);
   return { params, codeVerifier, state };
 }
 
@@ -466,5 +483,74 @@ if (as && publicClient && confidential) {
   });
 }
 
+if (as && publicClient && confidential) {
+  await group('interop: what the MCP SDK clients send', async () => {
+    await step('authorize without state → code, no state in the response (state is optional)', (note) =>
+      authorize(publicClient, note, { withState: false }));
+    await step('authorize with prompt=consent → code (the TS SDK may add it)', (note) =>
+      authorize(publicClient, note, { extra: { prompt: 'consent' } }));
+    await step('authorize with the resource\'s scheme and host in upper case → code (RFC 8707 canonical form)', (note) => {
+      const u = new URL(RESOURCE);
+      const upper = `${u.protocol.slice(0, -1).toUpperCase()}://${u.host.toUpperCase()}${u.pathname}${u.search}`;
+      return authorize(publicClient, note, { resource: upper });
+    });
+    await step('token with a wrong client secret (Basic) → 401 invalid_client + WWW-Authenticate (RFC 6749 §5.2)', async () => {
+      const a = await authorize(publicClient);
+      const client = { ...confidential.client };
+      const res = await oauth.authorizationCodeGrantRequest(as, client, oauth.ClientSecretBasic('wrong-secret'), a.params, REDIRECT_URI, a.codeVerifier, {
+        additionalParameters: { resource: RESOURCE },
+        ...http(),
+      });
+      // Checked by hand: oauth4webapi turns any WWW-Authenticate into a challenge error.
+      const body = await res.json().catch(() => undefined);
+      assert.equal(res.status, 401, `HTTP ${res.status} ${clip(body)}, expected 401`);
+      assert.equal(body?.error, 'invalid_client', `error is ${body?.error}, expected invalid_client`);
+      assert.ok(res.headers.get('www-authenticate'), '401 without WWW-Authenticate (RFC 6749 §5.2: MUST when the client authenticated with the Authorization header)');
+    });
+    await step('register an http redirect_uri on a non-loopback host → 400 invalid_redirect_uri', async () => {
+      const res = await oauth.dynamicClientRegistrationRequest(as, {
+        redirect_uris: ['http://mcp-client.example/callback'],
+        token_endpoint_auth_method: 'none',
+      }, http());
+      await expectOAuthError(oauth.processDynamicClientRegistrationResponse(res), 'invalid_redirect_uri');
+    });
+  });
+
+  console.log('== advisory (warnings only): browser clients and OIDC discovery');
+  const origin = 'http://localhost:6274'; // e.g. the MCP Inspector in a browser
+  await advise('CORS: metadata answers a cross-origin GET with Access-Control-Allow-Origin', async () => {
+    const res = await fetch(`${new URL(ISSUER).origin}/.well-known/oauth-authorization-server`, {
+      headers: { origin, 'mcp-protocol-version': '2025-11-25' },
+      signal: AbortSignal.timeout(TIMEOUT_MS),
+    });
+    await res.arrayBuffer();
+    const acao = res.headers.get('access-control-allow-origin');
+    return acao === '*' || acao === origin ? undefined : `HTTP ${res.status}, Access-Control-Allow-Origin ${acao ?? 'absent'} (spec E12: browser MCP clients cannot discover the AS)`;
+  });
+  for (const ep of ['registration_endpoint', 'token_endpoint']) {
+    await advise(`CORS: preflight OPTIONS ${new URL(as[ep]).pathname} is allowed`, async () => {
+      const res = await fetch(as[ep], {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+        signal: AbortSignal.timeout(TIMEOUT_MS),
+      });
+      await res.arrayBuffer();
+      const acao = res.headers.get('access-control-allow-origin');
+      return res.ok && (acao === '*' || acao === origin) ? undefined : `HTTP ${res.status}, Access-Control-Allow-Origin ${acao ?? 'absent'}`;
+    });
+  }
+  await advise('OIDC discovery: /.well-known/openid-configuration, if served, has the fields OIDC requires', async () => {
+    const res = await fetch(`${new URL(ISSUER).origin}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+    if (res.status !== 200) {
+      await res.arrayBuffer();
+      return undefined; // not served: fine (RFC 8414 alone is enough)
+    }
+    const doc = await res.json();
+    const missing = ['jwks_uri', 'subject_types_supported', 'id_token_signing_alg_values_supported'].filter((f) => doc[f] === undefined);
+    return missing.length ? `served, but lacks ${missing.join(', ')} (OpenID Connect Discovery 1.0 §3 REQUIRED; the TS SDK's schema rejects it)` : undefined;
+  });
+}
+
+if (warnings) console.log(`e2e: ${warnings} advisory warning(s), not counted as failures`);
 console.log(`e2e: ${passed} passed, ${failed} failed`);
 process.exitCode = failed > 0 || passed === 0 ? 1 : 0;
