@@ -158,3 +158,41 @@ pub(crate) async fn record_metrics(
     metrics::counter!("mcpauth_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
     Ok(res)
 }
+
+/// CORS for browser-based MCP clients (MCP-AUTH-SPEC E.12) on the endpoints they call with
+/// `fetch`: metadata, registration, token, revocation, introspection. Tokens travel in headers
+/// and bodies, never cookies, so any origin may call them. The browser-facing pages
+/// (`/authorize`, `/login`, `/consent`) are navigations and get no CORS headers.
+pub(crate) async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    use actix_web::http::{Method, header};
+    let path = req.path();
+    let applies = path.starts_with("/.well-known/")
+        || path.starts_with("/register")
+        || matches!(path, "/token" | "/revoke" | "/introspect");
+    if !applies || !req.headers().contains_key(header::ORIGIN) {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    if req.method() == Method::OPTIONS {
+        let resp = actix_web::HttpResponse::NoContent()
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PUT, DELETE, OPTIONS"))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type, MCP-Protocol-Version, Mcp-Method, Mcp-Name",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+            .finish();
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    let mut res = next.call(req).await?;
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        header::HeaderValue::from_static("WWW-Authenticate, Retry-After"),
+    );
+    Ok(res.map_into_left_body())
+}

@@ -96,7 +96,8 @@ pub async fn introspect(
     metrics::counter!("mcpauth_introspections_total", "transport" => "http", "active" => if active.is_some() { "true" } else { "false" }).increment(1);
     let body = match active {
         None => json!({"active": false}),
-        Some(t) => json!({
+        Some(t) => {
+            let mut body = json!({
             "active": true,
             "scope": t.scope,
             "client_id": t.client_id,
@@ -106,8 +107,15 @@ pub async fn introspect(
             "exp": t.expires_at,
             "iat": t.issued_at,
             "jti": t.token_id,
-            "token_type": match t.kind { TokenKind::Access => "Bearer", TokenKind::Refresh => "refresh_token" },
-        }),
+            // RFC 7662 `token_type` is an RFC 6749 §5.1 access-token type; what kind of token
+            // it is goes in `token_use` (as Ory Hydra does).
+            "token_use": match t.kind { TokenKind::Access => "access_token", TokenKind::Refresh => "refresh_token" },
+            });
+            if t.kind == TokenKind::Access {
+                body["token_type"] = json!("Bearer");
+            }
+            body
+        }
     };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

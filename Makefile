@@ -1,0 +1,51 @@
+# mcpauth — the verbs. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+DEV_DB ?= postgres://postgres@127.0.0.1:5432/mcpauth
+
+.PHONY: help run test test-rust test-e2e bench lint fmt build release check-services tools
+
+help:
+	@echo "make run     start the local stack in dev mode (auth-service on :8080/:9090; Ctrl-C stops)"
+	@echo "make test    every test: unit, integration (real Postgres + Redis), end-to-end, conformance"
+	@echo "make bench   loopback benchmarks, results printed and written to target/bench/"
+	@echo "make lint    rustfmt --check and clippy -D warnings"
+
+check-services:
+	@scripts/check-services.sh
+
+tools:
+	@scripts/install-tools.sh
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --workspace
+
+## Dev mode: loopback only, dev login (user "dev", auto-consent), open registration.
+run: check-services build
+	@psql "$(DEV_DB:/mcpauth=/postgres)" -Atqc "SELECT 1 FROM pg_database WHERE datname = 'mcpauth'" | grep -q 1 \
+		|| psql "$(DEV_DB:/mcpauth=/postgres)" -qc "CREATE DATABASE mcpauth"
+	target/debug/auth-service --config config/dev.toml migrate
+	@echo "auth-service: issuer http://127.0.0.1:8080, gRPC 127.0.0.1:9090 (credential: dev-service-credential). Ctrl-C stops."
+	target/debug/auth-service --config config/dev.toml serve
+
+## Every test. Creates its own databases and Redis prefixes and removes them afterwards.
+test: check-services tools test-rust test-e2e
+
+test-rust:
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+test-e2e: build
+	scripts/e2e.sh
+
+bench: check-services tools
+	scripts/bench.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
