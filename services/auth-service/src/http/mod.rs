@@ -26,10 +26,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/.well-known/oauth-authorization-server",
         web::get().to(metadata::authorization_server),
     )
-    .route(
-        "/.well-known/openid-configuration",
-        web::get().to(metadata::authorization_server),
-    )
     .route("/register", web::post().to(register::create))
     .route("/register/{client_id}", web::get().to(register::read))
     .route("/register/{client_id}", web::put().to(register::update))
