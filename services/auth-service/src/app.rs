@@ -76,7 +76,7 @@ impl AppState {
             .iter()
             .find(|r| r.uri == resource)
             .ok_or_else(|| OAuthError::invalid_target("unknown resource"))?;
-        let allowed = ScopeSet::from_iter(res.scopes.iter().cloned());
+        let allowed = ScopeSet::from_strings(res.scopes.iter().cloned());
         let client_scope = client
             .scope
             .as_deref()
@@ -85,7 +85,7 @@ impl AppState {
             .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
         asked.remove("offline_access");
         if asked.is_empty() {
-            let defaults = ScopeSet::from_iter(res.default_scopes.iter().cloned());
+            let defaults = ScopeSet::from_strings(res.default_scopes.iter().cloned());
             return Ok(match client_scope {
                 Some(c) => defaults.intersection(&c),
                 None => defaults,

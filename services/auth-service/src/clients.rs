@@ -20,12 +20,14 @@ use crate::store::clients::{Client, ClientSource, ClientStore};
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 100_000;
 
+type CachedClient = (Arc<Client>, Instant);
+
 /// Clients by id, cached.
 #[derive(Clone)]
 pub struct ClientRegistry {
     store: ClientStore,
     cimd: CimdFetcher,
-    cache: Arc<RwLock<HashMap<String, (Arc<Client>, Instant)>>>,
+    cache: Arc<RwLock<HashMap<String, CachedClient>>>,
     used: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -45,12 +47,16 @@ impl ClientRegistry {
 
     /// Finds a client: cache, then Postgres, then (for an https `client_id`) its metadata document.
     pub async fn get(&self, client_id: &str) -> Result<Option<Arc<Client>>, LookupError> {
-        if let Some((c, at)) = self.cache.read().expect("client cache").get(client_id)
+        let is_document = self.cimd.accepts(client_id);
+        // A metadata document is cached by the fetcher as its HTTP caching headers say; caching
+        // it here too would stretch a short max-age or ignore no-store.
+        if !is_document
+            && let Some((c, at)) = self.cache.read().expect("client cache").get(client_id)
             && at.elapsed() < CACHE_TTL
         {
             return Ok(Some(c.clone()));
         }
-        let client = if self.cimd.accepts(client_id) {
+        let client = if is_document {
             // The document is the registration; the fetcher honours its HTTP caching.
             let doc = self
                 .cimd
@@ -182,7 +188,7 @@ impl ClientRegistry {
 pub enum LookupError {
     #[error("{0}")]
     Store(StoreError),
-    #[error("client metadata document: {0}")]
+    #[error("{0}")]
     Cimd(crate::cimd::CimdError),
 }
 

@@ -49,6 +49,10 @@ pub struct OAuthError {
     /// `Retry-After` seconds (rate limits).
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// `WWW-Authenticate` challenge of a Bearer-protected endpoint (RFC 6750 §3), e.g. the
+    /// RFC 7592 client configuration endpoint.
+    #[serde(skip)]
+    pub bearer_challenge: Option<&'static str>,
 }
 
 macro_rules! oauth_errors {
@@ -90,6 +94,7 @@ impl OAuthError {
             status,
             basic_challenge: false,
             retry_after: None,
+            bearer_challenge: None,
         }
     }
 
@@ -112,6 +117,12 @@ impl OAuthError {
 
     pub fn with_basic_challenge(mut self) -> Self {
         self.basic_challenge = true;
+        self
+    }
+
+    /// Adds `WWW-Authenticate: <challenge>` (a `Bearer …` value, RFC 6750 §3).
+    pub fn with_bearer_challenge(mut self, challenge: &'static str) -> Self {
+        self.bearer_challenge = Some(challenge);
         self
     }
 
@@ -151,6 +162,9 @@ impl ResponseError for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"mcpauth\", charset=\"UTF-8\""),
             ));
+        }
+        if let Some(c) = self.bearer_challenge {
+            resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(c)));
         }
         if let Some(s) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, s.to_string()));

@@ -31,7 +31,11 @@ pub fn decide(
 ) -> RefreshDecision {
     match rotated_at {
         None => RefreshDecision::Rotate,
-        Some(at) if !successor_used && now - at <= grace_secs => RefreshDecision::GraceReissue,
+        // A zero grace disables it: with whole seconds, `now - at <= 0` would still hold within
+        // the second of the rotation.
+        Some(at) if grace_secs > 0 && !successor_used && now - at <= grace_secs => {
+            RefreshDecision::GraceReissue
+        }
         Some(_) => RefreshDecision::Reuse,
     }
 }
@@ -65,5 +69,6 @@ mod tests {
     #[test]
     fn zero_grace_means_strict_single_use() {
         assert_eq!(decide(Some(100), false, 101, 0), Reuse);
+        assert_eq!(decide(Some(100), false, 100, 0), Reuse);
     }
 }

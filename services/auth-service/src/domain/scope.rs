@@ -30,7 +30,7 @@ impl ScopeSet {
     }
 
     /// A set from trusted strings (configuration).
-    pub fn from_iter<I: IntoIterator<Item = S>, S: Into<String>>(it: I) -> Self {
+    pub fn from_strings<I: IntoIterator<Item = S>, S: Into<String>>(it: I) -> Self {
         Self(it.into_iter().map(Into::into).collect())
     }
 

@@ -99,7 +99,7 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
             );
         }
         Err(LookupError::Cimd(e)) => {
-            return pages::error_page("invalid_client", &format!("client metadata document: {e}"));
+            return pages::error_page("invalid_client", &e.to_string());
         }
         Err(LookupError::Store(e)) => {
             let e = OAuthError::server_error(e);
@@ -415,6 +415,15 @@ async fn pending_for_form(
         Ok(Some(c)) => c,
         _ => return Err(expired()),
     };
+    // The client may have changed its redirect URIs (RFC 7592) since /authorize verified this
+    // one: never send anything to a URI that is no longer registered.
+    if find_match(&client.redirect_uris, &pending.redirect_uri).is_none() {
+        let _ = state.ephemeral.take_pending(&request_id).await;
+        return Err(pages::error_page(
+            "invalid_request",
+            "the application's redirect URI changed; start again from the application",
+        ));
+    }
     Ok((request_id, pending, client))
 }
 

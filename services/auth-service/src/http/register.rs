@@ -153,7 +153,7 @@ fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
                 .map_err(|e| OAuthError::invalid_client_metadata(e.to_string()))?;
             // Clients ask for offline_access by habit; refresh tokens come with the grant type.
             set.remove("offline_access");
-            let supported = ScopeSet::from_iter(state.supported_scopes.iter().cloned());
+            let supported = ScopeSet::from_strings(state.supported_scopes.iter().cloned());
             let unknown = set.difference(&supported);
             if !unknown.is_empty() {
                 return Err(OAuthError::invalid_client_metadata(format!(
@@ -245,13 +245,6 @@ pub async fn create(
         ));
     }
     let v = validate(&state, &body)?;
-    let store = state.clients.store();
-    if store.count_dynamic().await? >= state.config.registration.max_clients {
-        return Err(OAuthError::access_denied(
-            "the client registration limit of this server has been reached",
-        )
-        .with_status(StatusCode::FORBIDDEN));
-    }
     let secret =
         (v.method != "none").then(|| state.tokens.keys.mint_opaque(OpaqueKind::ClientSecret));
     let reg_token = state.tokens.keys.mint_opaque(OpaqueKind::RegistrationToken);
@@ -269,7 +262,18 @@ pub async fn create(
         metadata: v.stored,
         created_at: Utc::now(),
     };
-    store.insert(&client).await?;
+    // The cap is checked and the row inserted atomically: racing registrations cannot overshoot.
+    if !state
+        .clients
+        .store()
+        .insert_dynamic_capped(&client, state.config.registration.max_clients)
+        .await?
+    {
+        return Err(OAuthError::access_denied(
+            "the client registration limit of this server has been reached",
+        )
+        .with_status(StatusCode::FORBIDDEN));
+    }
     state
         .audit
         .record(
@@ -285,19 +289,31 @@ pub async fn create(
     ))
 }
 
+/// `WWW-Authenticate` of the client configuration endpoint (RFC 6750 §3).
+const REGISTRATION_TOKEN_MISSING: &str = "Bearer realm=\"mcpauth\"";
+const REGISTRATION_TOKEN_INVALID: &str = "Bearer realm=\"mcpauth\", error=\"invalid_token\"";
+
 /// Authorizes an RFC 7592 request with the registration access token.
 async fn authorized_client(
     state: &AppState,
     req: &HttpRequest,
     client_id: &str,
 ) -> Result<Arc<Client>, OAuthError> {
-    let denied = || OAuthError::invalid_token("a valid registration access token is required");
+    // RFC 7592 §2: errors as in RFC 6750, whose §3 requires the Bearer challenge on a 401; no
+    // error code when the request had no token at all.
+    let denied = || {
+        OAuthError::invalid_token("a valid registration access token is required")
+            .with_bearer_challenge(REGISTRATION_TOKEN_INVALID)
+    };
     let token = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(denied)?;
+        .ok_or_else(|| {
+            OAuthError::invalid_token("a registration access token is required")
+                .with_bearer_challenge(REGISTRATION_TOKEN_MISSING)
+        })?;
     state
         .tokens
         .keys
@@ -369,7 +385,8 @@ pub async fn update(
     match state.clients.store().update_metadata(&updated).await {
         Ok(()) => {}
         Err(StoreError::NotFound) => {
-            return Err(OAuthError::invalid_token("client no longer exists"));
+            return Err(OAuthError::invalid_token("client no longer exists")
+                .with_bearer_challenge(REGISTRATION_TOKEN_INVALID));
         }
         Err(e) => return Err(e.into()),
     }

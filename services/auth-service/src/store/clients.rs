@@ -103,26 +103,27 @@ impl ClientStore {
 
     /// Inserts a new client; `AlreadyExists` on an id collision.
     pub async fn insert(&self, c: &Client) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO clients (client_id, source, client_name, redirect_uris, grant_types, response_types, \
-             token_endpoint_auth_method, scope, secret_sha256, registration_token_sha256, metadata, created_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-        )
-        .bind(&c.client_id)
-        .bind(c.source.as_str())
-        .bind(&c.client_name)
-        .bind(&c.redirect_uris)
-        .bind(&c.grant_types)
-        .bind(&c.response_types)
-        .bind(&c.token_endpoint_auth_method)
-        .bind(&c.scope)
-        .bind(&c.secret_sha256)
-        .bind(&c.registration_token_sha256)
-        .bind(&c.metadata)
-        .bind(c.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_with(&self.pool, c).await
+    }
+
+    /// Inserts a new dynamic client unless `max` dynamic clients exist already (then `false`).
+    /// The count and the insert happen under a transaction-scoped advisory lock, so that
+    /// concurrent registrations, on any replica, cannot overshoot the cap.
+    pub async fn insert_dynamic_capped(&self, c: &Client, max: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(DYNAMIC_CAP_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clients WHERE source = 'dynamic'")
+            .fetch_one(&mut *tx)
+            .await?;
+        if n >= max {
+            return Ok(false);
+        }
+        insert_with(&mut *tx, c).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Inserts or replaces a client that configuration or a metadata document defines.
@@ -210,4 +211,30 @@ impl ClientStore {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Advisory lock key serialising dynamic registrations against `registration.max_clients`.
+const DYNAMIC_CAP_LOCK: i64 = 0x6d63_7061_7574_6801;
+
+async fn insert_with<'e>(db: impl sqlx::PgExecutor<'e>, c: &Client) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO clients (client_id, source, client_name, redirect_uris, grant_types, response_types, \
+         token_endpoint_auth_method, scope, secret_sha256, registration_token_sha256, metadata, created_at) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+    )
+    .bind(&c.client_id)
+    .bind(c.source.as_str())
+    .bind(&c.client_name)
+    .bind(&c.redirect_uris)
+    .bind(&c.grant_types)
+    .bind(&c.response_types)
+    .bind(&c.token_endpoint_auth_method)
+    .bind(&c.scope)
+    .bind(&c.secret_sha256)
+    .bind(&c.registration_token_sha256)
+    .bind(&c.metadata)
+    .bind(c.created_at)
+    .execute(db)
+    .await?;
+    Ok(())
 }

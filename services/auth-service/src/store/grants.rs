@@ -43,6 +43,20 @@ pub enum RefreshOutcome {
     ResourceNotGranted,
 }
 
+/// A refresh attempt, as the token endpoint hands it to storage.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshRequest<'a> {
+    pub presented_sha256: &'a [u8],
+    pub client_id: &'a str,
+    pub successor_sha256: &'a [u8],
+    /// Narrower scope asked for (already parsed); `None` keeps the token's.
+    pub requested_scope: Option<&'a ScopeSet>,
+    /// A configured resource identifier; must be the grant's.
+    pub requested_resource: Option<&'a str>,
+    pub grace_secs: i64,
+    pub refresh_ttl_secs: i64,
+}
+
 /// Postgres access to `grants` and `refresh_tokens`.
 #[derive(Clone)]
 pub struct GrantStore {
@@ -91,17 +105,18 @@ impl GrantStore {
 
     /// Redeems a refresh token: rotation with grace (see `domain::refresh`), reuse detection,
     /// all in one transaction holding the token's row lock, so that concurrent refreshes with
-    /// the same token serialise instead of failing. `new_scope` narrows the successor.
-    pub async fn refresh(
-        &self,
-        presented_sha256: &[u8],
-        client_id: &str,
-        successor_sha256: &[u8],
-        requested_scope: Option<&ScopeSet>,
-        requested_resource: Option<&str>,
-        grace_secs: i64,
-        refresh_ttl_secs: i64,
-    ) -> Result<RefreshOutcome, StoreError> {
+    /// the same token serialise instead of failing. `requested_scope` narrows the access token
+    /// only (the returned row's `scope`).
+    pub async fn refresh(&self, r: RefreshRequest<'_>) -> Result<RefreshOutcome, StoreError> {
+        let RefreshRequest {
+            presented_sha256,
+            client_id,
+            successor_sha256,
+            requested_scope,
+            requested_resource,
+            grace_secs,
+            refresh_ttl_secs,
+        } = r;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT rt.scope, rt.resource, rt.expires_at, rt.rotated_at, rt.successor_used, rt.parent_sha256, \
@@ -153,7 +168,7 @@ impl GrantStore {
             return Ok(RefreshOutcome::ResourceNotGranted);
         }
         let scope = match requested_scope {
-            None => token_scope,
+            None => token_scope.clone(),
             Some(asked) => {
                 let granted = ScopeSet::parse(&token_scope)
                     .map_err(|_| StoreError::Corrupt("stored scope".into()))?;
@@ -182,7 +197,9 @@ impl GrantStore {
             successor_sha256,
             grant.grant_id,
             Some(presented_sha256),
-            &scope,
+            // RFC 6749 §6: the successor keeps the presented token's scope; a narrower
+            // `scope` applies to this access token only.
+            &token_scope,
             &resource,
             successor_expiry,
         )

@@ -12,7 +12,7 @@ use crate::domain::token::{OpaqueKind, hash};
 use crate::error::OAuthError;
 use crate::http::token::TokenResponse;
 use crate::store::clients::Client;
-use crate::store::grants::RefreshOutcome;
+use crate::store::grants::{RefreshOutcome, RefreshRequest};
 
 pub async fn handle(
     state: &AppState,
@@ -46,15 +46,15 @@ pub async fn handle(
     let cfg = &state.config.tokens;
     let outcome = state
         .grants
-        .refresh(
-            &hash(presented),
-            &client.client_id,
-            &hash(&successor),
-            requested_scope.as_ref(),
-            requested_resource.as_deref(),
-            cfg.refresh_grace_secs,
-            cfg.refresh_ttl_secs,
-        )
+        .refresh(RefreshRequest {
+            presented_sha256: &hash(presented),
+            client_id: &client.client_id,
+            successor_sha256: &hash(&successor),
+            requested_scope: requested_scope.as_ref(),
+            requested_resource: requested_resource.as_deref(),
+            grace_secs: cfg.refresh_grace_secs,
+            refresh_ttl_secs: cfg.refresh_ttl_secs,
+        })
         .await?;
     let row = match outcome {
         RefreshOutcome::Issued(row) => row,
