@@ -92,6 +92,28 @@ pub(crate) fn client_ip(state: &AppState, req: &HttpRequest) -> Option<String> {
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
+/// Authenticates the client of a token, revocation or introspection request, recording a failed
+/// authentication in the audit trail.
+pub(crate) async fn authenticate_client(
+    state: &AppState,
+    req: &HttpRequest,
+    form: &HashMap<String, String>,
+) -> Result<std::sync::Arc<crate::store::clients::Client>, OAuthError> {
+    let result = state.clients.authenticate(req, form).await;
+    if let Err(e) = &result
+        && e.error == "invalid_client"
+    {
+        let mut ev = crate::audit::AuditEvent::new(crate::audit::AuditKind::ClientAuthFailed)
+            .ip(client_ip(state, req))
+            .detail(serde_json::json!({"endpoint": req.path()}));
+        if let Some(id) = form.get("client_id") {
+            ev = ev.client(id);
+        }
+        state.audit.record(ev).await;
+    }
+    result
+}
+
 /// A rate-limited endpoint.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Bucket {
@@ -174,7 +196,10 @@ pub(crate) async fn cors(
     if req.method() == Method::OPTIONS {
         let resp = actix_web::HttpResponse::NoContent()
             .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PUT, DELETE, OPTIONS"))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, POST, PUT, DELETE, OPTIONS",
+            ))
             .insert_header((
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 "Authorization, Content-Type, MCP-Protocol-Version, Mcp-Method, Mcp-Name",
@@ -185,7 +210,10 @@ pub(crate) async fn cors(
     }
     let mut res = next.call(req).await?;
     let h = res.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         header::HeaderValue::from_static("WWW-Authenticate, Retry-After"),

@@ -7,7 +7,7 @@ use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::token::{ACCESS_PREFIX, OpaqueKind, hash};
 use crate::error::OAuthError;
-use crate::http::{client_ip, form_body};
+use crate::http::{authenticate_client, client_ip, form_body};
 use crate::store::revocations::RevocationKind;
 use crate::tokens::TokenKind;
 
@@ -19,7 +19,7 @@ pub async fn revoke(
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let form = form_body(&req, &body)?;
-    let client = state.clients.authenticate(&req, &form).await?;
+    let client = authenticate_client(&state, &req, &form).await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
@@ -80,7 +80,7 @@ pub async fn introspect(
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let form = form_body(&req, &body)?;
-    let client = state.clients.authenticate(&req, &form).await?;
+    let client = authenticate_client(&state, &req, &form).await?;
     if client.is_public() {
         return Err(OAuthError::invalid_client(
             "introspection requires client authentication",

@@ -6,10 +6,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::audit::{AuditEvent, AuditKind};
 use crate::error::OAuthError;
 use crate::http::grants::{authorization_code, client_credentials, refresh_token};
-use crate::http::{Bucket, client_ip, form_body, rate_limit};
+use crate::http::{Bucket, authenticate_client, client_ip, form_body, rate_limit};
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Serialize)]
@@ -33,20 +32,7 @@ pub async fn token(
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?
         .clone();
-    let client = match state.clients.authenticate(&req, &form).await {
-        Ok(c) => c,
-        Err(e) => {
-            if e.error == "invalid_client" {
-                let mut ev =
-                    AuditEvent::new(AuditKind::ClientAuthFailed).ip(client_ip(&state, &req));
-                if let Some(id) = form.get("client_id") {
-                    ev = ev.client(id);
-                }
-                state.audit.record(ev).await;
-            }
-            return Err(e);
-        }
-    };
+    let client = authenticate_client(&state, &req, &form).await?;
     if !client.allows_grant(&grant_type)
         && matches!(
             grant_type.as_str(),

@@ -166,28 +166,43 @@ impl Ephemeral {
                 .await?;
             return Ok(CodeRedemption::Fresh(rec));
         }
-        let used: Option<String> = c.get(self.key("code_used", &h)).await?;
-        Ok(match used {
-            Some(g) => CodeRedemption::Replayed(Uuid::parse_str(&g).ok()),
-            None => CodeRedemption::Unknown,
-        })
+        let used_key = self.key("code_used", &h);
+        let used: Option<String> = c.get(&used_key).await?;
+        match used.as_deref() {
+            None => Ok(CodeRedemption::Unknown),
+            Some("") => {
+                // The first redemption has not recorded its grant yet. Flag the replay, then look
+                // again: either we now see the grant, or the first redemption sees the flag.
+                let _: () = c
+                    .set_ex(self.key("code_replayed", &h), "1", USED_CODE_TTL_SECS)
+                    .await?;
+                let again: Option<String> = c.get(&used_key).await?;
+                Ok(CodeRedemption::Replayed(
+                    again.and_then(|g| Uuid::parse_str(&g).ok()),
+                ))
+            }
+            Some(g) => Ok(CodeRedemption::Replayed(Uuid::parse_str(g).ok())),
+        }
     }
 
     /// Remembers which grant a redeemed code produced (revoked if the code is replayed).
+    /// Returns true when a replay was seen meanwhile: the caller must then revoke the grant.
     pub async fn bind_code_grant(
         &self,
         code_sha256: &[u8],
         grant_id: Uuid,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let h = hex(code_sha256);
         let mut c = self.conn().await?;
         let _: () = c
             .set_ex(
-                self.key("code_used", &hex(code_sha256)),
+                self.key("code_used", &h),
                 grant_id.to_string(),
                 USED_CODE_TTL_SECS,
             )
             .await?;
-        Ok(())
+        let replayed: Option<String> = c.get(self.key("code_replayed", &h)).await?;
+        Ok(replayed.is_some())
     }
 
     // --- browser sessions ---------------------------------------------------------------------

@@ -108,10 +108,18 @@ pub async fn handle(
             refresh.as_deref().map(hash).as_deref(),
         )
         .await?;
-    state
+    if state
         .ephemeral
         .bind_code_grant(&code_hash, grant.grant_id)
-        .await?;
+        .await?
+    {
+        // The code was replayed while this redemption was in flight: nothing it issued stands.
+        state
+            .tokens
+            .revoke_grant(grant.grant_id, "authorization_code_replay")
+            .await?;
+        return Err(invalid());
+    }
     let (access, claims) = state.tokens.issue_access(
         &grant.user_id.to_string(),
         &client.client_id,

@@ -1,0 +1,14 @@
+//! Integration tests: the real auth-service against the real Postgres and Redis on this machine
+//! (fresh database and Redis prefix per test), driven over HTTP and gRPC.
+
+mod authorize;
+mod consent;
+mod grpc;
+mod harness;
+mod ops;
+mod rate_limit;
+mod refresh;
+mod registration;
+mod revocation;
+mod smoke;
+mod token;
