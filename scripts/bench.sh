@@ -67,6 +67,7 @@ secret = "$("$AUTH" generate-key)"
 register = 1000000
 token = 100000000
 authorize = 100000000
+login = 100000000
 TOML
 "$AUTH" --config "$CFG" migrate >>"$LOG" 2>&1
 "$AUTH" --config "$CFG" serve >>"$LOG" 2>&1 &

@@ -146,7 +146,16 @@ pub async fn sweep_once(state: &AppState) {
     if ttl > 0 {
         match state.clients.store().delete_unused(ttl).await {
             Ok(ids) => {
+                let until = Utc::now().timestamp() + state.tokens.access_ttl();
                 for id in &ids {
+                    // As on DELETE /register/{id}: nothing issued to a removed client stays valid.
+                    if let Err(e) = state
+                        .tokens
+                        .revoke(crate::store::revocations::RevocationKind::Client, id, until)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "revoking a removed client's tokens failed");
+                    }
                     state.client_changed(id).await;
                 }
                 if !ids.is_empty() {

@@ -169,6 +169,8 @@ pub struct RateLimitConfig {
     pub register: u64,
     pub token: u64,
     pub authorize: u64,
+    /// Password attempts (`POST /login`) per window and client IP.
+    pub login: u64,
     /// Take the client IP from the left-most `X-Forwarded-For` entry (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
 }

@@ -402,7 +402,10 @@ mod tests {
     fn every_bit_of_an_access_token_is_authenticated() {
         let ring = ring_with(&[("k1", 1)], "k1");
         let t = ring.seal_access(&claims(200));
-        let (head, payload) = t.rsplit_once('_').unwrap();
+        // base64url uses '_' too: split from the left (prefix, key id, payload).
+        let mut parts = t.splitn(3, '_');
+        let head = format!("{}_{}", parts.next().unwrap(), parts.next().unwrap());
+        let payload = parts.next().unwrap();
         let mut raw = URL_SAFE_NO_PAD.decode(payload).unwrap();
         for i in 0..raw.len() {
             raw[i] ^= 1;

@@ -143,6 +143,9 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
         csrf: state.tokens.keys.random_id(),
         browser_sha256: hex(&hash(binding)),
         user_id: None,
+        force_consent: params
+            .get("prompt")
+            .is_some_and(|p| p.split(' ').any(|v| v == "consent")),
         redirect_uri_given: params.contains_key("redirect_uri"),
     };
     let request_id = state.tokens.keys.random_id();
@@ -244,6 +247,8 @@ async fn proceed(
     };
     let consented = if state.login.auto_consent() {
         true
+    } else if pending.force_consent {
+        false
     } else {
         match state
             .users
@@ -306,6 +311,7 @@ fn consent_response(request_id: &str, p: &PendingAuthorization, client: &Client)
         client_name: client_display_name(client),
         client_id: &client.client_id,
         redirect_host: &host,
+        redirect_uri: &p.redirect_uri,
         redirect_is_loopback: loopback,
         scopes,
         resource: &p.resource,
@@ -456,6 +462,20 @@ pub async fn login_submit(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    if let Err(e) = rate_limit(&state, &req, Bucket::Login).await {
+        let mut resp = pages::page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "<h1>Too many sign-in attempts</h1><p>Wait a minute, then try again.</p>",
+        );
+        if let Some(s) = e.retry_after
+            && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let form = match form_body(&req, &body) {
         Ok(f) => f,
         Err(e) => return pages::error_page(e.error, e.error_description.as_deref().unwrap_or("")),

@@ -120,6 +120,8 @@ pub(crate) enum Bucket {
     Register,
     Token,
     Authorize,
+    /// Password attempts at `POST /login`.
+    Login,
 }
 
 /// Counts the request in the shared (Redis) fixed window; 429 with `Retry-After` past the limit.
@@ -137,6 +139,7 @@ pub(crate) async fn rate_limit(
         Bucket::Register => ("register", rl.register),
         Bucket::Token => ("token", rl.token),
         Bucket::Authorize => ("authorize", rl.authorize),
+        Bucket::Login => ("login", rl.login),
     };
     let ip = client_ip(state, req).unwrap_or_else(|| "unknown".into());
     let now = chrono::Utc::now().timestamp() as u64;

@@ -77,6 +77,7 @@ pub struct ConsentView<'a> {
     pub client_name: &'a str,
     pub client_id: &'a str,
     pub redirect_host: &'a str,
+    pub redirect_uri: &'a str,
     pub redirect_is_loopback: bool,
     pub scopes: Vec<&'a str>,
     pub resource: &'a str,
@@ -101,7 +102,7 @@ pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
         &format!(
             "<h1><strong>{}</strong> wants to access your account</h1><div class=\"box\">\
              <p>Client: <code>{}</code></p>\
-             <p>After you decide, you will be sent to <strong>{}</strong>.</p>{loopback}\
+             <p>After you decide, you will be sent to <strong>{}</strong> (<code>{}</code>).</p>{loopback}\
              <p>Resource: <code>{}</code></p><p>Permissions:</p><ul>{scopes}</ul></div>\
              <form method=\"post\" action=\"consent\"><input type=\"hidden\" name=\"request\" value=\"{}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><p>\
@@ -110,6 +111,7 @@ pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
             text(v.client_name),
             text(v.client_id),
             text(v.redirect_host),
+            text(v.redirect_uri),
             text(v.resource),
             attr(v.request_id),
             attr(v.csrf)

@@ -305,15 +305,10 @@ async fn authorized_client(
         OAuthError::invalid_token("a valid registration access token is required")
             .with_bearer_challenge(REGISTRATION_TOKEN_INVALID)
     };
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            OAuthError::invalid_token("a registration access token is required")
-                .with_bearer_challenge(REGISTRATION_TOKEN_MISSING)
-        })?;
+    let token = bearer(req).ok_or_else(|| {
+        OAuthError::invalid_token("a registration access token is required")
+            .with_bearer_challenge(REGISTRATION_TOKEN_MISSING)
+    })?;
     state
         .tokens
         .keys
@@ -331,6 +326,37 @@ async fn authorized_client(
     }
 }
 
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Issues the next registration access token (RFC 7592 §3 requires one in every response;
+/// only its hash is stored, so each use rotates it, as Keycloak does).
+async fn rotate_registration_token(
+    state: &AppState,
+    req: &HttpRequest,
+    client: &Client,
+) -> Result<String, OAuthError> {
+    let current = bearer(req).map(hash).unwrap_or_default();
+    let next = state.tokens.keys.mint_opaque(OpaqueKind::RegistrationToken);
+    if !state
+        .clients
+        .store()
+        .rotate_registration_token(&client.client_id, &current, &hash(&next))
+        .await?
+    {
+        // Another request used the same token first.
+        return Err(
+            OAuthError::invalid_token("the registration access token was already used")
+                .with_bearer_challenge(REGISTRATION_TOKEN_INVALID),
+        );
+    }
+    Ok(next)
+}
+
 /// `GET /register/{client_id}`
 pub async fn read(
     state: web::Data<AppState>,
@@ -338,13 +364,15 @@ pub async fn read(
     path: web::Path<String>,
 ) -> Result<HttpResponse, OAuthError> {
     let client = authorized_client(&state, &req, &path).await?;
+    let next = rotate_registration_token(&state, &req, &client).await?;
     Ok(no_store(
         StatusCode::OK,
-        client_body(&state, &client, None, None),
+        client_body(&state, &client, None, Some(&next)),
     ))
 }
 
-/// `PUT /register/{client_id}`: replaces the metadata. The secret and the registration token stay.
+/// `PUT /register/{client_id}`: replaces the metadata. The secret stays; the registration
+/// access token rotates.
 pub async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -390,6 +418,7 @@ pub async fn update(
         }
         Err(e) => return Err(e.into()),
     }
+    let next = rotate_registration_token(&state, &req, &updated).await?;
     state.client_changed(&updated.client_id).await;
     state
         .audit
@@ -401,7 +430,7 @@ pub async fn update(
         .await;
     Ok(no_store(
         StatusCode::OK,
-        client_body(&state, &updated, None, None),
+        client_body(&state, &updated, None, Some(&next)),
     ))
 }
 

@@ -176,6 +176,26 @@ impl ClientStore {
         Ok(())
     }
 
+    /// Replaces the registration access token (RFC 7592 §3: rotated on every use), only if the
+    /// presented one is still current, so two concurrent uses cannot both rotate.
+    pub async fn rotate_registration_token(
+        &self,
+        client_id: &str,
+        current_sha256: &[u8],
+        next_sha256: &[u8],
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE clients SET registration_token_sha256 = $3 \
+             WHERE client_id = $1 AND registration_token_sha256 = $2",
+        )
+        .bind(client_id)
+        .bind(current_sha256)
+        .bind(next_sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn delete(&self, client_id: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id)

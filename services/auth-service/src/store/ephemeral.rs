@@ -29,6 +29,9 @@ pub struct PendingAuthorization {
     pub browser_sha256: String,
     /// Set once the user has logged in.
     pub user_id: Option<Uuid>,
+    /// `prompt=consent`: ask again even if the user already approved this client.
+    #[serde(default)]
+    pub force_consent: bool,
 }
 
 /// What an authorization code is bound to.

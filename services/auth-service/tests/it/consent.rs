@@ -969,3 +969,53 @@ async fn redirect_uri_removed_while_pending_is_not_used() {
     assert_eq!(audited(&s, "code.issued", &client, 0).await, 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn prompt_consent_asks_again_despite_a_stored_consent() {
+    let s = TestServer::start_with(local_login()).await;
+    let client = s.public_client().await;
+    let mut b = Browser::default();
+    let consent = reach_consent(&s, &mut b, &client, "alice", ALICE_PASSWORD).await;
+    assert_code_redirect(
+        &s,
+        &decide(&s, &mut b, &consent, "allow").await,
+        "st-consent",
+    );
+    // Stored consent: straight to a code ...
+    let r = b
+        .authorize(&s, &request(&client, &[("state", "again")]))
+        .await;
+    assert_code_redirect(&s, &r, "again");
+    // ... unless the client asks for the consent screen (OIDC `prompt=consent`).
+    let html = page(
+        b.authorize(&s, &request(&client, &[("prompt", "consent")]))
+            .await,
+        200,
+    )
+    .await;
+    assert!(html.contains("action=\"consent\""), "{html}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn password_guessing_is_rate_limited() {
+    let mut opts = local_login();
+    opts.env.push(("MCPAUTH__RATE_LIMIT__LOGIN", "3".into()));
+    let s = TestServer::start_with(opts).await;
+    let client = s.public_client().await;
+    let mut b = Browser::default();
+    let form = page(b.authorize(&s, &request(&client, &[])).await, 200).await;
+    let mut statuses = vec![];
+    for _ in 0..4 {
+        let r = log_in(&s, &mut b, &form, "alice", "wrong").await;
+        statuses.push((
+            r.status().as_u16(),
+            r.headers().get("retry-after").is_some(),
+        ));
+    }
+    assert_eq!(
+        statuses,
+        vec![(401, false), (401, false), (401, false), (429, true)]
+    );
+    s.stop().await;
+}

@@ -86,6 +86,7 @@ pub fn test_env(db_url: &str, prefix: &str) -> HashMap<String, String> {
         ("MCPAUTH__RATE_LIMIT__REGISTER".into(), "1000".into()),
         ("MCPAUTH__RATE_LIMIT__TOKEN".into(), "100000".into()),
         ("MCPAUTH__RATE_LIMIT__AUTHORIZE".into(), "100000".into()),
+        ("MCPAUTH__RATE_LIMIT__LOGIN".into(), "100000".into()),
         ("MCPAUTH__TOKENS__CURRENT_KEY".into(), "k1".into()),
         ("MCPAUTH__LOG__FORMAT".into(), "pretty".into()),
     ];

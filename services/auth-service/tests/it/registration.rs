@@ -782,9 +782,26 @@ async fn management_update_replaces_metadata() {
             .unwrap()
             .starts_with(&format!("{new_redirect}?"))
     );
-    // The registration token still works after the update.
+    // Every use rotates the registration access token (RFC 7592 §3: each response carries
+    // one; only its hash is stored): the old one is dead, the returned one works.
+    let next = body["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(next, token);
     let r = s.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = s.http.get(&url).bearer_auth(&next).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    let after_read: Value = r.json().await.unwrap();
+    let third = after_read["registration_access_token"].as_str().unwrap();
+    let (stored,): (Vec<u8>,) =
+        sqlx::query_as("SELECT registration_token_sha256 FROM clients WHERE client_id = $1")
+            .bind(&id)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, auth_service::domain::token::hash(third));
     assert_audited(&s, "client.updated", &id).await;
     s.stop().await;
 }
@@ -1076,6 +1093,12 @@ async fn management_changes_reach_every_replica() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // The registration access token rotates on every use.
+    let updated: Value = r.json().await.unwrap();
+    let token = updated["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     eventually(
         "replica 2 still accepts the removed redirect URI",
         || async {

@@ -153,11 +153,18 @@ async fn concurrent_redemptions_of_one_code_leave_nothing_usable() {
         let ok: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
         assert!(ok.len() <= 1, "a code was redeemed {} times", ok.len());
         for r in &results {
-            assert!(r.0 == 200 || r.1["error"] == "invalid_grant", "{} {}", r.0, r.1);
+            assert!(
+                r.0 == 200 || r.1["error"] == "invalid_grant",
+                "{} {}",
+                r.0,
+                r.1
+            );
         }
         for r in ok {
-            s.assert_inactive(r.1["access_token"].as_str().unwrap()).await;
-            s.assert_inactive(r.1["refresh_token"].as_str().unwrap()).await;
+            s.assert_inactive(r.1["access_token"].as_str().unwrap())
+                .await;
+            s.assert_inactive(r.1["refresh_token"].as_str().unwrap())
+                .await;
         }
     }
     s.stop().await;
