@@ -289,6 +289,12 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let handle = server.handle();
     let http = tokio::spawn(server);
 
+    if let Some(tls) = &state.config.grpc.tls {
+        let cfg = crate::grpc::tls_config(tls).map_err(|e| anyhow::anyhow!("grpc.tls: {e}"))?;
+        tonic::transport::Server::builder()
+            .tls_config(cfg)
+            .map_err(|e| anyhow::anyhow!("grpc.tls: {e}"))?;
+    }
     let grpc_listener = TcpListener::bind(state.config.grpc.addr)
         .await
         .map_err(|e| {

@@ -53,6 +53,22 @@ pub struct GrpcConfig {
     /// Services allowed to call the gRPC API, each with the SHA-256 (hex) of its credential.
     #[serde(default)]
     pub callers: Vec<GrpcCaller>,
+    /// TLS for the gRPC listener; with `client_ca_file`, callers must also present a client
+    /// certificate signed by that CA (mTLS) besides their credential.
+    #[serde(default)]
+    pub tls: Option<GrpcTlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key of the server.
+    pub key_file: std::path::PathBuf,
+    /// PEM CA bundle that client certificates must chain to (enables mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +263,19 @@ impl Config {
                     return err(format!(
                         "resources[{i}].default_scopes: {s:?} is not in scopes"
                     ));
+                }
+            }
+        }
+        if let Some(tls) = &self.grpc.tls {
+            for (key, path) in [
+                ("grpc.tls.cert_file", Some(&tls.cert_file)),
+                ("grpc.tls.key_file", Some(&tls.key_file)),
+                ("grpc.tls.client_ca_file", tls.client_ca_file.as_ref()),
+            ] {
+                if let Some(p) = path
+                    && !p.is_file()
+                {
+                    return err(format!("{key}: {} is not a readable file", p.display()));
                 }
             }
         }

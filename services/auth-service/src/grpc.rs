@@ -100,6 +100,21 @@ impl TokenIntrospection for Introspection {
     }
 }
 
+/// Reads the TLS material of the gRPC listener.
+pub fn tls_config(
+    tls: &crate::config::GrpcTlsConfig,
+) -> std::io::Result<tonic::transport::ServerTlsConfig> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let cert = std::fs::read(&tls.cert_file)?;
+    let key = std::fs::read(&tls.key_file)?;
+    let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca_file {
+        // Client certificates become mandatory (tonic's default once a client CA is set).
+        cfg = cfg.client_ca_root(Certificate::from_pem(std::fs::read(ca)?));
+    }
+    Ok(cfg)
+}
+
 /// Serves the gRPC API until `shutdown` flips to true.
 pub async fn serve(
     state: AppState,
@@ -116,7 +131,11 @@ pub async fn serve(
         .build_v1()
         .expect("embedded descriptor sets are valid");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &state.config.grpc.tls {
+        builder = builder.tls_config(tls_config(tls).expect("grpc.tls was validated at start"))?;
+    }
+    builder
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)

@@ -4,6 +4,7 @@
 mod authorize;
 mod consent;
 mod grpc;
+mod grpc_tls;
 mod harness;
 mod ops;
 mod rate_limit;
