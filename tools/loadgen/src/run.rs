@@ -38,22 +38,26 @@ struct Budget {
 }
 
 impl Budget {
-    /// Takes the right to start one more request, if time and count allow.
-    fn take(&self) -> bool {
-        Instant::now() < self.deadline && self.started.fetch_add(1, Ordering::Relaxed) < self.max
+    /// Takes the right to start one more request at `now`, if time and count allow.
+    fn take(&self, now: Instant) -> bool {
+        now < self.deadline && self.started.fetch_add(1, Ordering::Relaxed) < self.max
     }
 }
 
 /// Runs one worker until the budget is exhausted.
 async fn worker<P: Probe>(mut probe: P, budget: Arc<Budget>, timeout: Duration) -> WorkerStats {
     let mut stats = WorkerStats::new();
-    while budget.take() {
-        let start = Instant::now();
-        match tokio::time::timeout(timeout, probe.call()).await {
-            Ok(Ok(())) => stats.success(start.elapsed()),
+    let mut start = Instant::now();
+    while budget.take(start) {
+        let outcome = tokio::time::timeout(timeout, probe.call()).await;
+        // One clock read per request: the end of one is the start of the next.
+        let end = Instant::now();
+        match outcome {
+            Ok(Ok(())) => stats.success(end - start),
             Ok(Err(what)) => stats.failure(|| what),
             Err(_) => stats.failure(|| format!("no answer within {timeout:?}")),
         }
+        start = end;
     }
     stats
 }
