@@ -161,7 +161,131 @@ impl Probe for HealthProbe {
 
 #[cfg(test)]
 mod tests {
+    use mcpauth_proto::v1::IntrospectResponse;
+    use mcpauth_proto::v1::token_introspection_server::{
+        TokenIntrospection, TokenIntrospectionServer,
+    };
+    use tokio::net::TcpListener;
+    use tonic::transport::server::TcpIncoming;
+
     use super::*;
+    use crate::run::{Limits, run};
+
+    /// Active iff the caller presents `Bearer cred` and the token is `good`.
+    struct FakeIntrospection;
+
+    #[tonic::async_trait]
+    impl TokenIntrospection for FakeIntrospection {
+        async fn introspect(
+            &self,
+            request: tonic::Request<IntrospectRequest>,
+        ) -> Result<tonic::Response<IntrospectResponse>, tonic::Status> {
+            let authorization = request.metadata().get("authorization");
+            if authorization.map(|v| v.as_bytes()) != Some(b"Bearer cred".as_slice()) {
+                return Err(tonic::Status::unauthenticated("bad service credential"));
+            }
+            Ok(tonic::Response::new(IntrospectResponse {
+                active: request.get_ref().token == "good",
+                ..Default::default()
+            }))
+        }
+    }
+
+    /// Serves health (SERVING) and the fake introspection on 127.0.0.1.
+    async fn server() -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(TokenIntrospectionServer::new(FakeIntrospection))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        crate::target::resolve(&url).await.unwrap()
+    }
+
+    const LIMITS: Limits = Limits {
+        duration: std::time::Duration::from_secs(20),
+        requests: 200,
+        timeout: std::time::Duration::from_secs(5),
+    };
+
+    async fn introspect(
+        target: &Target,
+        credential: &str,
+        token: &str,
+        expect_active: bool,
+    ) -> (u64, u64, Option<String>) {
+        let channels = connect(target, 2, Duration::from_secs(5)).await.unwrap();
+        let spec =
+            Arc::new(IntrospectSpec::new(credential, token.into(), None, expect_active).unwrap());
+        let probes = (0..8)
+            .map(|i| IntrospectProbe::new(channels[i % 2].clone(), Arc::clone(&spec)))
+            .collect();
+        let (stats, elapsed) = run(probes, LIMITS).await.unwrap();
+        (
+            stats.successes(),
+            stats.errors(),
+            stats.summarize("t", elapsed, 8).first_error,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn introspection_answers_are_checked() {
+        let target = server().await;
+        assert_eq!(
+            introspect(&target, "cred", "good", true).await,
+            (200, 0, None)
+        );
+        assert_eq!(
+            introspect(&target, "cred", "forged", false).await,
+            (200, 0, None)
+        );
+        let (ok, errors, first) = introspect(&target, "cred", "forged", true).await;
+        assert_eq!((ok, errors), (0, 200));
+        assert_eq!(
+            first.as_deref(),
+            Some("introspection answered active=false, expected active=true")
+        );
+        let (ok, errors, first) = introspect(&target, "wrong", "good", true).await;
+        assert_eq!((ok, errors), (0, 200));
+        let first = first.unwrap();
+        assert!(first.starts_with("gRPC status Unauthenticated"), "{first}");
+        assert!(!first.contains("wrong"), "{first}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_checks_succeed_when_serving() {
+        let target = server().await;
+        let channels = connect(&target, 1, Duration::from_secs(5)).await.unwrap();
+        let service: Arc<str> = "".into();
+        let probes = (0..4)
+            .map(|_| HealthProbe::new(channels[0].clone(), Arc::clone(&service)))
+            .collect();
+        let (stats, _) = run(probes, LIMITS).await.unwrap();
+        assert_eq!((stats.successes(), stats.errors()), (200, 0));
+
+        let unknown: Arc<str> = "no.such.Service".into();
+        let (stats, elapsed) = run(vec![HealthProbe::new(channels[0].clone(), unknown)], LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(stats.errors(), 200);
+        let first = stats.summarize("t", elapsed, 1).first_error.unwrap();
+        assert!(first.starts_with("gRPC status NotFound"), "{first}");
+    }
+
+    #[tokio::test]
+    async fn connecting_to_nothing_fails_fast() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let target = crate::target::resolve(&url).await.unwrap();
+        assert!(connect(&target, 1, Duration::from_secs(2)).await.is_err());
+    }
 
     #[test]
     fn authorization_is_bearer_and_sensitive() {
