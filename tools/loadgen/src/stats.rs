@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde_json::json;
+use serde_json::Value;
 
 /// Highest latency the histograms track, in microseconds (the per-request timeout is capped
 /// below it); slower samples are clamped to it.
@@ -164,25 +164,29 @@ impl Summary {
         )
     }
 
-    /// The machine-readable line (one JSON object).
+    /// The machine-readable line: one JSON object, fields in a fixed order, `name` first.
     pub fn json_line(&self) -> String {
         let round = |x: f64, places: i32| {
             let f = 10f64.powi(places);
-            (x * f).round() / f
+            Value::from((x * f).round() / f)
         };
-        json!({
-            "name": self.name,
-            "requests": self.requests,
-            "errors": self.errors,
-            "duration_s": round(self.duration_s, 3),
-            "rps": round(self.rps, 1),
-            "p50_ms": round(self.p50_ms, 3),
-            "p90_ms": round(self.p90_ms, 3),
-            "p99_ms": round(self.p99_ms, 3),
-            "max_ms": round(self.max_ms, 3),
-            "concurrency": self.concurrency,
-        })
-        .to_string()
+        let fields = [
+            ("name", Value::from(self.name.as_str())),
+            ("requests", Value::from(self.requests)),
+            ("errors", Value::from(self.errors)),
+            ("duration_s", round(self.duration_s, 3)),
+            ("rps", round(self.rps, 1)),
+            ("p50_ms", round(self.p50_ms, 3)),
+            ("p90_ms", round(self.p90_ms, 3)),
+            ("p99_ms", round(self.p99_ms, 3)),
+            ("max_ms", round(self.max_ms, 3)),
+            ("concurrency", Value::from(self.concurrency)),
+        ];
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(key, value)| format!("\"{key}\":{value}"))
+            .collect();
+        format!("{{{}}}", body.join(","))
     }
 }
 
@@ -284,7 +288,12 @@ mod tests {
         assert!(human.starts_with(
             "login  requests=1  errors=0  duration=1.00s  throughput=1 req/s  p50=1.500ms"
         ));
-        let v: serde_json::Value = serde_json::from_str(&s.json_line()).unwrap();
+        let line = s.json_line();
+        assert!(
+            line.starts_with(r#"{"name":"login","requests":1,"errors":0,"#),
+            "{line}"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["name"], "login");
         assert_eq!(v["rps"], 1.0);
         assert_eq!(v["p50_ms"], 1.5);
