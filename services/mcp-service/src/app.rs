@@ -1,0 +1,135 @@
+//! Wiring: state, the HTTP server, revocation fan-out, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use mcpauth_runtime::MetricsHandle;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{ScopePolicy, TokenVerifier};
+use crate::config::Config;
+use crate::tools::{ToolRegistry, WhoAmI};
+use crate::verify::cache::IntrospectionCache;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub verifier: Arc<dyn TokenVerifier>,
+    pub cache: Option<IntrospectionCache>,
+    pub scopes: ScopePolicy,
+    pub tools: ToolRegistry,
+    pub redis: deadpool_redis::Pool,
+    pub metrics: MetricsHandle,
+    /// Host header values accepted on `/mcp`.
+    pub allowed_hosts: Vec<String>,
+    /// Cancelled at shutdown: ends every MCP session and SSE stream.
+    pub cancel: CancellationToken,
+}
+
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub state: AppState,
+    handle: actix_web::dev::ServerHandle,
+    http: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Ends MCP sessions and SSE streams, then drains in-flight requests.
+    pub async fn shutdown(self) {
+        self.state.cancel.cancel();
+        self.handle.stop(true).await;
+        let _ = self.http.await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let (verifier, cache) = crate::verify::build(&config).await?;
+    let mut redis_cfg = deadpool_redis::Config::from_url(config.redis.url.expose());
+    redis_cfg.pool = Some(deadpool_redis::PoolConfig::new(config.redis.pool_size));
+    let redis = redis_cfg
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let tools = ToolRegistry::default();
+    tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
+    let resource_host = url::Url::parse(&config.resource)?
+        .host_str()
+        .unwrap_or("localhost")
+        .to_owned();
+    let allowed_hosts = if config.http.allowed_hosts.is_empty() {
+        // A loopback resource is reached under any loopback name.
+        let loopback = ["localhost", "127.0.0.1", "[::1]"];
+        if loopback.contains(&resource_host.as_str()) {
+            loopback.iter().map(|h| (*h).to_owned()).collect()
+        } else {
+            vec![resource_host]
+        }
+    } else {
+        config.http.allowed_hosts.clone()
+    };
+    let state = AppState {
+        scopes: ScopePolicy::new(config.scope_implications.clone()),
+        config: config.clone(),
+        verifier,
+        cache,
+        tools,
+        redis,
+        metrics,
+        allowed_hosts,
+        cancel: CancellationToken::new(),
+    };
+    let mut tasks = vec![];
+    if let Some(cache) = &state.cache {
+        tasks.push(tokio::spawn(crate::revocations::follow(
+            config.redis.url.expose().to_owned(),
+            format!("{}:events", config.redis.auth_key_prefix),
+            cache.clone(),
+            state.cancel.clone(),
+        )));
+    }
+    let listener = std::net::TcpListener::bind(config.http.addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on http.addr {}: {e}", config.http.addr))?;
+    let http_addr = listener.local_addr()?;
+    let data = web::Data::new(state.clone());
+    let svc = web::Data::new(crate::http::mcp_service(&state));
+    let routes_state = state.clone();
+    let workers = match config.http.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    };
+    let server = HttpServer::new(move || {
+        let st = routes_state.clone();
+        App::new()
+            .app_data(data.clone())
+            .app_data(svc.clone())
+            .configure(move |c| crate::http::routes(c, &st))
+    })
+    .workers(workers)
+    .shutdown_timeout(config.http.shutdown_timeout_secs)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let http = tokio::spawn(server);
+    tracing::info!(%http_addr, resource = %config.resource, verifier = ?config.verifier.mode, "mcp-service started");
+    Ok(Running {
+        http_addr,
+        state,
+        handle,
+        http,
+        tasks,
+    })
+}

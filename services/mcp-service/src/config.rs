@@ -1,0 +1,201 @@
+//! mcp-service configuration: built-in defaults → TOML file → `MCPAUTH__…` environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use mcpauth_runtime::{ConfigError, LogConfig, Secret};
+use serde::Deserialize;
+
+/// Built-in defaults; every key appears there.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Canonical URL of the MCP endpoint (the protected resource identifier).
+    pub resource: String,
+    /// Authorization servers for the protected-resource metadata.
+    pub authorization_servers: Vec<String>,
+    /// Minimal scopes for basic use.
+    pub scopes_supported: Vec<String>,
+    /// Broad scopes and the narrower scopes each implies (besides the `scope.` prefix rule).
+    #[serde(default)]
+    pub scope_implications: HashMap<String, Vec<String>>,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub verifier: VerifierConfig,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub workers: usize,
+    pub shutdown_timeout_secs: u64,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: Secret,
+    pub auth_key_prefix: String,
+    pub key_prefix: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifierMode {
+    IntrospectionGrpc,
+    IntrospectionHttp,
+    Jwt,
+    StaticKeys,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierConfig {
+    pub mode: VerifierMode,
+    pub grpc: GrpcIntrospectionConfig,
+    #[serde(default)]
+    pub http: Option<HttpIntrospectionConfig>,
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    #[serde(default)]
+    pub static_keys: Vec<StaticKeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcIntrospectionConfig {
+    /// auth-service gRPC address, e.g. `http://127.0.0.1:9090`.
+    pub addr: String,
+    /// This service's credential for auth-service.
+    pub credential: Secret,
+    pub cache_ttl_ms: u64,
+    pub cache_max_entries: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIntrospectionConfig {
+    /// RFC 7662 endpoint of the external authorization server.
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Expected `iss` in the response, when the server reports one.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_ms: u64,
+}
+
+fn default_cache_ttl() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// JWKS URL of the issuer.
+    pub jwks_uri: String,
+    /// Accepted signature algorithms.
+    #[serde(default = "default_algs")]
+    pub algorithms: Vec<String>,
+    /// Minimum time between JWKS refetches triggered by an unknown `kid`.
+    #[serde(default = "default_refetch")]
+    pub min_refetch_secs: u64,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_algs() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_refetch() -> u64 {
+    30
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKeyConfig {
+    /// Who the key belongs to (becomes the subject).
+    pub name: String,
+    /// Hex SHA-256 of the key.
+    pub key_sha256: String,
+    pub scopes: Vec<String>,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let cfg: Config = mcpauth_runtime::load_config(DEFAULTS, file, env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError::new(m));
+        match url::Url::parse(&self.resource) {
+            Ok(u) if u.fragment().is_none() && !self.resource.ends_with('/') => {}
+            _ => {
+                return err(
+                    "resource: must be an absolute URL without fragment or trailing slash".into(),
+                );
+            }
+        }
+        if self.authorization_servers.is_empty() {
+            return err("authorization_servers: at least one is required".into());
+        }
+        if self.scopes_supported.iter().any(|s| s == "offline_access") {
+            return err("scopes_supported: must not contain offline_access".into());
+        }
+        match self.verifier.mode {
+            VerifierMode::IntrospectionHttp if self.verifier.http.is_none() => {
+                return err("verifier.http: required for mode introspection_http".into());
+            }
+            VerifierMode::Jwt if self.verifier.jwt.is_none() => {
+                return err("verifier.jwt: required for mode jwt".into());
+            }
+            VerifierMode::StaticKeys if self.verifier.static_keys.is_empty() => {
+                return err(
+                    "verifier.static_keys: at least one key is required for mode static_keys"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        for (i, k) in self.verifier.static_keys.iter().enumerate() {
+            if k.key_sha256.len() != 64 || !k.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return err(format!(
+                    "verifier.static_keys[{i}].key_sha256: must be 64 hex characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of the MCP endpoint (from `resource`).
+    pub fn mcp_path(&self) -> String {
+        url::Url::parse(&self.resource)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_else(|_| "/mcp".into())
+    }
+
+    /// The protected-resource metadata URL (RFC 9728 §3.1, path-inserted).
+    pub fn metadata_url(&self) -> String {
+        let u = url::Url::parse(&self.resource).expect("validated");
+        let origin = u.origin().ascii_serialization();
+        let path = u.path().trim_end_matches('/');
+        format!("{origin}/.well-known/oauth-protected-resource{path}")
+    }
+}

@@ -1,0 +1,304 @@
+//! The HTTP face: protected-resource metadata (RFC 9728), and `/mcp`, where every request is
+//! checked for Origin/Host, authenticated, and scope-gated before rmcp sees it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use http_body_util::{BodyExt, Full};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::{Challenge, Principal, VerifyError};
+use crate::tools::McpServer;
+
+/// The rmcp service behind `/mcp`.
+pub type McpHttpService = StreamableHttpService<McpServer, LocalSessionManager>;
+
+/// Largest accepted `/mcp` request body.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
+    let mcp_path = state.config.mcp_path();
+    let metadata_path = url::Url::parse(&state.config.metadata_url())
+        .map(|u| u.path().to_owned())
+        .unwrap_or_else(|_| "/.well-known/oauth-protected-resource/mcp".into());
+    cfg.route(&metadata_path, web::get().to(protected_resource_metadata))
+        .route(
+            &metadata_path,
+            web::method(actix_web::http::Method::OPTIONS).to(preflight),
+        )
+        .route(&mcp_path, web::route().to(mcp))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// RFC 9728 protected-resource metadata.
+pub async fn protected_resource_metadata(state: web::Data<AppState>) -> HttpResponse {
+    let c = &state.config;
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .json(json!({
+            "resource": c.resource,
+            "authorization_servers": c.authorization_servers,
+            "scopes_supported": c.scopes_supported,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "mcpauth MCP server",
+        }))
+}
+
+async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, OPTIONS"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "MCP-Protocol-Version"))
+        .finish()
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// Ready when the token verifier's dependencies answer (Redis for revocation fan-out).
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let redis = match state.redis.get().await {
+        Ok(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    let body = json!({"redis": if redis { "ok" } else { "unavailable" }});
+    if redis {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+fn challenge_scope(state: &AppState, extra: &[String]) -> String {
+    let mut all: BTreeSet<&str> = state
+        .config
+        .scopes_supported
+        .iter()
+        .map(String::as_str)
+        .collect();
+    all.extend(extra.iter().map(String::as_str));
+    all.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+fn unauthorized(state: &AppState, error: Option<(&str, &str)>) -> HttpResponse {
+    let scope = challenge_scope(state, &[]);
+    let metadata_url = state.config.metadata_url();
+    let c = Challenge {
+        resource_metadata: &metadata_url,
+        scope: &scope,
+    };
+    let mut r = HttpResponse::Unauthorized();
+    r.insert_header((header::WWW_AUTHENTICATE, c.unauthorized(error)));
+    cors(&mut r, state);
+    match error {
+        Some((code, description)) => {
+            r.json(json!({"error": code, "error_description": description}))
+        }
+        None => r.json(
+            json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
+        ),
+    }
+}
+
+fn cors(r: &mut actix_web::HttpResponseBuilder, state: &AppState) {
+    let _ = state;
+    r.insert_header((
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        "WWW-Authenticate, Mcp-Session-Id",
+    ));
+}
+
+/// Origin and Host must be ours (DNS-rebinding protection, MCP transports 2025-06-18+).
+fn check_origin_and_host(state: &AppState, req: &HttpRequest) -> Result<(), &'static str> {
+    let forbidden = |what: &'static str| what;
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !state
+            .config
+            .http
+            .allowed_origins
+            .iter()
+            .any(|o| o == origin)
+        {
+            return Err(forbidden("Origin"));
+        }
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !state
+        .allowed_hosts
+        .iter()
+        .any(|h| h == host || host.split(':').next() == Some(h.as_str()))
+    {
+        return Err(forbidden("Host"));
+    }
+    Ok(())
+}
+
+/// The bearer token, from the `Authorization` header only (never the query or a cookie).
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// Every scope a JSON-RPC body's `tools/call` requests need, and whether a tool is unknown.
+fn needed_scopes(state: &AppState, body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return vec![];
+    };
+    let calls: Vec<&Value> = match &v {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut needed = BTreeSet::new();
+    for call in calls {
+        if call.get("method").and_then(Value::as_str) == Some("tools/call")
+            && let Some(name) = call.pointer("/params/name").and_then(Value::as_str)
+            && let Some(tool) = state.tools.get(name)
+        {
+            needed.extend(tool.required_scopes().iter().cloned());
+        }
+    }
+    needed.into_iter().collect()
+}
+
+/// `/mcp`: Origin/Host → authentication → scope gate → rmcp.
+pub async fn mcp(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    svc: web::Data<McpHttpService>,
+) -> actix_web::Result<HttpResponse> {
+    if let Err(what) = check_origin_and_host(&state, &req) {
+        return Ok(HttpResponse::Forbidden().json(
+            json!({"error": "forbidden", "error_description": format!("{what} is not allowed")}),
+        ));
+    }
+    let Some(token) = bearer(&req) else {
+        metrics::counter!("mcpauth_mcp_auth_total", "result" => "missing").increment(1);
+        return Ok(unauthorized(&state, None));
+    };
+    let principal: Principal = match state.verifier.verify(token).await {
+        Ok(p) => p,
+        Err(VerifyError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "token verification unavailable");
+            return Ok(HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "1"))
+                .json(json!({"error": "temporarily_unavailable"})));
+        }
+        Err(e) => {
+            metrics::counter!("mcpauth_mcp_auth_total", "result" => "invalid").increment(1);
+            tracing::debug!(reason = %e, "bearer token refused");
+            return Ok(unauthorized(
+                &state,
+                Some(("invalid_token", &e.to_string())),
+            ));
+        }
+    };
+    metrics::counter!("mcpauth_mcp_auth_total", "result" => "ok").increment(1);
+
+    let body = payload
+        .to_bytes_limited(MAX_BODY)
+        .await
+        .map_err(|_| actix_web::error::ErrorPayloadTooLarge("request body too large"))??;
+
+    if req.method() == actix_web::http::Method::POST {
+        let needed = needed_scopes(&state, &body);
+        let missing = state.scopes.missing(&principal.scopes, &needed);
+        if !missing.is_empty() {
+            metrics::counter!("mcpauth_mcp_auth_total", "result" => "insufficient_scope")
+                .increment(1);
+            let scope = challenge_scope(&state, &needed);
+            let metadata_url = state.config.metadata_url();
+            let c = Challenge {
+                resource_metadata: &metadata_url,
+                scope: &scope,
+            };
+            let description = format!("this operation needs {}", missing.join(" "));
+            let mut r = HttpResponse::Forbidden();
+            r.insert_header((header::WWW_AUTHENTICATE, c.insufficient_scope(&description)));
+            cors(&mut r, &state);
+            return Ok(r.json(json!({"error": "insufficient_scope", "error_description": description, "scope": scope})));
+        }
+    }
+
+    // Rebuild an http 1 request for rmcp; the token stays behind (tools never see it).
+    let mut b = http::Request::builder()
+        .method(req.method().as_str())
+        .uri(req.uri().to_string());
+    for (name, value) in req.headers() {
+        if name != header::AUTHORIZATION {
+            b = b.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let mut hreq = b
+        .body(Full::new(body))
+        .map_err(actix_web::error::ErrorBadRequest)?;
+    hreq.extensions_mut().insert(principal);
+
+    let (parts, body) = svc.handle(hreq).await.into_parts();
+    let status =
+        StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut out = HttpResponse::build(status);
+    for (name, value) in &parts.headers {
+        out.append_header((name.as_str(), value.as_bytes()));
+    }
+    cors(&mut out, &state);
+    let is_sse = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if is_sse {
+        out.insert_header((
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        ));
+        Ok(out.streaming(body.into_data_stream()))
+    } else {
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Ok(out.body(bytes))
+    }
+}
+
+/// Builds the rmcp service behind `/mcp`.
+pub fn mcp_service(state: &AppState) -> McpHttpService {
+    let server = McpServer {
+        tools: state.tools.clone(),
+        scopes: state.scopes.clone(),
+    };
+    let config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
+        .with_allowed_hosts(state.allowed_hosts.iter().cloned())
+        .with_cancellation_token(state.cancel.clone());
+    StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}

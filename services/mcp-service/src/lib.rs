@@ -1,0 +1,10 @@
+//! mcp-service: mcpauth's MCP Streamable HTTP server, an OAuth 2.1 protected resource.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod revocations;
+pub mod tools;
+pub mod verify;

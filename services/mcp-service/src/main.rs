@@ -1,0 +1,57 @@
+//! mcp-service binary: configuration → logs → `app::start` → serve until SIGTERM/Ctrl-C.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcp_service::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-service",
+    version,
+    about = "mcpauth MCP server: an OAuth protected resource"
+)]
+struct Cli {
+    /// TOML configuration file (environment variables MCPAUTH__… override it).
+    #[arg(long, short, env = "MCPAUTH_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcp-service: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    mcpauth_runtime::init_logging("mcp-service", &config.log);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-service: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let running = mcp_service::app::start(config, mcpauth_runtime::init_metrics()).await?;
+        running.run_until(mcpauth_runtime::shutdown_signal()).await;
+        Ok::<(), anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-service: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Tools: a small trait for tools that run as the calling user, a registry, and the rmcp
+//! `ServerHandler` that serves them. The built-in `whoami` reports who the caller is.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use futures_util::future::BoxFuture;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::json;
+
+use crate::auth::{Principal, ScopePolicy};
+
+/// A tool that runs as the authenticated user.
+pub trait McpTool: Send + Sync + 'static {
+    /// Name, description and input schema, as `tools/list` shows them.
+    fn definition(&self) -> Tool;
+    /// Scopes a caller needs; checked before the call reaches the tool (403 step-up).
+    fn required_scopes(&self) -> &[String];
+    /// Runs the tool as `principal`.
+    fn call<'a>(
+        &'a self,
+        principal: &'a Principal,
+        arguments: JsonObject,
+    ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>>;
+}
+
+/// The tools this server offers, shared by every session.
+#[derive(Clone, Default)]
+pub struct ToolRegistry {
+    tools: Arc<RwLock<BTreeMap<String, Arc<dyn McpTool>>>>,
+}
+
+impl ToolRegistry {
+    pub fn register(&self, tool: Arc<dyn McpTool>) {
+        let name = tool.definition().name.to_string();
+        self.tools
+            .write()
+            .expect("tool registry")
+            .insert(name, tool);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn McpTool>> {
+        self.tools.read().expect("tool registry").get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Tool> {
+        self.tools
+            .read()
+            .expect("tool registry")
+            .values()
+            .map(|t| t.definition())
+            .collect()
+    }
+}
+
+/// The principal of the HTTP request that carried this JSON-RPC request.
+pub fn principal(ctx: &RequestContext<RoleServer>) -> Option<&Principal> {
+    ctx.extensions
+        .get::<http::request::Parts>()?
+        .extensions
+        .get::<Principal>()
+}
+
+/// The rmcp handler: one per session (cheap: `Arc` clones).
+#[derive(Clone)]
+pub struct McpServer {
+    pub tools: ToolRegistry,
+    pub scopes: ScopePolicy,
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        );
+        info.server_info.name = "mcpauth-mcp-service".into();
+        info.server_info.version = env!("CARGO_PKG_VERSION").into();
+        info
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(&[
+            ProtocolVersion::V_2025_06_18,
+            ProtocolVersion::V_2025_11_25,
+            ProtocolVersion::V_2026_07_28,
+        ])
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.list()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.get(name).map(|t| t.definition())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let principal = principal(&context).cloned().ok_or_else(|| {
+            ErrorData::internal_error(
+                "request reached a tool without an authenticated principal",
+                None,
+            )
+        })?;
+        let tool = self.tools.get(&request.name).ok_or_else(|| {
+            ErrorData::invalid_params(format!("unknown tool {}", request.name), None)
+        })?;
+        // The HTTP layer already answered 403 for a missing scope; this is defence in depth.
+        let missing = self
+            .scopes
+            .missing(&principal.scopes, tool.required_scopes());
+        if !missing.is_empty() {
+            return Err(ErrorData::invalid_request(
+                format!("insufficient scope: {}", missing.join(" ")),
+                None,
+            ));
+        }
+        let args = request.arguments.unwrap_or_default();
+        Ok(tool.call(&principal, args).await?.into())
+    }
+}
+
+/// `whoami`: who the server thinks the caller is. Never returns the token.
+pub struct WhoAmI {
+    scopes: Vec<String>,
+}
+
+impl WhoAmI {
+    pub fn new(required_scopes: Vec<String>) -> Self {
+        Self {
+            scopes: required_scopes,
+        }
+    }
+}
+
+impl McpTool for WhoAmI {
+    fn definition(&self) -> Tool {
+        let schema: JsonObject =
+            serde_json::from_value(json!({"type": "object", "properties": {}}))
+                .expect("static schema is an object");
+        Tool::new(
+            "whoami",
+            "Returns the authenticated subject, client, scopes and token expiry of this request.",
+            Arc::new(schema),
+        )
+    }
+
+    fn required_scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    fn call<'a>(
+        &'a self,
+        p: &'a Principal,
+        _arguments: JsonObject,
+    ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
+        Box::pin(async move {
+            let body = json!({
+                "subject": p.subject,
+                "client_id": p.client_id,
+                "scopes": p.scopes,
+                "expires_at": p.expires_at,
+            });
+            Ok(CallToolResult::success(vec![ContentBlock::text(
+                body.to_string(),
+            )]))
+        })
+    }
+}

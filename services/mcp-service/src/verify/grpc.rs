@@ -1,0 +1,100 @@
+//! Verification by gRPC introspection at auth-service (the default mode), cached in-process.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use mcpauth_proto::v1::IntrospectRequest;
+use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use super::cache::{IntrospectionCache, now_secs, token_key};
+use crate::auth::{Principal, TokenVerifier, VerifyError};
+use crate::config::GrpcIntrospectionConfig;
+
+pub struct GrpcIntrospection {
+    client: TokenIntrospectionClient<Channel>,
+    credential: MetadataValue<Ascii>,
+    resource: String,
+    cache: IntrospectionCache,
+}
+
+impl GrpcIntrospection {
+    pub fn new(cfg: &GrpcIntrospectionConfig, resource: &str) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(cfg.addr.clone())
+            .map_err(|e| anyhow::anyhow!("verifier.grpc.addr: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let credential = format!("Bearer {}", cfg.credential.expose())
+            .parse()
+            .map_err(|_| anyhow::anyhow!("verifier.grpc.credential: not a valid header value"))?;
+        Ok(Self {
+            client: TokenIntrospectionClient::new(channel),
+            credential,
+            resource: resource.to_owned(),
+            cache: IntrospectionCache::new(
+                Duration::from_millis(cfg.cache_ttl_ms),
+                cfg.cache_max_entries,
+            ),
+        })
+    }
+
+    pub fn cache(&self) -> &IntrospectionCache {
+        &self.cache
+    }
+
+    async fn introspect(&self, token: &str) -> Result<Principal, VerifyError> {
+        let mut req = tonic::Request::new(IntrospectRequest {
+            token: token.to_owned(),
+            // auth-service checks the audience; we check it again below.
+            expected_resource: self.resource.clone(),
+        });
+        req.metadata_mut()
+            .insert("authorization", self.credential.clone());
+        let resp = self
+            .client
+            .clone()
+            .introspect(req)
+            .await
+            .map_err(|s| VerifyError::Unavailable(format!("introspection failed: {}", s.code())))?
+            .into_inner();
+        if !resp.active {
+            return Err(VerifyError::Inactive);
+        }
+        if !resp.audience.iter().any(|a| a == &self.resource) {
+            return Err(VerifyError::WrongAudience);
+        }
+        if resp.expires_at <= now_secs() {
+            return Err(VerifyError::Expired);
+        }
+        if resp.token_kind != mcpauth_proto::v1::TokenKind::Access as i32 {
+            return Err(VerifyError::Inactive);
+        }
+        Ok(Principal {
+            subject: resp.subject,
+            client_id: resp.client_id,
+            scopes: resp.scopes.into_iter().collect(),
+            expires_at: resp.expires_at,
+            token_id: (!resp.token_id.is_empty()).then_some(resp.token_id),
+            grant_id: (!resp.grant_id.is_empty()).then_some(resp.grant_id),
+        })
+    }
+}
+
+impl TokenVerifier for GrpcIntrospection {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, VerifyError>> {
+        Box::pin(async move {
+            let key = token_key(token);
+            if let Some(hit) = self.cache.get(&key) {
+                metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "hit").increment(1);
+                return hit;
+            }
+            metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "miss").increment(1);
+            let result = self.introspect(token).await;
+            self.cache.put(key, result.clone());
+            result
+        })
+    }
+}
