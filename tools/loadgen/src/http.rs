@@ -1,19 +1,15 @@
-//! HTTP/1.1 load: one keep-alive connection per worker, driven with hyper's connection-level
-//! client (no pool, no redirects, no TLS), each response body read to the end.
+//! HTTP/1.1 load: one keep-alive connection per worker, each request pre-serialized once and
+//! written in one go, each response read to its end by the minimal client in [`crate::h1`]
+//! (no pool, no redirects, no TLS).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use http::header::{CONTENT_TYPE, HOST};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
+use crate::h1::{ExchangeError, H1Conn};
 use crate::run::Probe;
 use crate::target::Target;
 
@@ -21,11 +17,10 @@ use crate::target::Target;
 #[derive(Debug)]
 pub struct RequestSpec {
     addr: SocketAddr,
-    method: Method,
-    /// Origin-form (`/path?query`), as sent on the request line.
-    path: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    /// The complete request as written on the wire.
+    wire: Vec<u8>,
+    /// Whether the method is `HEAD` (whose responses have no body).
+    head_request: bool,
     expect: Option<StatusCode>,
 }
 
@@ -41,8 +36,9 @@ pub enum Payload {
 }
 
 impl RequestSpec {
-    /// Builds the request template. `method` defaults to `POST` when there is a body and `GET`
-    /// otherwise; `headers` are `Name: value` strings; `expect` is the only status that counts
+    /// Builds the request. `method` defaults to `POST` when there is a body and `GET`
+    /// otherwise; `headers` are `Name: value` strings (not `Content-Length` or
+    /// `Transfer-Encoding`: the body is framed here); `expect` is the only status that counts
     /// as a success (any 2xx when `None`).
     pub fn new(
         target: &Target,
@@ -57,16 +53,14 @@ impl RequestSpec {
             None if payload == Payload::None => Method::GET,
             None => Method::POST,
         };
-        let path: Uri = target
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .parse()
-            .context("invalid request path")?;
+        let path = target.uri.path_and_query().map_or("/", |pq| pq.as_str());
 
         let mut map = HeaderMap::new();
         for line in headers {
             let (name, value) = parse_header(line)?;
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+                bail!("header {name} is set by the tool from --body/--form");
+            }
             map.append(name, value);
         }
         if !map.contains_key(HOST) {
@@ -74,8 +68,8 @@ impl RequestSpec {
             map.insert(HOST, HeaderValue::from_str(authority.as_str())?);
         }
         let body = match payload {
-            Payload::None => Bytes::new(),
-            Payload::Raw(s) => Bytes::from(s),
+            Payload::None => String::new(),
+            Payload::Raw(s) => s,
             Payload::Form(s) => {
                 if !map.contains_key(CONTENT_TYPE) {
                     map.insert(
@@ -83,54 +77,58 @@ impl RequestSpec {
                         HeaderValue::from_static("application/x-www-form-urlencoded"),
                     );
                 }
-                Bytes::from(s)
+                s
             }
         };
+        if !body.is_empty() || [Method::POST, Method::PUT, Method::PATCH].contains(&method) {
+            map.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+
+        let mut wire = Vec::with_capacity(256 + body.len());
+        wire.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
+        for (name, value) in &map {
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(body.as_bytes());
+
         let expect = expect
             .map(StatusCode::from_u16)
             .transpose()
             .context("invalid --expect-status")?;
         Ok(Self {
             addr: target.addr,
-            method,
-            path,
-            headers: map,
-            body,
+            wire,
+            head_request: method == Method::HEAD,
             expect,
         })
     }
 
-    /// A fresh copy of the request (cheap: the body is reference-counted).
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.path.clone();
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
-
     /// Opens a new keep-alive connection.
-    async fn connect(&self) -> Result<Conn, String> {
-        let stream = TcpStream::connect(self.addr)
+    async fn connect(&self) -> Result<H1Conn, String> {
+        H1Conn::connect(self.addr)
             .await
-            .map_err(|e| format!("connect to {}: {e}", self.addr))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
-        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake with {}: {e}", self.addr))?;
-        Ok(Conn {
-            sender,
-            driver: Box::pin(driver),
-        })
+            .map_err(|e| format!("connect to {}: {e}", self.addr))
     }
 
     /// Whether `status` counts as a success.
-    fn accepts(&self, status: StatusCode) -> bool {
+    fn accepts(&self, status: u16) -> bool {
         match self.expect {
-            Some(expected) => status == expected,
-            None => status.is_success(),
+            Some(expected) => status == expected.as_u16(),
+            None => (200..300).contains(&status),
+        }
+    }
+
+    /// Describes an unexpected status.
+    fn unexpected(&self, status: u16) -> String {
+        let shown =
+            StatusCode::from_u16(status).map_or_else(|_| status.to_string(), |s| s.to_string());
+        match self.expect {
+            Some(expected) => format!("status {shown}, expected {}", expected.as_u16()),
+            None => format!("status {shown}, expected 2xx"),
         }
     }
 }
@@ -147,85 +145,12 @@ pub fn parse_header(line: &str) -> Result<(HeaderName, HeaderValue)> {
     Ok((name, value))
 }
 
-/// A keep-alive HTTP/1.1 connection. Its I/O (`driver`) is polled by the worker's own task
-/// while a request is in flight rather than by a task of its own: no cross-task wake-ups per
-/// request, which is most of the client's cost on a loaded 2-core machine.
-/// The driver is boxed so that moving a `Conn` in and out of each request's future is cheap.
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    driver: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
-}
-
-/// Why an exchange did not produce a response.
-enum ExchangeError {
-    /// The connection was closed before the request was written: safe to retry elsewhere.
-    Unsent(Box<Request<Full<Bytes>>>),
-    /// The request failed (or its fate is unknown).
-    Failed(String),
-}
-
-impl Conn {
-    /// Sends `req` and reads the response to its end, driving the connection meanwhile.
-    /// Returns the status and the connection, if it can carry another request.
-    async fn exchange(
-        self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Option<Self>), ExchangeError> {
-        let Conn { sender, mut driver } = self;
-        let exchange = send_and_drain(sender, req);
-        tokio::pin!(exchange);
-        let ended = tokio::select! {
-            biased;
-            done = &mut exchange => {
-                let (status, sender) = done?;
-                return Ok((status, Some(Conn { sender, driver })));
-            }
-            ended = driver.as_mut() => ended,
-        };
-        // The connection ended first: closed by the server (possibly right after delivering
-        // this very response, e.g. with `Connection: close`) or broken. Dropping its state
-        // resolves the pending request: complete if its response was fully read, handed back
-        // if it was never written, failed otherwise.
-        drop(driver);
-        match exchange.await {
-            Ok((status, _)) => Ok((status, None)),
-            Err(ExchangeError::Unsent(req)) => Err(ExchangeError::Unsent(req)),
-            Err(ExchangeError::Failed(e)) => Err(ExchangeError::Failed(match ended {
-                Err(cause) => format!("{e} (connection: {cause})"),
-                Ok(()) => e,
-            })),
-        }
-    }
-}
-
-/// The request half of an exchange: waits for the connection to be ready, sends, drains.
-async fn send_and_drain(
-    mut sender: SendRequest<Full<Bytes>>,
-    req: Request<Full<Bytes>>,
-) -> Result<(StatusCode, SendRequest<Full<Bytes>>), ExchangeError> {
-    if sender.ready().await.is_err() {
-        return Err(ExchangeError::Unsent(Box::new(req)));
-    }
-    let response = sender
-        .try_send_request(req)
-        .await
-        .map_err(|mut e| match e.take_message() {
-            Some(req) => ExchangeError::Unsent(Box::new(req)),
-            None => ExchangeError::Failed(format!("request failed: {}", e.into_error())),
-        })?;
-    let status = response.status();
-    let mut body = response.into_body();
-    while let Some(frame) = body.frame().await {
-        frame.map_err(|e| ExchangeError::Failed(format!("reading the response body: {e}")))?;
-    }
-    Ok((status, sender))
-}
-
 /// One worker and its connection.
 pub struct HttpProbe {
     spec: Arc<RequestSpec>,
-    /// `None` while a request is in flight or after the connection was lost.
-    conn: Option<Conn>,
+    /// `None` after the connection was closed or lost (and while a call is in flight, so that
+    /// a call abandoned on timeout leaves no half-read connection behind).
+    conn: Option<H1Conn>,
 }
 
 impl HttpProbe {
@@ -242,33 +167,29 @@ impl HttpProbe {
 impl Probe for HttpProbe {
     async fn call(&mut self) -> Result<(), String> {
         let spec = &*self.spec;
-        // Taken out for the duration of the call: if the call is abandoned (timeout), the
-        // connection is dropped with it and the next call starts on a new one.
-        let conn = match self.conn.take() {
+        let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => spec.connect().await?,
         };
-        let (status, conn) = match conn.exchange(spec.request()).await {
-            Ok(done) => done,
-            // The server closed the connection between requests (keep-alive limit,
-            // `Connection: close`): retry once on a new one.
-            Err(ExchangeError::Unsent(req)) => match spec.connect().await?.exchange(*req).await {
-                Ok(done) => done,
-                Err(ExchangeError::Unsent(_)) => {
-                    return Err("the connection closed before the request was sent".into());
+        let answer = match conn.exchange(&spec.wire, spec.head_request).await {
+            Ok(answer) => answer,
+            // The server had closed the idle connection: retry once on a new one.
+            Err(ExchangeError::Stale(_)) => {
+                conn = spec.connect().await?;
+                match conn.exchange(&spec.wire, spec.head_request).await {
+                    Ok(answer) => answer,
+                    Err(ExchangeError::Stale(e) | ExchangeError::Failed(e)) => return Err(e),
                 }
-                Err(ExchangeError::Failed(e)) => return Err(e),
-            },
+            }
             Err(ExchangeError::Failed(e)) => return Err(e),
         };
-        self.conn = conn;
-        if spec.accepts(status) {
+        if answer.reusable {
+            self.conn = Some(conn);
+        }
+        if spec.accepts(answer.status) {
             Ok(())
         } else {
-            Err(match spec.expect {
-                Some(expected) => format!("status {status}, expected {}", expected.as_u16()),
-                None => format!("status {status}, expected 2xx"),
-            })
+            Err(spec.unexpected(answer.status))
         }
     }
 }
@@ -450,23 +371,52 @@ mod tests {
             Some(200),
         )
         .unwrap();
-        let req = spec.request();
-        assert_eq!(req.method(), Method::POST);
-        assert_eq!(req.uri().to_string(), "/oauth/token?x=1");
-        assert_eq!(req.headers()[HOST], "localhost:8080");
-        assert_eq!(req.headers()["authorization"], "Basic abc");
-        assert_eq!(req.headers()["x-a"], "1");
         assert_eq!(
-            req.headers()[CONTENT_TYPE],
-            "application/x-www-form-urlencoded"
+            String::from_utf8(spec.wire.clone()).unwrap(),
+            "POST /oauth/token?x=1 HTTP/1.1\r\n\
+             authorization: Basic abc\r\n\
+             x-a: 1\r\n\
+             host: localhost:8080\r\n\
+             content-type: application/x-www-form-urlencoded\r\n\
+             content-length: 29\r\n\
+             \r\n\
+             grant_type=client_credentials"
         );
-        assert!(spec.accepts(StatusCode::OK));
-        assert!(!spec.accepts(StatusCode::CREATED));
+        assert!(spec.accepts(200));
+        assert!(!spec.accepts(201));
+        assert!(!spec.head_request);
 
         let get = RequestSpec::new(&t, None, &[], Payload::None, None).unwrap();
-        assert_eq!(get.request().method(), Method::GET);
-        assert!(get.accepts(StatusCode::NO_CONTENT));
-        assert!(!get.accepts(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            String::from_utf8(get.wire.clone()).unwrap(),
+            "GET /oauth/token?x=1 HTTP/1.1\r\nhost: localhost:8080\r\n\r\n"
+        );
+        assert!(get.accepts(204));
+        assert!(!get.accepts(401));
+        assert_eq!(get.unexpected(401), "status 401 Unauthorized, expected 2xx");
+
+        let post = RequestSpec::new(&t, Some("post"), &[], Payload::None, Some(201)).unwrap();
+        assert!(
+            String::from_utf8(post.wire)
+                .unwrap()
+                .ends_with("content-length: 0\r\n\r\n")
+        );
+        let head = RequestSpec::new(
+            &t,
+            Some("HEAD"),
+            &["Host: other".into()],
+            Payload::None,
+            None,
+        )
+        .unwrap();
+        assert!(head.head_request);
+        assert_eq!(
+            String::from_utf8(head.wire).unwrap(),
+            "HEAD /oauth/token?x=1 HTTP/1.1\r\nhost: other\r\n\r\n"
+        );
+        for framing in ["Content-Length: 3", "transfer-encoding: chunked"] {
+            assert!(RequestSpec::new(&t, None, &[framing.into()], Payload::None, None).is_err());
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod grpc;
+mod h1;
 mod http;
 mod run;
 mod stats;
