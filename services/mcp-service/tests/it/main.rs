@@ -1,0 +1,5 @@
+//! Integration tests: a real mcp-service in front of a real auth-service (fresh Postgres
+//! database and Redis prefix per test), driven over HTTP like an MCP client.
+
+mod harness;
+mod resource;
