@@ -75,9 +75,10 @@ struct RunArgs {
     /// A request without an answer after this many seconds counts as an error (at most 60).
     #[arg(long, default_value = "5", value_parser = parse_timeout)]
     timeout: Duration,
-    /// Runtime worker threads of the generator [default: the number of CPUs].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: Option<u16>,
+    /// Runtime threads of the generator. One is usually best when the server shares a 2-core
+    /// machine: more threads mostly add cross-thread wake-ups and steal the server's CPU.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
 impl RunArgs {
@@ -281,10 +282,7 @@ async fn measure<P: Probe>(probes: Vec<P>, args: &RunArgs, kind: &str) -> Result
 fn main() -> ExitCode {
     let cli = Cli::parse();
     debug_assert!(MAX_TIMEOUT_SECS * 1e6 < MAX_TRACKED_MICROS as f64);
-    let threads = cli.command.run_args().threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
+    let threads = usize::from(cli.command.run_args().threads);
     // One thread: a current-thread runtime, without the work-stealing machinery.
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
