@@ -3,7 +3,7 @@
 #
 #   tests/e2e/node_modules   npm ci of tests/e2e/package-lock.json (exact pins):
 #                              node 22 (npm package "node"), @modelcontextprotocol/conformance,
-#                              oauth4webapi
+#                              @modelcontextprotocol/sdk (the official TypeScript MCP SDK), oauth4webapi
 #   .tools/bin/node          -> Node 22 from the above (the conformance suite needs Node >= 22)
 #   .tools/bin/conformance   runs the conformance CLI with that Node 22
 #
@@ -22,6 +22,7 @@ LOG="$TOOLS/install-tools.log"
 WANT_NODE="22.23.3"
 WANT_CONFORMANCE="0.2.0-alpha.12"
 WANT_OAUTH4WEBAPI="3.8.8"
+WANT_MCP_SDK="1.32.2"
 
 say() { printf 'install-tools: %s\n' "$*"; }
 die() { printf 'install-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -86,6 +87,18 @@ got_o4w="$(cd "$E2E" && "$BIN/node" -e \
   2>/dev/null)" || die "oauth4webapi does not load from tests/e2e"
 [ "$got_o4w" = "$WANT_OAUTH4WEBAPI" ] || die "expected oauth4webapi $WANT_OAUTH4WEBAPI, got $got_o4w"
 say "oauth4webapi: $got_o4w loads from tests/e2e"
+
+# --- 6. the MCP TypeScript SDK (the client of tests/e2e/mcp-ts-sdk.mjs) -------
+# Its exports map hides package.json, so the version is read from the installed file.
+got_sdk="$(cd "$E2E" && "$BIN/node" --input-type=module -e '
+  await import("@modelcontextprotocol/sdk/client/index.js");
+  await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+  await import("@modelcontextprotocol/sdk/client/auth.js");
+  const { readFileSync } = await import("node:fs");
+  console.log(JSON.parse(readFileSync("node_modules/@modelcontextprotocol/sdk/package.json", "utf8")).version);
+' 2>/dev/null)" || die "@modelcontextprotocol/sdk does not load from tests/e2e"
+[ "$got_sdk" = "$WANT_MCP_SDK" ] || die "expected @modelcontextprotocol/sdk $WANT_MCP_SDK, got $got_sdk"
+say "mcp sdk: @modelcontextprotocol/sdk $got_sdk loads from tests/e2e"
 
 printf '%s\n' "$lock_sum" >"$STAMP"
 say "done: add $BIN to PATH, or use the scripts in tests/e2e (see tests/e2e/README.md)"
