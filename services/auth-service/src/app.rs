@@ -41,6 +41,7 @@ pub struct AppState {
     pub login: LoginProvider,
     pub pool: PgPool,
     pub metrics: MetricsHandle,
+    pub rate_limiter: crate::ratelimit::RateLimiter,
     /// Union of the scopes of every configured resource (metadata `scopes_supported`).
     pub supported_scopes: Vec<String>,
     resources: Arc<Vec<String>>,
@@ -236,6 +237,8 @@ pub async fn build_state(
         .collect();
     supported.sort();
     supported.dedup();
+    let rate_limiter =
+        crate::ratelimit::RateLimiter::new(ephemeral.clone(), config.rate_limit.window_secs);
     let state = AppState {
         tokens,
         clients,
@@ -245,6 +248,7 @@ pub async fn build_state(
         ephemeral,
         audit,
         login: LoginProvider::from_config(&config.login),
+        rate_limiter,
         pool,
         metrics,
         supported_scopes: supported,

@@ -26,6 +26,7 @@ pub fn spawn(state: &AppState, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
     vec![
         tokio::spawn(listen_events(state.clone(), shutdown.clone())),
         tokio::spawn(resync_revocations(state.clone(), shutdown.clone())),
+        tokio::spawn(flush_rate_limits(state.clone(), shutdown.clone())),
         tokio::spawn(periodic(state.clone(), shutdown)),
     ]
 }
@@ -106,6 +107,18 @@ async fn resync_revocations(state: AppState, mut shutdown: watch::Receiver<bool>
         }
         state.tokens.deny.purge(Utc::now().timestamp());
         metrics::gauge!("mcpauth_deny_list_entries").set(state.tokens.deny.len() as f64);
+    }
+}
+
+/// Pushes locally counted requests of high-volume rate limits to Redis.
+async fn flush_rate_limits(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::ratelimit::FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.rate_limiter.flush(Utc::now().timestamp() as u64).await,
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

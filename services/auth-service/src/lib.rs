@@ -14,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod login;
+pub mod ratelimit;
 pub mod store;
 pub mod tokens;
 

@@ -17,6 +17,7 @@
 mod grpc;
 mod h1;
 mod http;
+mod oauth;
 mod run;
 mod stats;
 mod target;
@@ -55,6 +56,23 @@ enum Command {
     GrpcIntrospect(IntrospectArgs),
     /// `grpc.health.v1.Health/Check` calls: the no-op gRPC ceiling.
     GrpcHealth(HealthArgs),
+    /// Refresh-token rotation: each worker refreshes with the token its last refresh returned.
+    RefreshChain(OAuthArgs),
+    /// Complete authorization-code flows (`/authorize` with the dev login, then `/token`).
+    CodeFlow(OAuthArgs),
+}
+
+/// `refresh-chain` / `code-flow` options (auth-service in dev mode, registration open).
+#[derive(Debug, Args)]
+struct OAuthArgs {
+    /// The issuer, e.g. http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    issuer: String,
+    /// The RFC 8707 resource to request.
+    #[arg(long)]
+    resource: String,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// Options every subcommand has.
@@ -196,6 +214,7 @@ impl Command {
             Command::Http(a) => &a.run,
             Command::GrpcIntrospect(a) => &a.run,
             Command::GrpcHealth(a) => &a.run,
+            Command::RefreshChain(a) | Command::CodeFlow(a) => &a.run,
         }
     }
 }
@@ -270,6 +289,31 @@ async fn execute(command: Command) -> Result<Summary> {
                 .collect();
             measure(probes, &a.run, "grpc-health").await
         }
+        Command::RefreshChain(a) => {
+            target::resolve(&a.issuer).await?;
+            let t = oauth::OAuthTarget {
+                issuer: a.issuer.clone(),
+                resource: a.resource.clone(),
+            };
+            let client_id = oauth::register(&t).await?;
+            let mut probes = Vec::with_capacity(a.run.concurrency.into());
+            for _ in 0..a.run.concurrency {
+                probes.push(oauth::RefreshChainProbe::start(t.clone(), client_id.clone()).await?);
+            }
+            measure(probes, &a.run, "refresh-chain").await
+        }
+        Command::CodeFlow(a) => {
+            target::resolve(&a.issuer).await?;
+            let t = oauth::OAuthTarget {
+                issuer: a.issuer.clone(),
+                resource: a.resource.clone(),
+            };
+            let client_id = oauth::register(&t).await?;
+            let probes = (0..a.run.concurrency)
+                .map(|_| oauth::CodeFlowProbe::new(t.clone(), client_id.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            measure(probes, &a.run, "code-flow").await
+        }
     }
 }
 
@@ -281,6 +325,8 @@ async fn measure<P: Probe>(probes: Vec<P>, args: &RunArgs, kind: &str) -> Result
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // reqwest (the OAuth flow probes) needs a process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     debug_assert!(MAX_TIMEOUT_SECS * 1e6 < MAX_TRACKED_MICROS as f64);
     let threads = usize::from(cli.command.run_args().threads);
     // One thread: a current-thread runtime, without the work-stealing machinery.

@@ -143,21 +143,11 @@ pub(crate) async fn rate_limit(
     };
     let ip = client_ip(state, req).unwrap_or_else(|| "unknown".into());
     let now = chrono::Utc::now().timestamp() as u64;
-    let window = now / rl.window_secs;
-    match state
-        .ephemeral
-        .count_request(name, &ip, window, rl.window_secs)
-        .await
-    {
-        Ok(n) if n > limit => {
+    match state.rate_limiter.check(name, &ip, limit, now).await {
+        crate::ratelimit::Verdict::Allow => Ok(()),
+        crate::ratelimit::Verdict::Deny(retry) => {
             metrics::counter!("mcpauth_rate_limited_total", "endpoint" => name).increment(1);
-            let retry = (window + 1) * rl.window_secs - now;
-            Err(OAuthError::rate_limited(retry.max(1)))
-        }
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::warn!(error = %e, endpoint = name, "rate limiter unavailable, allowing request");
-            Ok(())
+            Err(OAuthError::rate_limited(retry))
         }
     }
 }

@@ -256,6 +256,24 @@ impl Ephemeral {
         Ok(n)
     }
 
+    /// Adds batches of requests `(bucket, subject, window, count)` counted by one replica;
+    /// returns each window's total across all replicas.
+    pub async fn add_requests(
+        &self,
+        items: &[(&str, &str, u64, u64)],
+        window_secs: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        for (bucket, subject, window, n) in items {
+            let key = format!("{}:rl:{bucket}:{subject}:{window}", self.prefix);
+            pipe.incr(&key, *n)
+                .expire(&key, window_secs as i64 + 1)
+                .ignore();
+        }
+        let mut c = self.conn().await?;
+        Ok(pipe.query_async(&mut c).await?)
+    }
+
     // --- replica events -----------------------------------------------------------------------
 
     pub async fn publish(&self, event: &ReplicaEvent) -> Result<(), StoreError> {

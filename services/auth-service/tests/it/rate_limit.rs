@@ -177,3 +177,50 @@ async fn authorize_is_rate_limited() {
     assert_limited(r).await;
     s.stop().await;
 }
+
+/// Sends `n` client_credentials requests (8 at a time); returns how many were admitted.
+async fn admitted(s: &TestServer, n: usize) -> usize {
+    let mut ok = 0;
+    let form = [("grant_type", "client_credentials"), ("resource", RESOURCE)];
+    for chunk in 0..n.div_ceil(8) {
+        let size = 8.min(n - chunk * 8);
+        let results = futures_util::future::join_all(
+            (0..size).map(|_| s.token_basic(STATIC_CLIENT, STATIC_SECRET, &form)),
+        )
+        .await;
+        for (status, body, headers) in results {
+            match status {
+                200 => ok += 1,
+                429 => {
+                    assert_eq!(body["error"], "rate_limited");
+                    assert!(headers.contains_key("retry-after"));
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+    }
+    ok
+}
+
+#[tokio::test]
+async fn high_volume_limits_are_counted_locally_and_shared_through_redis() {
+    // A limit of 1,000 per window takes the batched path (see src/ratelimit.rs).
+    fresh_window().await;
+    let s = TestServer::start_with(limited("MCPAUTH__RATE_LIMIT__TOKEN", 1000)).await;
+    let first = admitted(&s, 1100).await;
+    assert_eq!(first, 1000, "one replica admits exactly the limit");
+
+    // A second replica on the same Redis: it learns the shared total within one flush interval
+    // and admits little or nothing more.
+    let opts = limited("MCPAUTH__RATE_LIMIT__TOKEN", 1000);
+    let s2 = TestServer::start_on(s.shared_db(), s.prefix.clone(), opts).await;
+    // Give the first replica's last counts time to reach Redis.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = admitted(&s2, 200).await;
+    assert!(
+        second <= 8,
+        "the second replica admitted {second} past a shared limit already reached"
+    );
+    s2.stop_keep_db().await;
+    s.stop().await;
+}
