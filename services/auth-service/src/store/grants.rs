@@ -178,31 +178,29 @@ impl GrantStore {
                 asked.to_string()
             }
         };
-        if decision == RefreshDecision::Rotate {
-            sqlx::query("UPDATE refresh_tokens SET rotated_at = now() WHERE token_sha256 = $1")
-                .bind(presented_sha256)
-                .execute(&mut *tx)
-                .await?;
-            // Using this token ends its parent's grace period.
-            if let Some(parent) = &parent {
-                sqlx::query("UPDATE refresh_tokens SET successor_used = true WHERE token_sha256 = $1 AND NOT successor_used")
-                    .bind(parent)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
         let successor_expiry = now + chrono::Duration::seconds(refresh_ttl_secs);
-        insert_refresh(
-            &mut tx,
-            successor_sha256,
-            grant.grant_id,
-            Some(presented_sha256),
-            // RFC 6749 §6: the successor keeps the presented token's scope; a narrower
-            // `scope` applies to this access token only.
-            &token_scope,
-            &resource,
-            successor_expiry,
+        // One round trip: spend the presented token (on a first use), end its parent's grace
+        // period (using a successor does that), and store the successor. RFC 6749 §6: the
+        // successor keeps the presented token's scope; a narrower `scope` applies to this
+        // access token only.
+        sqlx::query(
+            "WITH spent AS (\
+                 UPDATE refresh_tokens SET rotated_at = now() WHERE token_sha256 = $2 AND $7 RETURNING 1), \
+             parent AS (\
+                 UPDATE refresh_tokens SET successor_used = true \
+                 WHERE $7 AND token_sha256 = $8 AND NOT successor_used RETURNING 1) \
+             INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
+             VALUES ($1, $3, $2, $4, $5, $6)",
         )
+        .bind(successor_sha256)
+        .bind(presented_sha256)
+        .bind(grant.grant_id)
+        .bind(&token_scope)
+        .bind(&resource)
+        .bind(successor_expiry)
+        .bind(decision == RefreshDecision::Rotate)
+        .bind(parent.as_deref())
+        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(RefreshOutcome::Issued(RefreshTokenRow {
