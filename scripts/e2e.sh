@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# End-to-end tests with clients nobody on this project wrote: starts a real auth-service (dev
-# login) on free loopback ports with a fresh database and Redis prefix, runs the oauth4webapi flow
-# and the MCP conformance suite's authorization-server checks against it, then cleans up.
+# End-to-end tests with clients nobody on this project wrote. Starts a real auth-service (dev
+# login) and a real mcp-service on free loopback ports, with a fresh database and Redis prefix, then
+# runs, in order:
+#   tests/e2e/oauth-flow.mjs                 auth-service with oauth4webapi
+#   tests/e2e/conformance-authorization.mjs  the MCP conformance suite's authorization-server checks
+#   tests/e2e/mcp-ts-sdk.mjs                 mcp-service + auth-service with the MCP TypeScript SDK client
+#   tests/e2e/mcp-conformance.mjs            the suite's server scenarios against mcp-service, through
+#                                            a bearer-injecting proxy
+# and cleans up (both services, the database, the Redis keys, the generated configs), on failure too.
+# Exit 1 if any script fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,38 +19,126 @@ DB="mcpauth_e2e_$$_$RANDOM"
 DBURL="${PGADMIN%/*}/$DB"
 PREFIX="mcpauth-e2e-$$-$RANDOM"
 BIN="${AUTH_SERVICE_BIN:-$ROOT/target/debug/auth-service}"
-LOG="$(mktemp -t auth-service-e2e.XXXXXX.log)"
+MCP_BIN="${MCP_SERVICE_BIN:-$ROOT/target/debug/mcp-service}"
+TMP="$(mktemp -d -t mcpauth-e2e.XXXXXX)"
+LOG="$TMP/auth-service.log"
+MCP_LOG="$TMP/mcp-service.log"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-HTTP_PORT="$(free_port)"; GRPC_PORT="$(free_port)"
+HTTP_PORT="$(free_port)"; GRPC_PORT="$(free_port)"; MCP_PORT="$(free_port)"; PROXY_PORT="$(free_port)"
 ISSUER="http://127.0.0.1:$HTTP_PORT"
-pid=""
+MCP_URL="http://127.0.0.1:$MCP_PORT/mcp"
+pid=""; mcp_pid=""; status=1 # until the scripts have run
 
+stop() { # pid: TERM, wait up to 10 s, then KILL
+  local p="$1"
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
 cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
+  stop "$mcp_pid"
+  stop "$pid"
   psql "$PGADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  redis-cli --scan --pattern "$PREFIX:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+  for pattern in "$PREFIX:*" "$PREFIX-mcp:*"; do
+    redis-cli --scan --pattern "$pattern" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+  done
+  # Logs and generated configs stay after a failure (or with E2E_KEEP_LOGS=1).
+  if [ "${E2E_KEEP_LOGS:-0}" = "1" ] || [ "$status" -ne 0 ]; then say "logs and configs kept in $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 
-[ -x "$BIN" ] || { say "building auth-service"; cargo build -q -p auth-service; }
+[ -x "$BIN" ] || { say "building auth-service"; nice -n 19 cargo build -q -p auth-service; }
+[ -x "$MCP_BIN" ] || { say "building mcp-service"; nice -n 19 cargo build -q -p mcp-service; }
+
+# auth-service takes one --config file: config/dev.toml plus the resources it must know. The
+# built-in default resource stays (the first two scripts use it by default); mcp-service's is added.
+{
+  cat config/dev.toml
+  cat <<EOF
+
+# --- added by scripts/e2e.sh ---
+[[resources]]
+uri = "http://127.0.0.1:8081/mcp"
+scopes = ["mcp:tools.read", "mcp:tools.write"]
+default_scopes = ["mcp:tools.read"]
+
+[[resources]]
+uri = "$MCP_URL"
+scopes = ["mcp:tools.read", "mcp:tools.write"]
+default_scopes = ["mcp:tools.read"]
+EOF
+} >"$TMP/auth-service.toml"
+
+# mcp-service: the resource on its port, the e2e auth-service as issuer and verifier (gRPC
+# introspection with the dev credential), its revocations through the same Redis prefix, and the
+# conformance proxy's origin allowed (dns-rebinding-protection sends Origin http://127.0.0.1:<proxy>).
+cat >"$TMP/mcp-service.toml" <<EOF
+resource = "$MCP_URL"
+authorization_servers = ["$ISSUER"]
+
+[http]
+addr = "127.0.0.1:$MCP_PORT"
+allowed_origins = ["http://127.0.0.1:$MCP_PORT", "http://localhost:$MCP_PORT", "http://127.0.0.1:$PROXY_PORT", "http://localhost:$PROXY_PORT"]
+
+[log]
+format = "json"
+
+[verifier.grpc]
+addr = "http://127.0.0.1:$GRPC_PORT"
+credential = "dev-service-credential"
+
+[redis]
+auth_key_prefix = "$PREFIX"
+key_prefix = "$PREFIX-mcp"
+EOF
+
 psql "$PGADMIN" -qc "CREATE DATABASE $DB" >/dev/null
 export MCPAUTH__DATABASE__URL="$DBURL" MCPAUTH__REDIS__KEY_PREFIX="$PREFIX" \
   MCPAUTH__HTTP__ADDR="127.0.0.1:$HTTP_PORT" MCPAUTH__GRPC__ADDR="127.0.0.1:$GRPC_PORT" \
   MCPAUTH__ISSUER="$ISSUER" MCPAUTH__LOG__FORMAT=json
-"$BIN" --config config/dev.toml migrate >>"$LOG" 2>&1
-"$BIN" --config config/dev.toml serve >>"$LOG" 2>&1 &
+"$BIN" --config "$TMP/auth-service.toml" migrate >>"$LOG" 2>&1
+"$BIN" --config "$TMP/auth-service.toml" serve >>"$LOG" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "$ISSUER/readyz" >/dev/null 2>&1 && break
   kill -0 "$pid" 2>/dev/null || { tail -n 20 "$LOG" >&2; say "auth-service exited during start"; exit 1; }
   sleep 0.1
 done
-say "auth-service up at $ISSUER (log: $LOG)"
+say "auth-service up at $ISSUER"
+
+# mcp-service reads only its own file: none of the MCPAUTH__ variables above (or the caller's).
+unset_env=()
+while IFS='=' read -r name _; do
+  case "$name" in MCPAUTH__*) unset_env+=(-u "$name") ;; esac
+done < <(env)
+env "${unset_env[@]}" "$MCP_BIN" --config "$TMP/mcp-service.toml" >>"$MCP_LOG" 2>&1 &
+mcp_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$MCP_PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 "$mcp_pid" 2>/dev/null || { tail -n 20 "$MCP_LOG" >&2; say "mcp-service exited during start"; exit 1; }
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$MCP_PORT/readyz" >/dev/null 2>&1 || { tail -n 20 "$MCP_LOG" >&2; say "mcp-service not ready"; exit 1; }
+say "mcp-service up at $MCP_URL"
 
 status=0
-ISSUER="$ISSUER" node tests/e2e/oauth-flow.mjs || status=1
-ISSUER="$ISSUER" node tests/e2e/conformance-authorization.mjs || status=1
+failed=()
+run() { # name, command…
+  local name="$1"; shift
+  say "--- $name"
+  if ! "$@"; then status=1; failed+=("$name"); fi
+}
+run oauth-flow env ISSUER="$ISSUER" node tests/e2e/oauth-flow.mjs
+run conformance-authorization env ISSUER="$ISSUER" node tests/e2e/conformance-authorization.mjs
+run mcp-ts-sdk env ISSUER="$ISSUER" MCP_URL="$MCP_URL" node tests/e2e/mcp-ts-sdk.mjs
+run mcp-conformance env ISSUER="$ISSUER" MCP_URL="$MCP_URL" PROXY_PORT="$PROXY_PORT" node tests/e2e/mcp-conformance.mjs
 if [ $status -ne 0 ]; then
+  say "FAILED: ${failed[*]}"
   say "auth-service log tail:"; tail -n 30 "$LOG" >&2
+  say "mcp-service log tail:"; tail -n 30 "$MCP_LOG" >&2
+else
+  say "all passed: oauth-flow, conformance-authorization, mcp-ts-sdk, mcp-conformance"
 fi
 exit $status
