@@ -26,6 +26,7 @@ pub struct AppState {
     pub allowed_hosts: Vec<String>,
     /// Cancelled at shutdown: ends every MCP session and SSE stream.
     pub cancel: CancellationToken,
+    pub sessions: crate::sessions::SessionOwners,
 }
 
 pub struct Running {
@@ -88,6 +89,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         metrics,
         allowed_hosts,
         cancel: CancellationToken::new(),
+        sessions: Default::default(),
     };
     let mut tasks = vec![];
     if let Some(cache) = &state.cache {

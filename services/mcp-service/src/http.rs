@@ -147,14 +147,27 @@ fn check_origin_and_host(state: &AppState, req: &HttpRequest) -> Result<(), &'st
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !state
-        .allowed_hosts
-        .iter()
-        .any(|h| h == host || host.split(':').next() == Some(h.as_str()))
-    {
+    if !state.allowed_hosts.iter().any(|h| host_matches(h, host)) {
         return Err(forbidden("Host"));
     }
     Ok(())
+}
+
+/// Whether a `Host` header (`name`, `name:port`, `[v6]`, `[v6]:port`) names the allowed host
+/// `allowed` (case-insensitive; an allowed entry without a port accepts any port).
+fn host_matches(allowed: &str, host: &str) -> bool {
+    if allowed.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, tail)) if tail.is_empty() || tail.starts_with(':') => &host[..v6.len() + 2],
+            _ => return false,
+        }
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    allowed.eq_ignore_ascii_case(name)
 }
 
 /// The bearer token, from the `Authorization` header only (never the query or a cookie).
@@ -220,6 +233,25 @@ pub async fn mcp(
     };
     metrics::counter!("mcpauth_mcp_auth_total", "result" => "ok").increment(1);
 
+    // Sessions (2025-06-18 / 2025-11-25): bound to the user who created them.
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match (&session, req.method().as_str()) {
+        (None, "GET") => {
+            return Ok(HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "POST"))
+                .json(json!({"error": "method_not_allowed", "error_description": "GET needs an Mcp-Session-Id (server-sent events of a session)"})));
+        }
+        (Some(id), _) if !state.sessions.owned_by(id, &principal.subject) => {
+            return Ok(HttpResponse::NotFound()
+                .json(json!({"jsonrpc": "2.0", "error": {"code": -32001, "message": "session not found"}, "id": null})));
+        }
+        _ => {}
+    }
+
     let body = payload
         .to_bytes_limited(MAX_BODY)
         .await
@@ -257,9 +289,22 @@ pub async fn mcp(
     let mut hreq = b
         .body(Full::new(body))
         .map_err(actix_web::error::ErrorBadRequest)?;
+    let subject = principal.subject.clone();
     hreq.extensions_mut().insert(principal);
 
+    let is_delete = req.method() == actix_web::http::Method::DELETE;
     let (parts, body) = svc.handle(hreq).await.into_parts();
+    if session.is_none()
+        && let Some(new_id) = parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        state.sessions.bind(new_id, &subject);
+    }
+    if is_delete && let Some(id) = &session {
+        state.sessions.forget(id);
+    }
     let status =
         StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut out = HttpResponse::build(status);

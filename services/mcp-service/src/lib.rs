@@ -6,5 +6,6 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod revocations;
+pub mod sessions;
 pub mod tools;
 pub mod verify;

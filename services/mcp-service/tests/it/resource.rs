@@ -413,3 +413,125 @@ async fn static_keys_mode() {
     );
     s.stop().await;
 }
+
+/// A machine token (client_credentials): its subject is the client id, so two clients are two
+/// different callers.
+async fn machine_token(s: &Stack) -> String {
+    let reg: Value = s
+        .http
+        .post(format!("{}/register", s.issuer))
+        .json(&json!({"client_name": "machine", "grant_types": ["client_credentials"], "response_types": [],
+                      "token_endpoint_auth_method": "client_secret_basic"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body: Value = s
+        .http
+        .post(format!("{}/token", s.issuer))
+        .basic_auth(
+            reg["client_id"].as_str().unwrap(),
+            reg["client_secret"].as_str(),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", s.resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sessions_are_bound_to_the_user_who_created_them() {
+    let s = Stack::start().await;
+    let alice = machine_token(&s).await;
+    let bob = machine_token(&s).await;
+    let sid = s.session(&alice).await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert_eq!(
+        s.post(Some(&alice), list.clone(), Some(&sid))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    // Bob holds Alice's session id: it is not a credential.
+    assert_eq!(
+        s.post(Some(&bob), list.clone(), Some(&sid))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    let del = |t: String, id: String| {
+        s.http
+            .delete(format!("{}/mcp", s.mcp_base))
+            .bearer_auth(t)
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+    };
+    assert_eq!(
+        del(bob.clone(), sid.clone())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    // Unknown sessions are 404, so clients re-initialize.
+    assert_eq!(
+        del(alice.clone(), "no-such-session".into())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        s.post(Some(&alice), list.clone(), Some("no-such-session"))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    // The owner ends it; afterwards it is gone for everyone.
+    assert!(
+        del(alice.clone(), sid.clone())
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        s.post(Some(&alice), list, Some(&sid))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn get_without_a_session_is_405() {
+    let s = Stack::start().await;
+    let t = machine_token(&s).await;
+    let r = s
+        .http
+        .get(format!("{}/mcp", s.mcp_base))
+        .bearer_auth(&t)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    s.stop().await;
+}
