@@ -6,7 +6,7 @@ DEV_DB ?= postgres://postgres@127.0.0.1:5432/mcpauth
 .PHONY: help run test test-rust test-e2e bench lint fmt build release check-services tools
 
 help:
-	@echo "make run     start the local stack in dev mode (auth-service on :8080/:9090; Ctrl-C stops)"
+	@echo "make run     start the local stack in dev mode (auth-service :8080/:9090, mcp-service :8081/mcp; Ctrl-C stops)"
 	@echo "make test    every test: unit, integration (real Postgres + Redis), end-to-end, conformance"
 	@echo "make bench   loopback benchmarks, results printed and written to target/bench/"
 	@echo "make lint    rustfmt --check and clippy -D warnings"
@@ -27,9 +27,7 @@ release:
 run: check-services build
 	@psql "$(DEV_DB:/mcpauth=/postgres)" -Atqc "SELECT 1 FROM pg_database WHERE datname = 'mcpauth'" | grep -q 1 \
 		|| psql "$(DEV_DB:/mcpauth=/postgres)" -qc "CREATE DATABASE mcpauth"
-	target/debug/auth-service --config config/dev.toml migrate
-	@echo "auth-service: issuer http://127.0.0.1:8080, gRPC 127.0.0.1:9090 (credential: dev-service-credential). Ctrl-C stops."
-	target/debug/auth-service --config config/dev.toml serve
+	scripts/run-dev.sh
 
 ## Every test. Creates its own databases and Redis prefixes and removes them afterwards.
 test: check-services tools test-rust test-e2e
