@@ -2,6 +2,8 @@
 
 pub mod cache;
 pub mod grpc;
+pub mod http_introspection;
+pub mod jwt;
 pub mod static_keys;
 
 use std::sync::Arc;
@@ -23,11 +25,27 @@ pub async fn build(
             Arc::new(static_keys::StaticKeys::new(&cfg.verifier.static_keys)?),
             None,
         ),
-        VerifierMode::IntrospectionHttp | VerifierMode::Jwt => {
-            anyhow::bail!(
-                "verifier.mode: {:?} is not available in this build yet",
-                cfg.verifier.mode
+        VerifierMode::IntrospectionHttp => {
+            let http = cfg.verifier.http.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("verifier.http: required for mode introspection_http")
+            })?;
+            // The cache is not returned: auth-service's revocation feed does not cover tokens
+            // of an external authorization server (its cache_ttl_ms bounds their staleness).
+            (
+                Arc::new(http_introspection::HttpIntrospection::new(
+                    http,
+                    &cfg.resource,
+                )?),
+                None,
             )
+        }
+        VerifierMode::Jwt => {
+            let jwt = cfg
+                .verifier
+                .jwt
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("verifier.jwt: required for mode jwt"))?;
+            (Arc::new(jwt::JwtVerifier::new(jwt, &cfg.resource)?), None)
         }
     })
 }
