@@ -3,7 +3,9 @@
 #
 #   tests/e2e/node_modules   npm ci of tests/e2e/package-lock.json (exact pins):
 #                              node 22 (npm package "node"), @modelcontextprotocol/conformance,
-#                              @modelcontextprotocol/sdk (the official TypeScript MCP SDK), oauth4webapi
+#                              @modelcontextprotocol/sdk (the official TypeScript MCP SDK), oauth4webapi,
+#                              oidc-provider (the external authorization server of
+#                              services/mcp-service/tests/it/external.rs, via tests/e2e/external-idp.mjs)
 #   .tools/bin/node          -> Node 22 from the above (the conformance suite needs Node >= 22)
 #   .tools/bin/conformance   runs the conformance CLI with that Node 22
 #
@@ -23,6 +25,7 @@ WANT_NODE="22.23.3"
 WANT_CONFORMANCE="0.2.0-alpha.12"
 WANT_OAUTH4WEBAPI="3.8.8"
 WANT_MCP_SDK="1.32.2"
+WANT_OIDC_PROVIDER="9.13.3"
 
 say() { printf 'install-tools: %s\n' "$*"; }
 die() { printf 'install-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -99,6 +102,15 @@ got_sdk="$(cd "$E2E" && "$BIN/node" --input-type=module -e '
 ' 2>/dev/null)" || die "@modelcontextprotocol/sdk does not load from tests/e2e"
 [ "$got_sdk" = "$WANT_MCP_SDK" ] || die "expected @modelcontextprotocol/sdk $WANT_MCP_SDK, got $got_sdk"
 say "mcp sdk: @modelcontextprotocol/sdk $got_sdk loads from tests/e2e"
+
+# --- 7. oidc-provider (external-idp.mjs; run with the node on PATH by the Rust tests) ----
+got_op="$(cd "$E2E" && node --input-type=module -e '
+  await import("oidc-provider");
+  const { readFileSync } = await import("node:fs");
+  console.log(JSON.parse(readFileSync("node_modules/oidc-provider/package.json", "utf8")).version);
+' 2>/dev/null)" || die "oidc-provider does not load from tests/e2e"
+[ "$got_op" = "$WANT_OIDC_PROVIDER" ] || die "expected oidc-provider $WANT_OIDC_PROVIDER, got $got_op"
+say "oidc-provider: $got_op loads from tests/e2e"
 
 printf '%s\n' "$lock_sum" >"$STAMP"
 say "done: add $BIN to PATH, or use the scripts in tests/e2e (see tests/e2e/README.md)"
