@@ -1,5 +1,6 @@
 //! Integration tests: a real mcp-service in front of a real auth-service (fresh Postgres
 //! database and Redis prefix per test), driven over HTTP like an MCP client.
 
+mod external;
 mod harness;
 mod resource;
