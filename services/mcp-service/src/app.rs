@@ -27,6 +27,8 @@ pub struct AppState {
     /// Cancelled at shutdown: ends every MCP session and SSE stream.
     pub cancel: CancellationToken,
     pub sessions: crate::sessions::SessionOwners,
+    /// Revocations received from auth-service, for open event streams to watch.
+    pub revoked: tokio::sync::broadcast::Sender<crate::revocations::Revoked>,
 }
 
 pub struct Running {
@@ -90,6 +92,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         allowed_hosts,
         cancel: CancellationToken::new(),
         sessions: Default::default(),
+        revoked: tokio::sync::broadcast::channel(1024).0,
     };
     let mut tasks = vec![];
     if let Some(cache) = &state.cache {
@@ -97,6 +100,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
             config.redis.url.expose().to_owned(),
             format!("{}:events", config.redis.auth_key_prefix),
             cache.clone(),
+            state.revoked.clone(),
             state.cancel.clone(),
         )));
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -290,6 +291,10 @@ pub async fn mcp(
         .body(Full::new(body))
         .map_err(actix_web::error::ErrorBadRequest)?;
     let subject = principal.subject.clone();
+    let stream_guard = StreamGuard {
+        principal: principal.clone(),
+        revoked: state.revoked.subscribe(),
+    };
     hreq.extensions_mut().insert(principal);
 
     let is_delete = req.method() == actix_web::http::Method::DELETE;
@@ -321,7 +326,8 @@ pub async fn mcp(
             header::CONTENT_ENCODING,
             HeaderValue::from_static("identity"),
         ));
-        Ok(out.streaming(body.into_data_stream()))
+        // An event stream lives no longer than the token that opened it.
+        Ok(out.streaming(body.into_data_stream().take_until(stream_guard.ended())))
     } else {
         let bytes = body
             .collect()
@@ -329,6 +335,35 @@ pub async fn mcp(
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         Ok(out.body(bytes))
+    }
+}
+
+/// Ends an event stream when its token expires or is revoked.
+struct StreamGuard {
+    principal: Principal,
+    revoked: tokio::sync::broadcast::Receiver<crate::revocations::Revoked>,
+}
+
+impl StreamGuard {
+    async fn ended(mut self) {
+        let now = crate::verify::cache::now_secs();
+        let left = u64::try_from(self.principal.expires_at.saturating_sub(now)).unwrap_or(0);
+        let expiry = tokio::time::sleep(std::time::Duration::from_secs(left.min(365 * 86_400)));
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                () = &mut expiry => return,
+                r = self.revoked.recv() => match r {
+                    Ok(rev) if rev.covers(&self.principal) => return,
+                    Ok(_) => {}
+                    // Revocations were missed: end the stream, the client reconnects.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                },
+            }
+        }
     }
 }
 

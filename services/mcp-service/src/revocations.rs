@@ -17,10 +17,31 @@ enum Event {
     ClientChanged(#[allow(dead_code)] String),
 }
 
+/// A revocation as other components of this replica see it: `kind` is `token` (a jti), `grant`
+/// or `client`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub kind: String,
+    pub id: String,
+}
+
+impl Revoked {
+    /// Whether this revocation covers a token of `principal`.
+    pub fn covers(&self, p: &crate::auth::Principal) -> bool {
+        match self.kind.as_str() {
+            "token" => p.token_id.as_deref() == Some(self.id.as_str()),
+            "grant" => p.grant_id.as_deref() == Some(self.id.as_str()),
+            "client" => p.client_id == self.id,
+            _ => false,
+        }
+    }
+}
+
 pub async fn follow(
     url: String,
     channel: String,
     cache: IntrospectionCache,
+    notify: tokio::sync::broadcast::Sender<Revoked>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -53,6 +74,8 @@ pub async fn follow(
                             let Ok(payload) = msg.get_payload::<String>() else { continue };
                             if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload) {
                                 cache.evict(&kind, &id);
+                                // Open event streams of the revoked token end too.
+                                let _ = notify.send(Revoked { kind, id });
                             }
                         }
                         () = cancel.cancelled() => return,

@@ -535,3 +535,49 @@ async fn get_without_a_session_is_405() {
     assert_eq!(r.status().as_u16(), 405);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_token_is_revoked() {
+    let s = Stack::start().await;
+    let t = s.token(None, &s.resource).await;
+    let at = t["access_token"].as_str().unwrap();
+    let sid = s.session(at).await;
+    let r = s
+        .http
+        .get(format!("{}/mcp", s.mcp_base))
+        .bearer_auth(at)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut r = r;
+    // Still open a moment later.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        while let Ok(Some(_)) = r.chunk().await {}
+    })
+    .await;
+    assert!(early.is_err(), "the stream ended before any revocation");
+    let state = &s.auth.as_ref().unwrap().state;
+    let claims = state.tokens.validate_access(at).unwrap();
+    state
+        .tokens
+        .revoke(
+            auth_service::store::revocations::RevocationKind::Token,
+            &claims.jti,
+            claims.exp,
+        )
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while let Ok(Some(_)) = r.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the event stream outlived the revocation of its token by 1 s"
+    );
+    s.stop().await;
+}
