@@ -170,40 +170,37 @@ async fn foreign_origin_and_host_are_forbidden() {
     let s = Stack::start().await;
     let t = s.token(None, &s.resource).await;
     let at = t["access_token"].as_str().unwrap();
-    let r = s
-        .http
-        .post(format!("{}/mcp", s.mcp_base))
-        .bearer_auth(at)
-        .header("origin", "http://evil.example")
-        .header("accept", "application/json, text/event-stream")
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
-    let r = s
-        .http
-        .post(format!("{}/mcp", s.mcp_base))
-        .bearer_auth(at)
-        .header("host", "evil.example")
-        .header("accept", "application/json, text/event-stream")
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
+    let initialize_with = |header: &'static str, value: String| {
+        s.http
+            .post(format!("{}/mcp", s.mcp_base))
+            .bearer_auth(at)
+            .header(header, value)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize())
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(
+            initialize_with("origin", "http://evil.example".into())
+                .await
+                .unwrap()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            initialize_with("host", "evil.example".into())
+                .await
+                .unwrap()
+        ),
+        403
+    );
     // The server's own origin is fine.
-    let r = s
-        .http
-        .post(format!("{}/mcp", s.mcp_base))
-        .bearer_auth(at)
-        .header("origin", s.mcp_base.as_str())
-        .header("accept", "application/json, text/event-stream")
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        status(initialize_with("origin", s.mcp_base.clone()).await.unwrap()),
+        200
+    );
     s.stop().await;
 }
 
