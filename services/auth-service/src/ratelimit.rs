@@ -6,6 +6,8 @@
 //! counted locally and pushed to Redis with `INCRBY` every [`FLUSH_EVERY`]; each push returns
 //! the window's total across all replicas. A replica therefore admits at most what it receives
 //! in one flush interval beyond the shared limit — a few requests against a limit of thousands.
+//! A replica's first request in a window reads the shared count first, so a fresh replica does
+//! not start from zero.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,10 +82,32 @@ impl RateLimiter {
                 }
             };
         }
+        let key = (bucket, subject.to_owned(), window);
+        let known = self
+            .local
+            .lock()
+            .expect("rate limiter lock")
+            .contains_key(&key);
+        if !known {
+            // First request of this window on this replica: learn what the other replicas have
+            // counted already, so that a fresh replica does not start from zero.
+            let seen = match self
+                .ephemeral
+                .requests_counted(bucket, subject, window)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, bucket, "rate limit counts could not be read");
+                    0
+                }
+            };
+            let mut local = self.local.lock().expect("rate limiter lock");
+            let w = local.entry(key.clone()).or_default();
+            w.shared = w.shared.max(seen);
+        }
         let mut local = self.local.lock().expect("rate limiter lock");
-        let w = local
-            .entry((bucket, subject.to_owned(), window))
-            .or_default();
+        let w = local.entry(key).or_default();
         if w.shared + w.in_flight + w.pending >= limit {
             return Verdict::Deny(retry);
         }

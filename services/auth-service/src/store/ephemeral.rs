@@ -256,6 +256,19 @@ impl Ephemeral {
         Ok(n)
     }
 
+    /// The shared count of a rate-limit window (0 when nothing was counted yet).
+    pub async fn requests_counted(
+        &self,
+        bucket: &str,
+        subject: &str,
+        window: u64,
+    ) -> Result<u64, StoreError> {
+        let key = format!("{}:rl:{bucket}:{subject}:{window}", self.prefix);
+        let mut c = self.conn().await?;
+        let n: Option<u64> = c.get(&key).await?;
+        Ok(n.unwrap_or(0))
+    }
+
     /// Adds batches of requests `(bucket, subject, window, count)` counted by one replica;
     /// returns each window's total across all replicas.
     pub async fn add_requests(
