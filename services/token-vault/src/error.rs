@@ -1,0 +1,59 @@
+//! The vault's errors and the one table that maps them to gRPC status codes. Messages are
+//! lowercase and never carry a token, a secret or ciphertext; detail for operators goes to the
+//! log.
+
+use tonic::Status;
+
+use crate::crypto::CryptoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("no credential for this provider")]
+    NotFound,
+    /// The upstream refused the refresh token; the user must connect the provider again.
+    #[error("reauthorization_required: {0}")]
+    ReauthorizationRequired(String),
+    /// The upstream (or auth-service) failed transiently; the credential is kept.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The stored ciphertext cannot be opened (tampered, moved, or its key is gone).
+    #[error("stored credential cannot be used: {0}")]
+    Crypto(#[from] CryptoError),
+    #[error("storage failure: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("redis failure: {0}")]
+    Redis(String),
+}
+
+impl From<VaultError> for Status {
+    fn from(e: VaultError) -> Status {
+        match e {
+            VaultError::Unauthenticated(m) => Status::unauthenticated(m),
+            VaultError::PermissionDenied(m) => Status::permission_denied(m),
+            VaultError::InvalidArgument(m) => Status::invalid_argument(m),
+            VaultError::NotFound => Status::not_found("no credential for this provider"),
+            e @ VaultError::ReauthorizationRequired(_) => {
+                Status::failed_precondition(e.to_string())
+            }
+            VaultError::Unavailable(m) => Status::unavailable(m),
+            e @ VaultError::Crypto(_) => {
+                tracing::error!(error = %e, "stored credential does not decrypt");
+                Status::data_loss(e.to_string())
+            }
+            VaultError::Storage(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Status::unavailable("storage is temporarily unavailable")
+            }
+            VaultError::Redis(e) => {
+                tracing::error!(error = %e, "redis failure");
+                Status::unavailable("lock service is temporarily unavailable")
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Postgres storage of credentials (ciphertext and non-secret metadata only). Every write is
+//! conditional on the version it read, so concurrent writers never overwrite each other blindly.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::crypto::Sealed;
+
+/// The vault's own migrations table, so the vault can share a database with auth-service.
+pub const MIGRATIONS_TABLE: &str = "_token_vault_migrations";
+
+/// The embedded migrations of token-vault (`migrations/token-vault`).
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("../../migrations/token-vault");
+    m.dangerous_set_table_name(MIGRATIONS_TABLE);
+    m
+}
+
+/// Applies pending migrations (sqlx takes an advisory lock: replicas never race).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    migrator().run(pool).await
+}
+
+/// Connects to Postgres.
+pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+}
+
+/// Whether a connection is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    Connected,
+    /// The upstream refused the refresh token: the user must connect again.
+    ReauthorizationRequired,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::Connected => "connected",
+            ConnectionStatus::ReauthorizationRequired => "reauthorization_required",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "reauthorization_required" => ConnectionStatus::ReauthorizationRequired,
+            _ => ConnectionStatus::Connected,
+        }
+    }
+}
+
+/// One stored credential.
+#[derive(Debug, Clone)]
+pub struct CredentialRow {
+    pub user_id: String,
+    pub provider: String,
+    pub version: i64,
+    pub sealed: Sealed,
+    pub status: ConnectionStatus,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub upstream_issuer: String,
+    pub upstream_subject: String,
+    pub connected_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a write stores besides the ciphertext.
+#[derive(Debug, Clone)]
+pub struct CredentialWrite<'a> {
+    pub sealed: &'a Sealed,
+    pub version: i64,
+    pub scopes: &'a [String],
+    /// Seconds since the epoch; 0 = unknown.
+    pub expires_at: i64,
+}
+
+type Row = (
+    String,
+    String,
+    i64,
+    String,
+    Vec<u8>,
+    String,
+    Vec<String>,
+    Option<DateTime<Utc>>,
+    String,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+const COLUMNS: &str = "user_id, provider, version, key_id, sealed, status, scopes, expires_at, \
+                       upstream_issuer, upstream_subject, connected_at, updated_at";
+
+fn from_row(r: Row) -> CredentialRow {
+    CredentialRow {
+        user_id: r.0,
+        provider: r.1,
+        version: r.2,
+        sealed: Sealed {
+            key_id: r.3,
+            blob: r.4,
+        },
+        status: ConnectionStatus::parse(&r.5),
+        scopes: r.6,
+        expires_at: r.7,
+        upstream_issuer: r.8,
+        upstream_subject: r.9,
+        connected_at: r.10,
+        updated_at: r.11,
+    }
+}
+
+fn expiry(secs: i64) -> Option<DateTime<Utc>> {
+    (secs != 0)
+        .then(|| DateTime::from_timestamp(secs, 0))
+        .flatten()
+}
+
+/// The credentials table.
+#[derive(Clone)]
+pub struct CredentialStore {
+    pool: PgPool,
+}
+
+impl CredentialStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn get(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<CredentialRow>, sqlx::Error> {
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM vault_credentials WHERE user_id = $1 AND provider = $2"
+        )))
+        .bind(user_id)
+        .bind(provider)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(from_row))
+    }
+
+    /// The version and status of a record (what waiters poll).
+    pub async fn version(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<(i64, ConnectionStatus)>, sqlx::Error> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT version, status FROM vault_credentials WHERE user_id = $1 AND provider = $2",
+        )
+        .bind(user_id)
+        .bind(provider)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(v, s)| (v, ConnectionStatus::parse(&s))))
+    }
+
+    pub async fn list(&self, user_id: &str) -> Result<Vec<CredentialRow>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM vault_credentials WHERE user_id = $1 ORDER BY provider"
+        )))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
+    /// Creates the record at version 1; false when it already exists.
+    pub async fn insert(
+        &self,
+        user_id: &str,
+        provider: &str,
+        w: &CredentialWrite<'_>,
+        upstream_issuer: &str,
+        upstream_subject: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO vault_credentials (user_id, provider, version, key_id, sealed, status, scopes, \
+             expires_at, upstream_issuer, upstream_subject) \
+             VALUES ($1, $2, $3, $4, $5, 'connected', $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(provider)
+        .bind(w.version)
+        .bind(&w.sealed.key_id)
+        .bind(&w.sealed.blob)
+        .bind(w.scopes)
+        .bind(expiry(w.expires_at))
+        .bind(upstream_issuer)
+        .bind(upstream_subject)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces the credential (a new connection) if the record is still at `expected`.
+    pub async fn replace(
+        &self,
+        user_id: &str,
+        provider: &str,
+        expected: i64,
+        w: &CredentialWrite<'_>,
+        upstream_issuer: &str,
+        upstream_subject: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE vault_credentials SET version = $4, key_id = $5, sealed = $6, status = 'connected', \
+             scopes = $7, expires_at = $8, upstream_issuer = $9, upstream_subject = $10, \
+             connected_at = now(), updated_at = now() \
+             WHERE user_id = $1 AND provider = $2 AND version = $3",
+        )
+        .bind(user_id)
+        .bind(provider)
+        .bind(expected)
+        .bind(w.version)
+        .bind(&w.sealed.key_id)
+        .bind(&w.sealed.blob)
+        .bind(w.scopes)
+        .bind(expiry(w.expires_at))
+        .bind(upstream_issuer)
+        .bind(upstream_subject)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores refreshed tokens if the record is still at `expected`.
+    pub async fn store_refreshed(
+        &self,
+        user_id: &str,
+        provider: &str,
+        expected: i64,
+        w: &CredentialWrite<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE vault_credentials SET version = $4, key_id = $5, sealed = $6, status = 'connected', \
+             scopes = $7, expires_at = $8, updated_at = now() \
+             WHERE user_id = $1 AND provider = $2 AND version = $3",
+        )
+        .bind(user_id)
+        .bind(provider)
+        .bind(expected)
+        .bind(w.version)
+        .bind(&w.sealed.key_id)
+        .bind(&w.sealed.blob)
+        .bind(w.scopes)
+        .bind(expiry(w.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks the record as needing a new connection, if it is still at `expected`. The
+    /// ciphertext (and so the version) stays, readable for an upstream revocation later.
+    pub async fn mark_reauthorization_required(
+        &self,
+        user_id: &str,
+        provider: &str,
+        expected: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE vault_credentials SET status = 'reauthorization_required', updated_at = now() \
+             WHERE user_id = $1 AND provider = $2 AND version = $3",
+        )
+        .bind(user_id)
+        .bind(provider)
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the record; returns what was deleted.
+    pub async fn delete(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<CredentialRow>, sqlx::Error> {
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM vault_credentials WHERE user_id = $1 AND provider = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(user_id)
+        .bind(provider)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(from_row))
+    }
+
+    /// Up to `limit` records not sealed under `current_key`, in key order after `after`.
+    pub async fn not_under_key(
+        &self,
+        current_key: &str,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<CredentialRow>, sqlx::Error> {
+        let (u, p) = after.unwrap_or(("", ""));
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM vault_credentials WHERE key_id <> $1 AND (user_id, provider) > ($2, $3) \
+             ORDER BY user_id, provider LIMIT $4"
+        )))
+        .bind(current_key)
+        .bind(u)
+        .bind(p)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
+    /// Re-seals one record under another key, keeping its version (the authenticated data is
+    /// unchanged), if neither its version nor its key changed meanwhile.
+    pub async fn reseal(&self, row: &CredentialRow, sealed: &Sealed) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE vault_credentials SET key_id = $5, sealed = $6 \
+             WHERE user_id = $1 AND provider = $2 AND version = $3 AND key_id = $4",
+        )
+        .bind(&row.user_id)
+        .bind(&row.provider)
+        .bind(row.version)
+        .bind(&row.sealed.key_id)
+        .bind(&sealed.key_id)
+        .bind(&sealed.blob)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How many records are sealed under each key.
+    pub async fn count_by_key(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT key_id, count(*) FROM vault_credentials GROUP BY key_id ORDER BY key_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+}
