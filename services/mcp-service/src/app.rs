@@ -26,7 +26,9 @@ pub struct AppState {
     pub allowed_hosts: Vec<String>,
     /// Cancelled at shutdown: ends every MCP session and SSE stream.
     pub cancel: CancellationToken,
-    pub sessions: crate::sessions::SessionOwners,
+    /// MCP sessions shared by all replicas through Redis, and cluster-wide notifications:
+    /// `sessions.notify_tools_changed(subject)` (see [`crate::sessions::SessionHub`]).
+    pub sessions: crate::sessions::SessionHub,
     /// Revocations received from auth-service, for open event streams to watch.
     pub revoked: tokio::sync::broadcast::Sender<crate::revocations::Revoked>,
 }
@@ -81,6 +83,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     } else {
         config.http.allowed_hosts.clone()
     };
+    let sessions = crate::sessions::SessionHub::new(
+        redis.clone(),
+        &config.redis.key_prefix,
+        std::time::Duration::from_secs(config.sessions.idle_timeout_secs),
+    );
     let state = AppState {
         scopes: ScopePolicy::new(config.scope_implications.clone()),
         config: config.clone(),
@@ -91,7 +98,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         metrics,
         allowed_hosts,
         cancel: CancellationToken::new(),
-        sessions: Default::default(),
+        sessions,
         revoked: tokio::sync::broadcast::channel(1024).0,
     };
     let mut tasks = vec![];
@@ -104,6 +111,12 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
             state.cancel.clone(),
         )));
     }
+    tasks.push(tokio::spawn(
+        state
+            .sessions
+            .clone()
+            .run(config.redis.url.expose().to_owned(), state.cancel.clone()),
+    ));
     let listener = std::net::TcpListener::bind(config.http.addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on http.addr {}: {e}", config.http.addr))?;
     let http_addr = listener.local_addr()?;

@@ -26,6 +26,15 @@ pub struct Config {
     pub log: LogConfig,
     pub verifier: VerifierConfig,
     pub redis: RedisConfig,
+    pub sessions: SessionsConfig,
+}
+
+/// MCP sessions (2025-06-18 / 2025-11-25), shared by all replicas through Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A session unused this long is forgotten cluster-wide (its next request gets 404).
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

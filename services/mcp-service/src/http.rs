@@ -10,15 +10,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::{Challenge, Principal, VerifyError};
+use crate::sessions::{ClusterSessionManager, Ownership, RedisSessionStore};
 use crate::tools::McpServer;
 
 /// The rmcp service behind `/mcp`.
-pub type McpHttpService = StreamableHttpService<McpServer, LocalSessionManager>;
+pub type McpHttpService = StreamableHttpService<McpServer, ClusterSessionManager>;
 
 /// Largest accepted `/mcp` request body.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -234,7 +234,9 @@ pub async fn mcp(
     };
     metrics::counter!("mcpauth_mcp_auth_total", "result" => "ok").increment(1);
 
-    // Sessions (2025-06-18 / 2025-11-25): bound to the user who created them.
+    // Sessions (2025-06-18 / 2025-11-25) are bound to the user who created them: rmcp asks the
+    // session manager (`has_session`) and the store (`load`), which answer only for the owner
+    // (see `sessions`). DELETE does not ask them, so it is checked here.
     let session = req
         .headers()
         .get("mcp-session-id")
@@ -246,10 +248,16 @@ pub async fn mcp(
                 .insert_header((header::ALLOW, "POST"))
                 .json(json!({"error": "method_not_allowed", "error_description": "GET needs an Mcp-Session-Id (server-sent events of a session)"})));
         }
-        (Some(id), _) if !state.sessions.owned_by(id, &principal.subject) => {
-            return Ok(HttpResponse::NotFound()
-                .json(json!({"jsonrpc": "2.0", "error": {"code": -32001, "message": "session not found"}, "id": null})));
-        }
+        (Some(id), "DELETE") => match state.sessions.ownership(id, &principal.subject).await {
+            Ok(Ownership::Owned) => {}
+            Ok(Ownership::NotFound) => return Ok(session_not_found()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a session in redis");
+                return Ok(HttpResponse::ServiceUnavailable()
+                    .insert_header((header::RETRY_AFTER, "1"))
+                    .json(json!({"error": "temporarily_unavailable"})));
+            }
+        },
         _ => {}
     }
 
@@ -297,19 +305,9 @@ pub async fn mcp(
     };
     hreq.extensions_mut().insert(principal);
 
-    let is_delete = req.method() == actix_web::http::Method::DELETE;
-    let (parts, body) = svc.handle(hreq).await.into_parts();
-    if session.is_none()
-        && let Some(new_id) = parts
-            .headers
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-    {
-        state.sessions.bind(new_id, &subject);
-    }
-    if is_delete && let Some(id) = &session {
-        state.sessions.forget(id);
-    }
+    let (parts, body) = crate::sessions::as_subject(&subject, svc.handle(hreq))
+        .await
+        .into_parts();
     let status =
         StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut out = HttpResponse::build(status);
@@ -336,6 +334,12 @@ pub async fn mcp(
             .unwrap_or_default();
         Ok(out.body(bytes))
     }
+}
+
+fn session_not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(
+        json!({"jsonrpc": "2.0", "error": {"code": -32001, "message": "session not found"}, "id": null}),
+    )
 }
 
 /// Ends an event stream when its token expires or is revoked.
@@ -367,18 +371,22 @@ impl StreamGuard {
     }
 }
 
-/// Builds the rmcp service behind `/mcp`.
+/// Builds the rmcp service behind `/mcp`: sessions live in Redis (any replica restores any
+/// session), and rmcp's cancellation token is the app's, cancelled at shutdown so open event
+/// streams end cleanly.
 pub fn mcp_service(state: &AppState) -> McpHttpService {
     let server = McpServer {
         tools: state.tools.clone(),
         scopes: state.scopes.clone(),
+        sessions: state.sessions.clone(),
     };
-    let config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
+    let mut config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
         .with_allowed_hosts(state.allowed_hosts.iter().cloned())
         .with_cancellation_token(state.cancel.clone());
+    config.session_store = Some(Arc::new(RedisSessionStore::new(state.sessions.clone())));
     StreamableHttpService::new(
         move || Ok(server.clone()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(ClusterSessionManager::new(state.sessions.clone())),
         config,
     )
 }

@@ -1,53 +1,645 @@
-//! Which user owns which MCP session. A session id alone is never enough (MCP 2025-11-25:
-//! session ids SHOULD be bound to the user; 2026-07-28: possession of a handle is not
-//! authentication): a request naming another user's session is answered as if the session did
-//! not exist.
+//! MCP sessions that every replica knows, and notifications that reach a client whichever
+//! replica produced them.
+//!
+//! A 2025-06-18 / 2025-11-25 session is a live rmcp worker in one process; it cannot move. What
+//! moves is its registration in Redis: any replica that gets a request for a session it does not
+//! hold re-creates the worker from the stored `initialize` parameters (rmcp's `SessionStore`
+//! restore). DELETE and expiry are cluster-wide because every request checks the Redis entry
+//! first, and a DELETE is announced on the cluster channel so holders drop their workers and
+//! end their GET streams at once.
+//!
+//! Each session is bound to the user who created it (MCP 2025-11-25: session ids SHOULD be bound
+//! to the user; 2026-07-28: possession of a handle is not authentication). A request naming
+//! another user's session is answered as if the session did not exist (404).
+//!
+//! Redis (prefix = `redis.key_prefix`):
+//! - `{prefix}:session:{id}`: hash with `state` (rmcp `SessionState` JSON: the `initialize`
+//!   parameters) and `owner` (the subject). Expires after `sessions.idle_timeout_secs` without
+//!   use; every request of the session, and every replica holding its GET stream, refreshes it.
+//! - channel `{prefix}:sessions`: JSON [`ClusterMessage`]s (session closed, notification for a
+//!   user or a session). One dispatcher task per replica delivers them to the GET streams
+//!   (2025 sessions) and `subscriptions/listen` streams (2026-07-28) it holds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Sessions idle this long are forgotten (rmcp's own idle limit is shorter).
-const IDLE: Duration = Duration::from_secs(3600);
+use futures_util::StreamExt;
+use futures_util::stream::{self, Stream};
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::service::SubscriptionSink;
+use rmcp::transport::streamable_http_server::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{
+    RestoreOutcome, ServerSseMessage, SessionId, SessionState, SessionStore, SessionStoreError,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Default)]
-pub struct SessionOwners {
-    owners: Arc<RwLock<HashMap<String, (String, Instant)>>>,
+tokio::task_local! {
+    /// The subject of the `/mcp` request rmcp is handling; set by the HTTP bridge.
+    static REQUEST_SUBJECT: Arc<str>;
 }
 
-impl SessionOwners {
-    /// Records `owner` (a subject) for a newly created session.
-    pub fn bind(&self, session: &str, owner: &str) {
-        let mut m = self.owners.write().expect("session owners");
-        if m.len() > 10_000 {
-            let now = Instant::now();
-            m.retain(|_, (_, at)| now.duration_since(*at) < IDLE);
+/// Runs `f` (rmcp handling one `/mcp` request) as `subject`: session lookups, restores and new
+/// sessions inside it are checked against and bound to this user.
+pub async fn as_subject<F: Future>(subject: &str, f: F) -> F::Output {
+    REQUEST_SUBJECT.scope(Arc::from(subject), f).await
+}
+
+fn current_subject() -> Option<Arc<str>> {
+    REQUEST_SUBJECT.try_with(Arc::clone).ok()
+}
+
+/// A message on the cluster channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterMessage {
+    /// The session was deleted: holders drop its worker and end its streams.
+    Close { session: String },
+    /// A JSON-RPC notification for every live session and listen stream of `user`, or for one
+    /// `session`.
+    Notify {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        message: serde_json::Value,
+    },
+}
+
+/// What a session id means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Live, and the caller's.
+    Owned,
+    /// Unknown, expired, deleted, or another user's: all answered 404.
+    NotFound,
+}
+
+struct GetStream {
+    owner: Arc<str>,
+    tx: mpsc::Sender<ServerSseMessage>,
+}
+
+struct Listener {
+    owner: Arc<str>,
+    sink: SubscriptionSink,
+}
+
+struct HubInner {
+    redis: deadpool_redis::Pool,
+    prefix: String,
+    idle: Duration,
+    local: LocalSessionManager,
+    get_streams: Mutex<HashMap<SessionId, GetStream>>,
+    listeners: Mutex<HashMap<u64, Listener>>,
+    next_id: AtomicU64,
+}
+
+/// The replica's view of MCP sessions and its door to the cluster-wide notification channel.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct SessionHub {
+    inner: Arc<HubInner>,
+}
+
+/// Redis or serialisation failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl SessionHub {
+    /// `prefix` is `redis.key_prefix`; `idle` is how long an unused session lives.
+    pub fn new(redis: deadpool_redis::Pool, prefix: &str, idle: Duration) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                redis,
+                prefix: prefix.to_owned(),
+                idle: idle.max(Duration::from_secs(1)),
+                local: LocalSessionManager::default(),
+                get_streams: Mutex::default(),
+                listeners: Mutex::default(),
+                next_id: AtomicU64::new(1),
+            }),
         }
-        m.insert(session.to_owned(), (owner.to_owned(), Instant::now()));
     }
 
-    /// Whether `subject` owns `session` (and marks it used).
-    pub fn owned_by(&self, session: &str, subject: &str) -> bool {
-        if let Some((owner, at)) = self.owners.read().expect("session owners").get(session) {
-            if owner != subject || at.elapsed() >= IDLE {
-                return false;
+    fn key(&self, session: &str) -> String {
+        format!("{}:session:{session}", self.inner.prefix)
+    }
+
+    /// The cluster channel.
+    pub fn channel(&self) -> String {
+        format!("{}:sessions", self.inner.prefix)
+    }
+
+    fn idle_secs(&self) -> i64 {
+        i64::try_from(self.inner.idle.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Sends `notifications/tools/list_changed` to every live session of `subject` (the user id,
+    /// i.e. the `sub` of their access tokens), on whichever replica holds it: the GET event
+    /// stream of each 2025-06-18 / 2025-11-25 session, and each 2026-07-28
+    /// `subscriptions/listen` stream that asked for tool-list changes.
+    ///
+    /// Fire and forget: it publishes on the Redis cluster channel from a spawned task and
+    /// returns at once; it must be called inside the tokio runtime. Sessions without an open
+    /// stream miss it (clients re-list tools when they reconnect). Failures are logged.
+    pub fn notify_tools_changed(&self, subject: &str) {
+        let msg = ClusterMessage::Notify {
+            user: Some(subject.to_owned()),
+            session: None,
+            message: serde_json::json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        };
+        let hub = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = hub.publish(&msg).await {
+                        tracing::warn!(error = %e, "cannot publish a tools/list_changed notification");
+                    }
+                });
             }
-        } else {
-            return false;
+            Err(_) => tracing::error!("notify_tools_changed called outside the tokio runtime"),
         }
-        if let Some(entry) = self
-            .owners
-            .write()
-            .expect("session owners")
-            .get_mut(session)
-        {
-            entry.1 = Instant::now();
-        }
-        true
     }
 
-    pub fn forget(&self, session: &str) {
-        self.owners.write().expect("session owners").remove(session);
+    /// Publishes `msg` on the cluster channel (every replica, this one included, delivers it).
+    pub async fn publish(&self, msg: &ClusterMessage) -> Result<(), HubError> {
+        let payload = serde_json::to_string(msg)?;
+        let mut c = self.inner.redis.get().await?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(payload)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `session` is live and belongs to `subject`; refreshes its idle timer. A session
+    /// that is gone from Redis is dropped from this replica too.
+    pub async fn ownership(&self, session: &str, subject: &str) -> Result<Ownership, HubError> {
+        let key = self.key(session);
+        let mut c = self.inner.redis.get().await?;
+        let (owner, _): (Option<String>, i64) = redis::pipe()
+            .cmd("HGET")
+            .arg(&key)
+            .arg("owner")
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.idle_secs())
+            .query_async(&mut c)
+            .await?;
+        match owner {
+            Some(o) if o == subject => Ok(Ownership::Owned),
+            Some(_) => Ok(Ownership::NotFound),
+            None => {
+                self.close_local(session).await;
+                Ok(Ownership::NotFound)
+            }
+        }
+    }
+
+    /// Ends this replica's worker and GET stream of `session` (not the Redis entry).
+    pub async fn close_local(&self, session: &str) {
+        let id: SessionId = Arc::from(session);
+        self.inner
+            .get_streams
+            .lock()
+            .expect("get streams")
+            .remove(&id);
+        if let Err(e) = self.inner.local.close_session(&id).await {
+            tracing::debug!(error = %e, "closing a local session");
+        }
+    }
+
+    /// How many sessions this replica holds a worker for (for tests and metrics).
+    pub async fn local_sessions(&self) -> usize {
+        self.inner.local.sessions.read().await.len()
+    }
+
+    /// Delivers a cluster message to the streams this replica holds.
+    pub async fn deliver(&self, msg: ClusterMessage) {
+        match msg {
+            ClusterMessage::Close { session } => self.close_local(&session).await,
+            ClusterMessage::Notify {
+                user,
+                session,
+                message,
+            } => {
+                let Ok(parsed) = serde_json::from_value::<ServerJsonRpcMessage>(message) else {
+                    tracing::warn!("cluster notification is not a server JSON-RPC message");
+                    return;
+                };
+                let matches = |id: &str, owner: &str| {
+                    user.as_deref().is_some_and(|u| u == owner)
+                        || session.as_deref().is_some_and(|s| s == id)
+                };
+                let targets: Vec<(SessionId, mpsc::Sender<ServerSseMessage>)> = self
+                    .inner
+                    .get_streams
+                    .lock()
+                    .expect("get streams")
+                    .iter()
+                    .filter(|(id, g)| matches(id, &g.owner))
+                    .map(|(id, g)| (id.clone(), g.tx.clone()))
+                    .collect();
+                for (id, tx) in targets {
+                    match tx.try_send(ServerSseMessage::from_message(parsed.clone())) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!(session = %id, "GET stream is not reading: notification dropped");
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            let mut streams = self.inner.get_streams.lock().expect("get streams");
+                            if streams.get(&id).is_some_and(|g| g.tx.is_closed()) {
+                                streams.remove(&id);
+                            }
+                        }
+                    }
+                }
+                // 2026-07-28 listen streams are per user (there is no session).
+                if let (Some(user), ServerJsonRpcMessage::Notification(n)) = (&user, &parsed) {
+                    let sinks: Vec<SubscriptionSink> = self
+                        .inner
+                        .listeners
+                        .lock()
+                        .expect("listeners")
+                        .values()
+                        .filter(|l| &*l.owner == user.as_str())
+                        .map(|l| l.sink.clone())
+                        .collect();
+                    for sink in sinks {
+                        let notification = n.notification.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = sink.send(notification).await {
+                                tracing::debug!(error = %e, "listen stream did not take a notification");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers a 2026-07-28 `subscriptions/listen` stream of `owner`; dropping the guard
+    /// unregisters it.
+    pub fn register_listener(&self, owner: &str, sink: SubscriptionSink) -> ListenerGuard {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.listeners.lock().expect("listeners").insert(
+            id,
+            Listener {
+                owner: Arc::from(owner),
+                sink,
+            },
+        );
+        ListenerGuard {
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    /// Follows the cluster channel until `cancel`: delivers messages, and keeps the sessions
+    /// whose GET streams this replica holds alive in Redis (a session gone from Redis is
+    /// closed here, so expiry ends its stream even if a message was missed).
+    pub async fn run(self, url: String, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let refresh_every = (self.inner.idle / 3).max(Duration::from_millis(500));
+        let mut refresh = tokio::time::interval(refresh_every);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let client = match redis::Client::open(url.as_str()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "invalid redis url for the session channel");
+                    return;
+                }
+            };
+            let subscribed = match client.get_async_pubsub().await {
+                Ok(mut pubsub) => pubsub
+                    .subscribe(self.channel())
+                    .await
+                    .is_ok()
+                    .then_some(pubsub),
+                Err(_) => None,
+            };
+            if let Some(mut pubsub) = subscribed {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => {
+                            let Some(msg) = msg else { break };
+                            let Ok(payload) = msg.get_payload::<String>() else { continue };
+                            match serde_json::from_str::<ClusterMessage>(&payload) {
+                                Ok(m) => self.deliver(m).await,
+                                Err(e) => tracing::warn!(error = %e, "unreadable session channel message"),
+                            }
+                        }
+                        _ = refresh.tick() => self.refresh_streamed().await,
+                        () = cancel.cancelled() => return,
+                    }
+                }
+                tracing::warn!("session channel subscription closed, reconnecting");
+            } else {
+                tracing::warn!("cannot subscribe to the session channel, retrying");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Refreshes the Redis entries of the sessions this replica streams to; closes those gone.
+    async fn refresh_streamed(&self) {
+        let ids: Vec<SessionId> = {
+            let mut streams = self.inner.get_streams.lock().expect("get streams");
+            streams.retain(|_, g| !g.tx.is_closed());
+            streams.keys().cloned().collect()
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(mut c) = self.inner.redis.get().await else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("EXPIRE").arg(self.key(id)).arg(self.idle_secs());
+        }
+        let Ok(alive): Result<Vec<i64>, _> = pipe.query_async(&mut c).await else {
+            return;
+        };
+        for (id, alive) in ids.iter().zip(alive) {
+            if alive == 0 {
+                self.close_local(id).await;
+            }
+        }
+    }
+
+    fn register_get(&self, id: SessionId, owner: Arc<str>, tx: mpsc::Sender<ServerSseMessage>) {
+        self.inner
+            .get_streams
+            .lock()
+            .expect("get streams")
+            .insert(id, GetStream { owner, tx });
+    }
+}
+
+/// Unregisters a listen stream when dropped.
+pub struct ListenerGuard {
+    hub: SessionHub,
+    id: u64,
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.hub.inner.listeners.lock() {
+            l.remove(&self.id);
+        }
+    }
+}
+
+/// rmcp's `SessionStore` on Redis: what a replica needs to re-create a session it never saw.
+/// `load` answers only for the session's owner, so another user's id is "not found".
+#[derive(Clone)]
+pub struct RedisSessionStore {
+    hub: SessionHub,
+}
+
+impl RedisSessionStore {
+    pub fn new(hub: SessionHub) -> Self {
+        Self { hub }
+    }
+}
+
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SessionStoreError>> + Send + 'a>>;
+
+impl SessionStore for RedisSessionStore {
+    fn load<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        session_id: &'life1 str,
+    ) -> StoreFuture<'async_trait, Option<SessionState>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let Some(subject) = current_subject() else {
+                return Ok(None);
+            };
+            let key = self.hub.key(session_id);
+            let mut c = self.hub.inner.redis.get().await?;
+            let ((state, owner), _): ((Option<String>, Option<String>), i64) = redis::pipe()
+                .cmd("HMGET")
+                .arg(&key)
+                .arg("state")
+                .arg("owner")
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.hub.idle_secs())
+                .query_async(&mut c)
+                .await?;
+            match (state, owner) {
+                (Some(state), Some(owner)) if *owner == *subject => {
+                    Ok(Some(serde_json::from_str(&state)?))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn store<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        session_id: &'life1 str,
+        state: &'life2 SessionState,
+    ) -> StoreFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            // Without a caller the session would belong to nobody: refuse (it then 404s).
+            let subject = current_subject().ok_or("a session created outside a /mcp request")?;
+            let key = self.hub.key(session_id);
+            let json = serde_json::to_string(state)?;
+            let mut c = self.hub.inner.redis.get().await?;
+            let () = redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("state")
+                .arg(json)
+                .arg("owner")
+                .arg(&*subject)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.hub.idle_secs())
+                .ignore()
+                .query_async(&mut c)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn delete<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        session_id: &'life1 str,
+    ) -> StoreFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let mut c = self.hub.inner.redis.get().await?;
+            let _: i64 = redis::cmd("DEL")
+                .arg(self.hub.key(session_id))
+                .query_async(&mut c)
+                .await?;
+            drop(c);
+            self.hub
+                .publish(&ClusterMessage::Close {
+                    session: session_id.to_owned(),
+                })
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// rmcp's in-process `LocalSessionManager` with the cluster hooks:
+/// - `has_session` first asks Redis whether the session is live and the caller's; if it is gone
+///   the local worker is dropped, so rmcp answers 404 (DELETE and expiry are cluster-wide);
+/// - the GET stream also carries notifications published on the cluster channel;
+/// - closing a session ends that side channel too.
+#[derive(Clone)]
+pub struct ClusterSessionManager {
+    hub: SessionHub,
+}
+
+impl ClusterSessionManager {
+    pub fn new(hub: SessionHub) -> Self {
+        Self { hub }
+    }
+
+    fn local(&self) -> &LocalSessionManager {
+        &self.hub.inner.local
+    }
+}
+
+impl SessionManager for ClusterSessionManager {
+    type Error = LocalSessionManagerError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    fn create_session(
+        &self,
+    ) -> impl Future<Output = Result<(SessionId, Self::Transport), Self::Error>> + Send {
+        self.local().create_session()
+    }
+
+    fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> impl Future<Output = Result<ServerJsonRpcMessage, Self::Error>> + Send {
+        self.local().initialize_session(id, message)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        let Some(subject) = current_subject() else {
+            return Ok(false);
+        };
+        match self.hub.ownership(id, &subject).await {
+            Ok(Ownership::Owned) => self.local().has_session(id).await,
+            Ok(Ownership::NotFound) => Ok(false),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a session in redis");
+                Err(LocalSessionManagerError::SessionNotFound(id.clone()))
+            }
+        }
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        self.hub
+            .inner
+            .get_streams
+            .lock()
+            .expect("get streams")
+            .remove(id);
+        self.local().close_session(id).await
+    }
+
+    fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> impl Future<
+        Output = Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>,
+    > + Send {
+        self.local().create_stream(id, message)
+    }
+
+    fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.local().accept_message(id, message)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let own = self.local().create_standalone_stream(id).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let owner = current_subject().unwrap_or_else(|| Arc::from(""));
+        self.hub.register_get(id.clone(), owner, tx);
+        // Ends when either side ends: the worker closed its stream (session closed or a newer
+        // GET replaced it), or the side channel was dropped (session closed cluster-wide).
+        let own = own.map(Some).chain(stream::iter([None]));
+        let cluster = ReceiverStream::new(rx)
+            .map(Some)
+            .chain(stream::iter([None]));
+        Ok(stream::select(own, cluster).scan((), |(), m| std::future::ready(m)))
+    }
+
+    fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> impl Future<
+        Output = Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>,
+    > + Send {
+        self.local().resume(id, last_event_id)
+    }
+
+    fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> impl Future<Output = Result<RestoreOutcome<Self::Transport>, Self::Error>> + Send {
+        self.local().restore_session(id)
     }
 }
 
@@ -56,13 +648,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_owner_may_use_a_session() {
-        let s = SessionOwners::default();
-        s.bind("sid", "alice");
-        assert!(s.owned_by("sid", "alice"));
-        assert!(!s.owned_by("sid", "bob"));
-        assert!(!s.owned_by("other", "alice"));
-        s.forget("sid");
-        assert!(!s.owned_by("sid", "alice"));
+    fn cluster_messages_round_trip() {
+        let m = ClusterMessage::Notify {
+            user: Some("alice".into()),
+            session: None,
+            message: serde_json::json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert!(s.starts_with("{\"notify\":"), "{s}");
+        assert!(!s.contains("session"), "{s}");
+        assert_eq!(serde_json::from_str::<ClusterMessage>(&s).unwrap(), m);
+        let c: ClusterMessage = serde_json::from_str(r#"{"close":{"session":"x"}}"#).unwrap();
+        assert_eq!(
+            c,
+            ClusterMessage::Close {
+                session: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_tools_changed_message_parses_as_a_server_notification() {
+        let v = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        let m: ServerJsonRpcMessage = serde_json::from_value(v).unwrap();
+        assert!(matches!(m, ServerJsonRpcMessage::Notification(_)));
     }
 }

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use futures_util::future::BoxFuture;
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject,
     ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
     Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::json;
 
@@ -73,6 +74,8 @@ pub fn principal(ctx: &RequestContext<RoleServer>) -> Option<&Principal> {
 pub struct McpServer {
     pub tools: ToolRegistry,
     pub scopes: ScopePolicy,
+    /// Where 2026-07-28 `subscriptions/listen` streams register for cluster notifications.
+    pub sessions: crate::sessions::SessionHub,
 }
 
 impl ServerHandler for McpServer {
@@ -94,6 +97,28 @@ impl ServerHandler for McpServer {
             ProtocolVersion::V_2025_11_25,
             ProtocolVersion::V_2026_07_28,
         ])
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    /// A 2026-07-28 listen stream: registered for this user's cluster-wide notifications
+    /// (`SessionHub::notify_tools_changed`) until the client goes away.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let subject = principal(context.request_context())
+            .map(|p| p.subject.clone())
+            .ok_or_else(|| {
+                ErrorData::internal_error("listen without an authenticated principal", None)
+            })?;
+        let _registered = self
+            .sessions
+            .register_listener(&subject, context.sink().clone());
+        context.cancelled().await;
+        Ok(())
     }
 
     async fn list_tools(

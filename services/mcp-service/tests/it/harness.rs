@@ -38,6 +38,8 @@ pub struct Stack {
     pub resource: String,
     pub mcp_base: String,
     pub http: reqwest::Client,
+    /// The mcp-service configuration, for starting more replicas (same Redis, same resource).
+    pub mcp_config: mcp_service::config::Config,
     db_name: String,
 }
 
@@ -141,7 +143,7 @@ impl Stack {
         .unwrap();
         let mcp_cfg = mcp_service::config::Config::load(Some(&mfile), &menv).unwrap();
         let _ = std::fs::remove_file(&mfile);
-        let mcp = mcp_service::app::start(mcp_cfg, mcpauth_runtime::init_metrics())
+        let mcp = mcp_service::app::start(mcp_cfg.clone(), mcpauth_runtime::init_metrics())
             .await
             .unwrap();
         // The revocation subscription is asynchronous: give it a moment to attach.
@@ -150,6 +152,7 @@ impl Stack {
             auth: Some(auth),
             mcp_base: format!("http://127.0.0.1:{mcp_port}"),
             mcp: Some(mcp),
+            mcp_config: mcp_cfg,
             issuer,
             resource,
             http: reqwest::Client::builder()
@@ -176,6 +179,20 @@ impl Stack {
             .await;
             admin.close().await;
         }
+    }
+
+    /// Starts another mcp-service replica of the same deployment (same resource, Redis, and
+    /// authorization server) on its own port; returns it and its base URL.
+    pub async fn replica(&self) -> (McpRunning, String) {
+        let mut cfg = self.mcp_config.clone();
+        cfg.http.addr = "127.0.0.1:0".parse().unwrap();
+        let r = mcp_service::app::start(cfg, mcpauth_runtime::init_metrics())
+            .await
+            .unwrap();
+        let base = format!("http://{}", r.http_addr);
+        // Its subscriptions (revocations, session channel) attach asynchronously.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        (r, base)
     }
 
     /// Dev-login authorization code flow; returns the token response.
@@ -246,9 +263,20 @@ impl Stack {
         body: Value,
         session: Option<&str>,
     ) -> reqwest::Response {
+        self.post_at(&self.mcp_base, token, body, session).await
+    }
+
+    /// POSTs a JSON-RPC message to `{base}/mcp` (another replica).
+    pub async fn post_at(
+        &self,
+        base: &str,
+        token: Option<&str>,
+        body: Value,
+        session: Option<&str>,
+    ) -> reqwest::Response {
         let mut r = self
             .http
-            .post(format!("{}/mcp", self.mcp_base))
+            .post(format!("{base}/mcp"))
             .header("accept", "application/json, text/event-stream")
             .json(&body);
         if let Some(t) = token {

@@ -1,6 +1,8 @@
 //! Integration tests: a real mcp-service in front of a real auth-service (fresh Postgres
 //! database and Redis prefix per test), driven over HTTP like an MCP client.
 
+mod cluster;
 mod external;
 mod harness;
 mod resource;
+mod stateless;

@@ -413,7 +413,7 @@ async fn static_keys_mode() {
 
 /// A machine token (client_credentials): its subject is the client id, so two clients are two
 /// different callers.
-async fn machine_token(s: &Stack) -> String {
+pub async fn machine_token(s: &Stack) -> String {
     let reg: Value = s
         .http
         .post(format!("{}/register", s.issuer))
