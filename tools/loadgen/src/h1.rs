@@ -373,7 +373,7 @@ impl H1Conn {
 }
 
 /// Parses a chunk-size line (`1a3f` or `1a3f;ext=value`).
-fn parse_chunk_size(line: &[u8]) -> Result<u64, String> {
+pub(crate) fn parse_chunk_size(line: &[u8]) -> Result<u64, String> {
     let digits = line.split(|&b| b == b';').next().unwrap_or_default();
     let digits = std::str::from_utf8(digits)
         .map_err(|_| "invalid chunk size".to_owned())?

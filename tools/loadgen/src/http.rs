@@ -16,11 +16,12 @@ use crate::target::Target;
 /// What every request of a run looks like.
 #[derive(Debug)]
 pub struct RequestSpec {
-    addr: SocketAddr,
+    /// The checked loopback address.
+    pub(crate) addr: SocketAddr,
     /// The complete request as written on the wire.
-    wire: Vec<u8>,
+    pub(crate) wire: Vec<u8>,
     /// Whether the method is `HEAD` (whose responses have no body).
-    head_request: bool,
+    pub(crate) head_request: bool,
     expect: Option<StatusCode>,
 }
 
@@ -115,7 +116,7 @@ impl RequestSpec {
     }
 
     /// Whether `status` counts as a success.
-    fn accepts(&self, status: u16) -> bool {
+    pub(crate) fn accepts(&self, status: u16) -> bool {
         match self.expect {
             Some(expected) => status == expected.as_u16(),
             None => (200..300).contains(&status),
@@ -123,7 +124,7 @@ impl RequestSpec {
     }
 
     /// Describes an unexpected status.
-    fn unexpected(&self, status: u16) -> String {
+    pub(crate) fn unexpected(&self, status: u16) -> String {
         let shown =
             StatusCode::from_u16(status).map_or_else(|_| status.to_string(), |s| s.to_string());
         match self.expect {

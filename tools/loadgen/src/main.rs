@@ -14,10 +14,13 @@
 //! `localhost` are refused.
 #![forbid(unsafe_code)]
 
+mod cpu;
 mod grpc;
 mod h1;
+mod h2grpc;
 mod http;
 mod oauth;
+mod pipe;
 mod run;
 mod stats;
 mod target;
@@ -26,12 +29,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{ArgAction, Args, Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use prost::Message;
 
+use crate::cpu::CpuMeter;
+use crate::h2grpc::{Expect, UnarySpec};
 use crate::http::{HttpProbe, Payload, RequestSpec};
-use crate::run::{Limits, Probe};
-use crate::stats::{MAX_TRACKED_MICROS, Summary};
+use crate::pipe::PipeSpec;
+use crate::run::{Budget, Limits, Probe};
+use crate::stats::{MAX_TRACKED_MICROS, Summary, WorkerStats};
+use crate::target::Target;
 
 /// Longest allowed run.
 const MAX_DURATION_SECS: f64 = 600.0;
@@ -50,12 +58,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// HTTP/1.1 requests over one keep-alive connection per worker.
+    /// HTTP/1.1 requests: a few keep-alive connections, optionally pipelined (lean client), or
+    /// one connection per worker (classic).
     Http(HttpArgs),
     /// `mcpauth.v1.TokenIntrospection/Introspect` calls.
     GrpcIntrospect(IntrospectArgs),
     /// `grpc.health.v1.Health/Check` calls: the no-op gRPC ceiling.
     GrpcHealth(HealthArgs),
+    /// Any unary gRPC method with a request message given as hex or as string fields (lean
+    /// client only), e.g. `--path /mcpauth.v1.TokenVault/GetAccessToken --field 1=TOKEN
+    /// --field 2=github`.
+    GrpcUnary(UnaryArgs),
     /// Refresh-token rotation: each worker refreshes with the token its last refresh returned.
     RefreshChain(OAuthArgs),
     /// Complete authorization-code flows (`/authorize` with the dev login, then `/token`).
@@ -97,6 +110,9 @@ struct RunArgs {
     /// machine: more threads mostly add cross-thread wake-ups and steal the server's CPU.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Also report the CPU time this process (the server under test) used per request.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 impl RunArgs {
@@ -113,9 +129,33 @@ impl RunArgs {
     }
 }
 
+/// Which client implementation drives the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Client {
+    /// The cheap one: HTTP/1.1 connections each driven by one task with up to `--pipeline`
+    /// requests in flight; gRPC straight on `h2`, `--streams` calls in flight per connection.
+    Lean,
+    /// The earlier one: one worker and connection per request in flight (HTTP), generated tonic
+    /// clients (gRPC). About as expensive per request as the server.
+    Classic,
+}
+
 /// `http` options.
 #[derive(Debug, Args)]
 struct HttpArgs {
+    /// Client implementation.
+    #[arg(long, value_enum, default_value_t = Client::Lean)]
+    client: Client,
+    /// Requests in flight per connection (HTTP/1.1 pipelining; 1: plain keep-alive). Lean only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(pipe::MAX_DEPTH)))]
+    pipeline: u16,
+    /// Connections [default: concurrency / pipeline]. Lean only; in flight = connections ×
+    /// pipeline.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    connections: Option<u16>,
+    /// Text the response body must contain (checked on every response). Lean only.
+    #[arg(long)]
+    expect_body: Option<String>,
     /// Target URL: http://127.0.0.1:PORT/path?query (loopback only, no TLS).
     #[arg(long)]
     url: String,
@@ -171,21 +211,76 @@ struct HealthArgs {
     run: RunArgs,
 }
 
+/// `grpc-unary` options.
+#[derive(Debug, Args)]
+struct UnaryArgs {
+    #[command(flatten)]
+    grpc: GrpcArgs,
+    /// The method: /package.Service/Method.
+    #[arg(long)]
+    path: String,
+    /// The request message, protobuf-encoded, in hex.
+    #[arg(long, conflicts_with = "field")]
+    body_hex: Option<String>,
+    /// A string field of the request message, NUMBER=VALUE (repeatable, encoded in order).
+    #[arg(long)]
+    field: Vec<String>,
+    /// Service credential, sent as `authorization: Bearer <credential>`.
+    #[arg(long, env = "MCPAUTH_LOADGEN_CREDENTIAL", hide_env_values = true)]
+    credential: Option<String>,
+    /// The exact response message (hex) that counts as a success [default: any message with
+    /// grpc-status 0].
+    #[arg(long)]
+    expect_response_hex: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 /// Where and how to connect for gRPC.
 #[derive(Debug, Args)]
 struct GrpcArgs {
     /// Server address: http://127.0.0.1:PORT (loopback only, no TLS).
     #[arg(long)]
     addr: String,
-    /// HTTP/2 connections shared by the workers [default: one per 8 workers].
+    /// Client implementation.
+    #[arg(long, value_enum, default_value_t = Client::Lean)]
+    client: Client,
+    /// HTTP/2 connections [default: lean, 2 (or concurrency / streams); classic, one per 8
+    /// workers].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     connections: Option<u16>,
+    /// Calls in flight per connection [default: concurrency / connections]. Lean only; in
+    /// flight = connections × streams.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    streams: Option<u16>,
 }
 
 impl GrpcArgs {
+    /// Connections of the classic client, shared by `concurrency` workers.
     fn connection_count(&self, concurrency: u16) -> usize {
         let count = self.connections.unwrap_or(concurrency.div_ceil(8));
         usize::from(count.min(concurrency))
+    }
+
+    /// Connections and streams per connection of the lean client.
+    fn lean_layout(&self, concurrency: u16) -> (usize, usize) {
+        let (connections, streams) = match (self.connections, self.streams) {
+            (Some(c), Some(s)) => (c, s),
+            (Some(c), None) => (c, concurrency.div_ceil(c)),
+            (None, Some(s)) => (concurrency.div_ceil(s), s),
+            (None, None) => {
+                let c = concurrency.min(2);
+                (c, concurrency.div_ceil(c))
+            }
+        };
+        (usize::from(connections), usize::from(streams))
+    }
+
+    fn check_classic(&self) -> Result<()> {
+        if self.client == Client::Classic && self.streams.is_some() {
+            bail!("--streams needs --client lean");
+        }
+        Ok(())
     }
 }
 
@@ -214,6 +309,7 @@ impl Command {
             Command::Http(a) => &a.run,
             Command::GrpcIntrospect(a) => &a.run,
             Command::GrpcHealth(a) => &a.run,
+            Command::GrpcUnary(a) => &a.run,
             Command::RefreshChain(a) | Command::CodeFlow(a) => &a.run,
         }
     }
@@ -236,6 +332,37 @@ async fn execute(command: Command) -> Result<Summary> {
                 payload,
                 a.expect_status,
             )?);
+            if a.client == Client::Lean {
+                let connections = usize::from(
+                    a.connections
+                        .unwrap_or(a.run.concurrency.div_ceil(a.pipeline)),
+                );
+                let depth = usize::from(a.pipeline);
+                let pipe = Arc::new(PipeSpec::new(spec, a.pipeline, a.expect_body));
+                let mut conns = Vec::with_capacity(connections);
+                for _ in 0..connections {
+                    let conn = pipe::connect(pipe.addr())
+                        .await
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("cannot connect to {}", a.url))?;
+                    conns.push(Some(conn));
+                }
+                let timeout = a.run.timeout;
+                return measure_drivers(
+                    connections,
+                    connections * depth,
+                    &a.run,
+                    "http",
+                    |i, budget| {
+                        let conn = conns[i].take().expect("one connection per driver");
+                        pipe::drive(Arc::clone(&pipe), conn, budget, timeout)
+                    },
+                )
+                .await;
+            }
+            if a.pipeline != 1 || a.connections.is_some() || a.expect_body.is_some() {
+                bail!("--pipeline, --connections and --expect-body need --client lean");
+            }
             let mut probes = Vec::with_capacity(a.run.concurrency.into());
             for _ in 0..a.run.concurrency {
                 probes.push(
@@ -248,6 +375,22 @@ async fn execute(command: Command) -> Result<Summary> {
         }
         Command::GrpcIntrospect(a) => {
             let target = target::resolve(&a.grpc.addr).await?;
+            a.grpc.check_classic()?;
+            if a.grpc.client == Client::Lean {
+                let message = mcpauth_proto::v1::IntrospectRequest {
+                    token: a.token,
+                    expected_resource: a.expected_resource.unwrap_or_default(),
+                }
+                .encode_to_vec();
+                let spec = UnarySpec::new(
+                    &target,
+                    "/mcpauth.v1.TokenIntrospection/Introspect",
+                    &message,
+                    Some(&a.credential),
+                    Expect::Active(a.expect_active),
+                )?;
+                return measure_lean_grpc(spec, &target, &a.grpc, &a.run, "grpc-introspect").await;
+            }
             let channels = grpc::connect(
                 &target,
                 a.grpc.connection_count(a.run.concurrency),
@@ -272,6 +415,19 @@ async fn execute(command: Command) -> Result<Summary> {
         }
         Command::GrpcHealth(a) => {
             let target = target::resolve(&a.grpc.addr).await?;
+            a.grpc.check_classic()?;
+            if a.grpc.client == Client::Lean {
+                let message =
+                    tonic_health::pb::HealthCheckRequest { service: a.service }.encode_to_vec();
+                let spec = UnarySpec::new(
+                    &target,
+                    "/grpc.health.v1.Health/Check",
+                    &message,
+                    None,
+                    Expect::Serving,
+                )?;
+                return measure_lean_grpc(spec, &target, &a.grpc, &a.run, "grpc-health").await;
+            }
             let channels = grpc::connect(
                 &target,
                 a.grpc.connection_count(a.run.concurrency),
@@ -288,6 +444,24 @@ async fn execute(command: Command) -> Result<Summary> {
                 })
                 .collect();
             measure(probes, &a.run, "grpc-health").await
+        }
+        Command::GrpcUnary(a) => {
+            let target = target::resolve(&a.grpc.addr).await?;
+            if a.grpc.client != Client::Lean {
+                bail!("grpc-unary has only the lean client");
+            }
+            let message = match &a.body_hex {
+                Some(hex) => h2grpc::parse_hex(hex).context("--body-hex")?,
+                None => h2grpc::encode_string_fields(&a.field)?,
+            };
+            let expect = match &a.expect_response_hex {
+                Some(hex) => {
+                    Expect::Exact(h2grpc::parse_hex(hex).context("--expect-response-hex")?)
+                }
+                None => Expect::Any,
+            };
+            let spec = UnarySpec::new(&target, &a.path, &message, a.credential.as_deref(), expect)?;
+            measure_lean_grpc(spec, &target, &a.grpc, &a.run, "grpc-unary").await
         }
         Command::RefreshChain(a) => {
             target::resolve(&a.issuer).await?;
@@ -317,10 +491,68 @@ async fn execute(command: Command) -> Result<Summary> {
     }
 }
 
+/// Runs one worker per probe, measuring the CPU the run takes.
 async fn measure<P: Probe>(probes: Vec<P>, args: &RunArgs, kind: &str) -> Result<Summary> {
     let workers = probes.len();
+    let meter = CpuMeter::start(args.server_pid);
     let (stats, elapsed) = run::run(probes, args.limits()).await?;
-    Ok(stats.summarize(&args.name_or(kind), elapsed, workers))
+    let cpu = meter.stop();
+    Ok(stats
+        .summarize(&args.name_or(kind), elapsed, workers)
+        .with_cpu(cpu))
+}
+
+/// Runs `count` connection drivers (`concurrency` requests in flight in all), measuring the CPU
+/// the run takes.
+async fn measure_drivers<F, Fut>(
+    count: usize,
+    concurrency: usize,
+    args: &RunArgs,
+    kind: &str,
+    drive: F,
+) -> Result<Summary>
+where
+    F: FnMut(usize, Arc<Budget>) -> Fut,
+    Fut: Future<Output = WorkerStats> + Send + 'static,
+{
+    let meter = CpuMeter::start(args.server_pid);
+    let (stats, elapsed) = run::run_drivers(count, args.limits(), drive).await?;
+    let cpu = meter.stop();
+    Ok(stats
+        .summarize(&args.name_or(kind), elapsed, concurrency)
+        .with_cpu(cpu))
+}
+
+/// Connects the lean gRPC client and runs `spec` on every stream.
+async fn measure_lean_grpc(
+    spec: UnarySpec,
+    target: &Target,
+    grpc: &GrpcArgs,
+    run: &RunArgs,
+    kind: &str,
+) -> Result<Summary> {
+    let (connections, streams) = grpc.lean_layout(run.concurrency);
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let conn = h2grpc::connect(target.addr)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot connect to {}", target.uri))?;
+        conns.push(Some(conn));
+    }
+    let spec = Arc::new(spec);
+    let (addr, timeout) = (target.addr, run.timeout);
+    measure_drivers(
+        connections,
+        connections * streams,
+        run,
+        kind,
+        |i, budget| {
+            let conn = conns[i].take().expect("one connection per driver");
+            h2grpc::drive(Arc::clone(&spec), addr, conn, streams, budget, timeout)
+        },
+    )
+    .await
 }
 
 fn main() -> ExitCode {
@@ -415,16 +647,79 @@ mod tests {
     }
 
     #[test]
+    fn lean_layouts() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                [
+                    "mcpauth-loadgen",
+                    "grpc-health",
+                    "--addr",
+                    "http://127.0.0.1:1",
+                ]
+                .iter()
+                .chain(args),
+            )
+            .unwrap();
+            let Command::GrpcHealth(a) = cli.command else {
+                panic!("wrong subcommand")
+            };
+            (a.grpc.client, a.grpc.lean_layout(a.run.concurrency))
+        };
+        assert_eq!(parse(&[]), (Client::Lean, (2, 16)));
+        assert_eq!(parse(&["-c", "1"]), (Client::Lean, (1, 1)));
+        assert_eq!(parse(&["-c", "64", "--connections", "4"]).1, (4, 16));
+        assert_eq!(parse(&["-c", "64", "--streams", "50"]).1, (2, 50));
+        assert_eq!(parse(&["--connections", "3", "--streams", "7"]).1, (3, 7));
+        assert_eq!(parse(&["--client", "classic"]).0, Client::Classic);
+
+        let cli = Cli::try_parse_from([
+            "mcpauth-loadgen",
+            "http",
+            "--url",
+            "http://127.0.0.1/",
+            "--pipeline",
+            "16",
+        ])
+        .unwrap();
+        let Command::Http(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(
+            (a.client, a.pipeline, a.connections),
+            (Client::Lean, 16, None)
+        );
+        let too_deep = ["mcpauth-loadgen", "http", "--url", "u", "--pipeline", "257"];
+        assert!(Cli::try_parse_from(too_deep).is_err());
+        let unary = [
+            "mcpauth-loadgen",
+            "grpc-unary",
+            "--addr",
+            "a",
+            "--path",
+            "/a.B/C",
+            "--body-hex",
+            "0a00",
+            "--field",
+            "1=x",
+        ];
+        assert!(Cli::try_parse_from(unary).is_err());
+    }
+
+    #[test]
     fn connections_never_exceed_workers() {
         let g = GrpcArgs {
             addr: String::new(),
+            client: Client::Classic,
             connections: Some(16),
+            streams: None,
         };
         assert_eq!(g.connection_count(4), 4);
         assert_eq!(g.connection_count(64), 16);
         let g = GrpcArgs {
             addr: String::new(),
+            client: Client::Classic,
             connections: None,
+            streams: None,
         };
         assert_eq!(g.connection_count(1), 1);
         assert_eq!(g.connection_count(64), 8);

@@ -29,17 +29,26 @@ pub trait Probe: Send + 'static {
     fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// The shared request budget.
+/// The shared request budget: a deadline and a number of requests, whichever runs out first.
 #[derive(Debug)]
-struct Budget {
+pub struct Budget {
     deadline: Instant,
     started: AtomicU64,
     max: u64,
 }
 
 impl Budget {
+    /// A budget of `limits.requests` requests until `start + limits.duration`.
+    pub fn new(start: Instant, limits: &Limits) -> Self {
+        Self {
+            deadline: start + limits.duration,
+            started: AtomicU64::new(0),
+            max: limits.requests,
+        }
+    }
+
     /// Takes the right to start one more request at `now`, if time and count allow.
-    fn take(&self, now: Instant) -> bool {
+    pub fn take(&self, now: Instant) -> bool {
         now < self.deadline && self.started.fetch_add(1, Ordering::Relaxed) < self.max
     }
 }
@@ -68,11 +77,7 @@ async fn worker<P: Probe>(mut probe: P, budget: Arc<Budget>, timeout: Duration) 
 /// a run lasts at most `duration + timeout`.
 pub async fn run<P: Probe>(probes: Vec<P>, limits: Limits) -> Result<(WorkerStats, Duration)> {
     let start = Instant::now();
-    let budget = Arc::new(Budget {
-        deadline: start + limits.duration,
-        started: AtomicU64::new(0),
-        max: limits.requests,
-    });
+    let budget = Arc::new(Budget::new(start, &limits));
     let workers: Vec<_> = probes
         .into_iter()
         .map(|probe| tokio::spawn(worker(probe, Arc::clone(&budget), limits.timeout)))
@@ -80,6 +85,31 @@ pub async fn run<P: Probe>(probes: Vec<P>, limits: Limits) -> Result<(WorkerStat
     let mut total = WorkerStats::new();
     for w in workers {
         total.merge(&w.await.context("a load worker panicked")?);
+    }
+    Ok((total, start.elapsed()))
+}
+
+/// Runs one task per driver (for the engines where one task drives a whole connection with
+/// many requests in flight): `drive(i, budget)` is the future of driver `i`, its connection
+/// already established. Returns the merged measurements and the time from the start to the
+/// last completion.
+pub async fn run_drivers<F, Fut>(
+    count: usize,
+    limits: Limits,
+    mut drive: F,
+) -> Result<(WorkerStats, Duration)>
+where
+    F: FnMut(usize, Arc<Budget>) -> Fut,
+    Fut: Future<Output = WorkerStats> + Send + 'static,
+{
+    let start = Instant::now();
+    let budget = Arc::new(Budget::new(start, &limits));
+    let drivers: Vec<_> = (0..count)
+        .map(|i| tokio::spawn(drive(i, Arc::clone(&budget))))
+        .collect();
+    let mut total = WorkerStats::new();
+    for d in drivers {
+        total.merge(&d.await.context("a load driver panicked")?);
     }
     Ok((total, start.elapsed()))
 }

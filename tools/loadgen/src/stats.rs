@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
+use crate::cpu::CpuUse;
+
 /// Highest latency the histograms track, in microseconds (the per-request timeout is capped
 /// below it); slower samples are clamped to it.
 pub const MAX_TRACKED_MICROS: u64 = 120_000_000;
@@ -105,6 +107,7 @@ impl WorkerStats {
             max_ms: ms(self.latency.max()),
             concurrency,
             first_error: self.first_error.as_ref().map(|(_, what)| what.clone()),
+            cpu: CpuUse::default(),
         }
     }
 }
@@ -134,6 +137,8 @@ pub struct Summary {
     pub concurrency: usize,
     /// Description of the earliest failure, if any.
     pub first_error: Option<String>,
+    /// CPU time the generator (and the server, when its pid was given) used during the run.
+    pub cpu: CpuUse,
 }
 
 impl Summary {
@@ -146,9 +151,32 @@ impl Summary {
         }
     }
 
+    /// This summary with the CPU use of the run.
+    pub fn with_cpu(mut self, cpu: CpuUse) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// CPU microseconds per completed request, from CPU seconds.
+    fn per_request_us(&self, cpu_s: Option<f64>) -> Option<f64> {
+        cpu_s
+            .filter(|_| self.requests > 0)
+            .map(|s| s * 1e6 / self.requests as f64)
+    }
+
+    /// The generator's CPU microseconds per completed request.
+    pub fn generator_us_per_request(&self) -> Option<f64> {
+        self.per_request_us(self.cpu.generator_s)
+    }
+
+    /// The server's CPU microseconds per completed request (when its pid was given).
+    pub fn server_us_per_request(&self) -> Option<f64> {
+        self.per_request_us(self.cpu.server_s)
+    }
+
     /// The line for humans.
     pub fn human_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{}  requests={}  errors={}  duration={:.2}s  throughput={:.0} req/s  \
              p50={:.3}ms  p90={:.3}ms  p99={:.3}ms  max={:.3}ms  concurrency={}",
             self.name,
@@ -161,7 +189,14 @@ impl Summary {
             self.p99_ms,
             self.max_ms,
             self.concurrency,
-        )
+        );
+        if let Some(us) = self.generator_us_per_request() {
+            line.push_str(&format!("  generator_cpu={us:.2}us/req"));
+        }
+        if let Some(us) = self.server_us_per_request() {
+            line.push_str(&format!("  server_cpu={us:.2}us/req"));
+        }
+        line
     }
 
     /// The machine-readable line: one JSON object, fields in a fixed order, `name` first.
@@ -182,8 +217,22 @@ impl Summary {
             ("max_ms", round(self.max_ms, 3)),
             ("concurrency", Value::from(self.concurrency)),
         ];
+        let cpu = [
+            ("generator_cpu_s", self.cpu.generator_s.map(|s| round(s, 3))),
+            (
+                "generator_cpu_us_per_req",
+                self.generator_us_per_request().map(|us| round(us, 2)),
+            ),
+            ("server_cpu_s", self.cpu.server_s.map(|s| round(s, 3))),
+            (
+                "server_cpu_us_per_req",
+                self.server_us_per_request().map(|us| round(us, 2)),
+            ),
+        ];
+        let fields = fields
+            .into_iter()
+            .chain(cpu.into_iter().filter_map(|(k, v)| Some((k, v?))));
         let body: Vec<String> = fields
-            .iter()
             .map(|(key, value)| format!("\"{key}\":{value}"))
             .collect();
         format!("{{{}}}", body.join(","))
@@ -305,5 +354,22 @@ mod tests {
                 .error_ratio(),
             1.0
         );
+        assert!(v.get("generator_cpu_us_per_req").is_none());
+
+        let s = s.with_cpu(CpuUse {
+            generator_s: Some(0.25),
+            server_s: Some(1.0),
+        });
+        assert!(
+            s.human_line().ends_with(
+                "concurrency=4  generator_cpu=250000.00us/req  server_cpu=1000000.00us/req"
+            ),
+            "{}",
+            s.human_line()
+        );
+        let v: Value = serde_json::from_str(&s.json_line()).unwrap();
+        assert_eq!(v["generator_cpu_s"], 0.25);
+        assert_eq!(v["generator_cpu_us_per_req"], 250000.0);
+        assert_eq!(v["server_cpu_us_per_req"], 1000000.0);
     }
 }
