@@ -5,4 +5,5 @@ mod cluster;
 mod external;
 mod harness;
 mod resource;
+mod rmcp_client;
 mod stateless;
