@@ -1,0 +1,8 @@
+//! token-vault integration tests: real Postgres, Redis and auth-service; a fake upstream.
+
+mod api;
+mod crash;
+mod harness;
+mod isolation;
+mod refresh;
+mod rotation;
