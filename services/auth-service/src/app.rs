@@ -42,6 +42,10 @@ pub struct AppState {
     pub pool: PgPool,
     pub metrics: MetricsHandle,
     pub rate_limiter: crate::ratelimit::RateLimiter,
+    /// Configured upstream providers (login delegation and the connect flow).
+    pub upstream: crate::upstream::UpstreamProviders,
+    /// token-vault, where upstream tokens go; present whenever a provider is configured.
+    pub vault: Option<crate::vault::VaultClient>,
     /// Union of the scopes of every configured resource (metadata `scopes_supported`).
     pub supported_scopes: Vec<String>,
     resources: Arc<Vec<String>>,
@@ -249,6 +253,12 @@ pub async fn build_state(
         audit,
         login: LoginProvider::from_config(&config.login),
         rate_limiter,
+        upstream: crate::upstream::UpstreamProviders::new(&config.upstream)?,
+        vault: config
+            .vault
+            .as_ref()
+            .map(crate::vault::VaultClient::new)
+            .transpose()?,
         pool,
         metrics,
         supported_scopes: supported,

@@ -29,6 +29,13 @@ pub enum AuditKind {
     TokenRevoked,
     RefreshReuseDetected,
     ClientAuthFailed,
+    UpstreamLoginSucceeded,
+    UpstreamLoginFailed,
+    VaultStored,
+    VaultStoreFailed,
+    ConnectStarted,
+    ConnectRefused,
+    ConnectCompleted,
 }
 
 impl AuditKind {
@@ -49,6 +56,13 @@ impl AuditKind {
             AuditKind::TokenRevoked => "token.revoked",
             AuditKind::RefreshReuseDetected => "refresh.reuse_detected",
             AuditKind::ClientAuthFailed => "client.auth_failed",
+            AuditKind::UpstreamLoginSucceeded => "upstream.login_succeeded",
+            AuditKind::UpstreamLoginFailed => "upstream.login_failed",
+            AuditKind::VaultStored => "vault.credential_stored",
+            AuditKind::VaultStoreFailed => "vault.credential_store_failed",
+            AuditKind::ConnectStarted => "connect.started",
+            AuditKind::ConnectRefused => "connect.refused",
+            AuditKind::ConnectCompleted => "connect.completed",
         }
     }
 }

@@ -34,6 +34,12 @@ pub struct Config {
     /// Pre-registered clients.
     #[serde(default)]
     pub clients: Vec<StaticClientConfig>,
+    /// Upstream identity and API providers (login delegation and the connect flow).
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// token-vault, where upstream tokens are stored. Required once a provider is configured.
+    #[serde(default)]
+    pub vault: Option<VaultConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +108,8 @@ pub enum LoginProviderKind {
     Dev,
     /// Users from configuration with argon2 password hashes.
     Local,
+    /// Delegated to `login.upstream_provider` (OpenID Connect or plain OAuth 2.0).
+    Upstream,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +124,121 @@ pub struct LoginConfig {
     pub session_ttl_secs: u64,
     /// How long a user has to finish login and consent.
     pub pending_ttl_secs: u64,
+    /// With `provider = "upstream"`: the name of the `upstream.providers` entry users log in with.
+    #[serde(default)]
+    pub upstream_provider: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Lifetime of the `state` of an upstream authorization (consent → callback).
+    #[serde(default = "default_state_ttl")]
+    pub state_ttl_secs: u64,
+    /// Total timeout of every upstream HTTP call (discovery, JWKS, token, userinfo).
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_ms: u64,
+    /// Largest upstream response body read.
+    #[serde(default = "default_upstream_max_bytes")]
+    pub max_response_bytes: usize,
+    /// Lifetime of a connect link (`UpstreamConnect.StartConnect`).
+    #[serde(default = "default_state_ttl")]
+    pub connect_ttl_secs: u64,
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, UpstreamProviderConfig>,
+}
+
+fn default_state_ttl() -> u64 {
+    600
+}
+fn default_upstream_timeout() -> u64 {
+    5000
+}
+fn default_upstream_max_bytes() -> usize {
+    256 * 1024
+}
+fn default_auth_method() -> String {
+    "client_secret_basic".into()
+}
+fn default_jwks_refetch() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    /// OpenID Connect: discovery from `issuer`, identity from the verified ID token.
+    Oidc,
+    /// Plain OAuth 2.0: explicit endpoints, identity from `userinfo_endpoint`.
+    Oauth2,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamProviderConfig {
+    pub kind: UpstreamKind,
+    /// Shown on the consent and connect pages.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// OIDC: the issuer (discovery, ID token `iss`). OAuth 2.0: optional; names the identity
+    /// namespace of linked accounts (default: the authorization endpoint's origin).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default = "default_auth_method")]
+    pub token_endpoint_auth_method: String,
+    /// Scopes requested upstream (`openid` is added for OIDC providers).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Dotted path of the user's stable id in the userinfo JSON (required for OAuth 2.0).
+    #[serde(default)]
+    pub subject_claim: Option<String>,
+    /// Dotted path of a display name in the ID token or userinfo JSON.
+    #[serde(default)]
+    pub username_claim: Option<String>,
+    /// Floor between two JWKS fetches triggered by an unknown `kid`.
+    #[serde(default = "default_jwks_refetch")]
+    pub jwks_min_refetch_secs: u64,
+}
+
+impl UpstreamProviderConfig {
+    /// The name shown to users.
+    pub fn display<'a>(&'a self, name: &'a str) -> &'a str {
+        self.display_name.as_deref().unwrap_or(name)
+    }
+
+    /// The scopes requested at the upstream authorization endpoint.
+    pub fn requested_scopes(&self) -> Vec<String> {
+        let mut s = self.scopes.clone();
+        if self.kind == UpstreamKind::Oidc && !s.iter().any(|x| x == "openid") {
+            s.insert(0, "openid".into());
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// token-vault's gRPC address, e.g. `http://127.0.0.1:9091` (`https://` needs `ca_file`).
+    pub addr: String,
+    /// auth-service's service credential at token-vault (permission `put`).
+    pub credential: Secret,
+    /// PEM CA bundle for an `https://` address.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +454,119 @@ impl Config {
         if self.login.provider == LoginProviderKind::Local && self.login.users.is_empty() {
             return err("login.users: the local provider needs at least one user".into());
         }
+        self.validate_upstream()
+    }
+
+    fn validate_upstream(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError::new(m));
+        if self.login.provider == LoginProviderKind::Upstream {
+            let name = &self.login.upstream_provider;
+            if name.is_empty() {
+                return err(
+                    "login.upstream_provider: required when login.provider = \"upstream\"".into(),
+                );
+            }
+            if !self.upstream.providers.contains_key(name) {
+                return err(format!(
+                    "login.upstream_provider: {name:?} is not configured in upstream.providers"
+                ));
+            }
+        }
+        if self.upstream.state_ttl_secs == 0 || self.upstream.connect_ttl_secs == 0 {
+            return err("upstream: state_ttl_secs and connect_ttl_secs must be positive".into());
+        }
+        for (name, p) in &self.upstream.providers {
+            let key = format!("upstream.providers.{name}");
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return err(format!("{key}: names are 1-64 characters of [A-Za-z0-9_-]"));
+            }
+            if p.client_id.is_empty() {
+                return err(format!("{key}.client_id: required"));
+            }
+            if !["none", "client_secret_basic", "client_secret_post"]
+                .contains(&p.token_endpoint_auth_method.as_str())
+            {
+                return err(format!(
+                    "{key}.token_endpoint_auth_method: must be client_secret_basic, client_secret_post or none"
+                ));
+            }
+            if (p.token_endpoint_auth_method == "none") != p.client_secret.is_none() {
+                return err(format!(
+                    "{key}.client_secret: required exactly when token_endpoint_auth_method is not none"
+                ));
+            }
+            match p.kind {
+                UpstreamKind::Oidc if p.issuer.is_none() => {
+                    return err(format!("{key}.issuer: required for kind = \"oidc\""));
+                }
+                UpstreamKind::Oauth2 => {
+                    for (field, v) in [
+                        ("authorization_endpoint", &p.authorization_endpoint),
+                        ("token_endpoint", &p.token_endpoint),
+                        ("userinfo_endpoint", &p.userinfo_endpoint),
+                        ("subject_claim", &p.subject_claim),
+                    ] {
+                        if v.as_deref().is_none_or(str::is_empty) {
+                            return err(format!("{key}.{field}: required for kind = \"oauth2\""));
+                        }
+                    }
+                }
+                UpstreamKind::Oidc => {}
+            }
+            for (field, v) in [
+                ("issuer", &p.issuer),
+                ("authorization_endpoint", &p.authorization_endpoint),
+                ("token_endpoint", &p.token_endpoint),
+                ("userinfo_endpoint", &p.userinfo_endpoint),
+                ("jwks_uri", &p.jwks_uri),
+            ] {
+                if let Some(u) = v
+                    && let Err(e) = crate::upstream::check_endpoint(u)
+                {
+                    return err(format!("{key}.{field}: {e}"));
+                }
+            }
+            for (field, v) in [
+                ("subject_claim", &p.subject_claim),
+                ("username_claim", &p.username_claim),
+            ] {
+                if let Some(path) = v
+                    && path.split('.').any(str::is_empty)
+                {
+                    return err(format!(
+                        "{key}.{field}: not a dotted path like \"result.sys_id\""
+                    ));
+                }
+            }
+        }
+        if !self.upstream.providers.is_empty() {
+            let Some(v) = &self.vault else {
+                return err(
+                    "vault: required when upstream.providers are configured (token-vault addr and credential)"
+                        .into(),
+                );
+            };
+            match url::Url::parse(&v.addr) {
+                Ok(u) if u.scheme() == "http" => {}
+                Ok(u) if u.scheme() == "https" => {
+                    if v.ca_file.as_ref().is_none_or(|p| !p.is_file()) {
+                        return err(
+                            "vault.ca_file: a readable PEM file is required for an https addr"
+                                .into(),
+                        );
+                    }
+                }
+                _ => return err("vault.addr: must be an http:// or https:// URL".into()),
+            }
+            if v.credential.expose().is_empty() {
+                return err("vault.credential: required".into());
+            }
+        }
         Ok(())
     }
 
@@ -397,6 +633,91 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("issuer"), "{e}");
+    }
+
+    fn upstream_config(toml: &str, pairs: &[(&str, &str)]) -> String {
+        let dir = std::env::temp_dir().join(format!("mcpauth-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&dir, toml).unwrap();
+        let mut e = vec![("MCPAUTH__DEV_MODE", "true")];
+        e.extend_from_slice(pairs);
+        let r = Config::load(Some(&dir), &env(&e));
+        let _ = std::fs::remove_file(&dir);
+        match r {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const OIDC: &str = "[upstream.providers.corp]\nkind = \"oidc\"\nissuer = \"https://sso.example\"\n\
+                        client_id = \"c\"\nclient_secret = \"s\"\n";
+    const VAULT: &str = "[vault]\naddr = \"http://127.0.0.1:9091\"\ncredential = \"v\"\n";
+
+    #[test]
+    fn upstream_configuration_errors_name_the_key() {
+        let upstream = [("MCPAUTH__LOGIN__PROVIDER", "upstream")];
+        let named = [
+            ("MCPAUTH__LOGIN__PROVIDER", "upstream"),
+            ("MCPAUTH__LOGIN__UPSTREAM_PROVIDER", "corp"),
+        ];
+        assert_eq!(upstream_config(&format!("{OIDC}{VAULT}"), &named), "ok");
+        let e = upstream_config(&format!("{OIDC}{VAULT}"), &upstream);
+        assert!(e.contains("login.upstream_provider: required"), "{e}");
+        let e = upstream_config(VAULT, &named);
+        assert!(
+            e.contains("login.upstream_provider: \"corp\" is not configured"),
+            "{e}"
+        );
+        let e = upstream_config(OIDC, &named);
+        assert!(e.contains("vault: required when upstream.providers"), "{e}");
+        let oauth2 = "[upstream.providers.sn]\nkind = \"oauth2\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+                      authorization_endpoint = \"https://sn.example/oauth_auth.do\"\n\
+                      token_endpoint = \"https://sn.example/oauth_token.do\"\n";
+        let e = upstream_config(&format!("{oauth2}{VAULT}"), &[]);
+        assert!(
+            e.contains("upstream.providers.sn.userinfo_endpoint: required"),
+            "{e}"
+        );
+        let e = upstream_config(
+            &format!("{oauth2}userinfo_endpoint = \"https://sn.example/me\"\n{VAULT}"),
+            &[],
+        );
+        assert!(
+            e.contains("upstream.providers.sn.subject_claim: required"),
+            "{e}"
+        );
+        let e = upstream_config(
+            &format!(
+                "{oauth2}userinfo_endpoint = \"http://sn.example/me\"\nsubject_claim = \"result.sys_id\"\n{VAULT}"
+            ),
+            &[],
+        );
+        assert!(
+            e.contains("upstream.providers.sn.userinfo_endpoint: must be https"),
+            "{e}"
+        );
+        let e = upstream_config(
+            &format!(
+                "{oauth2}userinfo_endpoint = \"https://sn.example/me\"\nsubject_claim = \"result..id\"\n{VAULT}"
+            ),
+            &[],
+        );
+        assert!(e.contains("subject_claim: not a dotted path"), "{e}");
+        let e = upstream_config(
+            "[upstream.providers.corp]\nkind = \"oidc\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+            &[],
+        );
+        assert!(
+            e.contains("upstream.providers.corp.issuer: required"),
+            "{e}"
+        );
+        let e = upstream_config(
+            &format!(
+                "[upstream.providers.corp]\nkind = \"oidc\"\nissuer = \"https://sso.example\"\nclient_id = \"c\"\n{VAULT}"
+            ),
+            &[],
+        );
+        assert!(e.contains("upstream.providers.corp.client_secret"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
     }
 
     #[test]

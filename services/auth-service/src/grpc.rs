@@ -1,8 +1,10 @@
-//! The gRPC face (tonic): `mcpauth.v1.TokenIntrospection`, `grpc.health.v1` and server
+//! The gRPC face (tonic): `mcpauth.v1.TokenIntrospection`, `mcpauth.v1.UpstreamConnect`
+//! (`grpc_connect`), `grpc.health.v1` and server
 //! reflection. Callers authenticate with a service credential (`authorization: Bearer …`)
 //! whose SHA-256 is listed in `grpc.callers`.
 
 use mcpauth_proto::v1::token_introspection_server::{TokenIntrospection, TokenIntrospectionServer};
+use mcpauth_proto::v1::upstream_connect_server::UpstreamConnectServer;
 use mcpauth_proto::v1::{IntrospectRequest, IntrospectResponse, TokenKind as ProtoKind};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -12,28 +14,26 @@ use crate::app::AppState;
 use crate::domain::token::{hash, unhex};
 use crate::tokens::TokenKind;
 
-/// The introspection service.
-pub struct Introspection {
-    state: AppState,
-    /// SHA-256 of each allowed caller credential, with the caller's name.
-    callers: Vec<(String, Vec<u8>)>,
-}
+/// The services allowed to call, each with the SHA-256 of its credential.
+#[derive(Clone)]
+pub struct Callers(std::sync::Arc<Vec<(String, Vec<u8>)>>);
 
-impl Introspection {
-    pub fn new(state: AppState) -> Self {
-        let callers = state
-            .config
-            .grpc
-            .callers
-            .iter()
-            .filter_map(|c| unhex(&c.credential_sha256).map(|h| (c.name.clone(), h)))
-            .collect();
-        Self { state, callers }
+impl Callers {
+    pub fn from_config(state: &AppState) -> Self {
+        Self(std::sync::Arc::new(
+            state
+                .config
+                .grpc
+                .callers
+                .iter()
+                .filter_map(|c| unhex(&c.credential_sha256).map(|h| (c.name.clone(), h)))
+                .collect(),
+        ))
     }
 
     /// Names the calling service, or refuses it. Every configured credential is compared, in
     /// constant time, so the time taken does not reveal which one was close.
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<&str, Status> {
+    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<&str, Status> {
         let presented = req
             .metadata()
             .get("authorization")
@@ -42,12 +42,29 @@ impl Introspection {
             .ok_or_else(|| Status::unauthenticated("a service credential is required"))?;
         let digest = hash(presented);
         let mut found = None;
-        for (name, h) in &self.callers {
+        for (name, h) in self.0.iter() {
             if bool::from(digest.ct_eq(h)) {
                 found = Some(name.as_str());
             }
         }
         found.ok_or_else(|| Status::unauthenticated("unknown service credential"))
+    }
+}
+
+/// The introspection service.
+pub struct Introspection {
+    state: AppState,
+    callers: Callers,
+}
+
+impl Introspection {
+    pub fn new(state: AppState) -> Self {
+        let callers = Callers::from_config(&state);
+        Self { state, callers }
+    }
+
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<&str, Status> {
+        self.callers.authenticate(req)
     }
 }
 
@@ -125,6 +142,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<TokenIntrospectionServer<Introspection>>()
         .await;
+    health_reporter
+        .set_serving::<UpstreamConnectServer<crate::grpc_connect::Connect>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mcpauth_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -139,7 +159,12 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(TokenIntrospectionServer::new(Introspection::new(state)))
+        .add_service(TokenIntrospectionServer::new(Introspection::new(
+            state.clone(),
+        )))
+        .add_service(UpstreamConnectServer::new(
+            crate::grpc_connect::Connect::new(state),
+        ))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

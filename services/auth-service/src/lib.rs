@@ -12,10 +12,13 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod grpc_connect;
 pub mod http;
 pub mod login;
 pub mod ratelimit;
 pub mod store;
 pub mod tokens;
+pub mod upstream;
+pub mod vault;
 
 pub use audit::{AuditEvent, AuditKind, AuditLog};

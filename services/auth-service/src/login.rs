@@ -1,6 +1,7 @@
 //! Login providers: who the user at `/authorize` is. The dev provider logs a fixed user in
 //! without a password (loopback-only dev mode); the local provider checks argon2 password
-//! hashes from configuration. The upstream identity-provider login plugs in here too.
+//! hashes from configuration; the upstream provider delegates to an OpenID Connect or OAuth 2.0
+//! server (`crate::upstream`, flow in `http::upstream`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +24,16 @@ pub struct LoginIdentity {
 /// The configured login provider.
 #[derive(Clone)]
 pub enum LoginProvider {
-    Dev { username: String },
-    Local { users: Arc<HashMap<String, String>> },
+    Dev {
+        username: String,
+    },
+    Local {
+        users: Arc<HashMap<String, String>>,
+    },
+    /// Delegated to the named `upstream.providers` entry.
+    Upstream {
+        provider: String,
+    },
 }
 
 /// A syntactically valid hash used to spend the same time on unknown usernames.
@@ -44,6 +53,9 @@ impl LoginProvider {
                         .collect(),
                 ),
             },
+            LoginProviderKind::Upstream => LoginProvider::Upstream {
+                provider: cfg.upstream_provider.clone(),
+            },
         }
     }
 
@@ -55,7 +67,15 @@ impl LoginProvider {
                 subject: username.clone(),
                 username: username.clone(),
             }),
-            LoginProvider::Local { .. } => None,
+            LoginProvider::Local { .. } | LoginProvider::Upstream { .. } => None,
+        }
+    }
+
+    /// The upstream provider users log in with, if login is delegated.
+    pub fn upstream_provider(&self) -> Option<&str> {
+        match self {
+            LoginProvider::Upstream { provider } => Some(provider),
+            _ => None,
         }
     }
 

@@ -27,19 +27,19 @@ use crate::store::clients::Client;
 use crate::store::ephemeral::{CodeRecord, PendingAuthorization};
 
 /// Binds a pending authorization to the browser that started it.
-const BROWSER_COOKIE: &str = "__Host-mcpauth_browser";
+pub(crate) const BROWSER_COOKIE: &str = "__Host-mcpauth_browser";
 /// The browser's login session.
-const SESSION_COOKIE: &str = "__Host-mcpauth_session";
+pub(crate) const SESSION_COOKIE: &str = "__Host-mcpauth_session";
 
 /// Where the response to an authorization request goes once the redirect URI is trusted.
-struct Callback<'a> {
-    redirect_uri: &'a str,
-    state: Option<&'a str>,
-    issuer: &'a str,
+pub(crate) struct Callback<'a> {
+    pub redirect_uri: &'a str,
+    pub state: Option<&'a str>,
+    pub issuer: &'a str,
 }
 
 impl Callback<'_> {
-    fn redirect(&self, params: &[(&str, &str)]) -> HttpResponse {
+    pub fn redirect(&self, params: &[(&str, &str)]) -> HttpResponse {
         let mut url =
             url::Url::parse(self.redirect_uri).expect("registered redirect URIs are absolute");
         {
@@ -58,7 +58,7 @@ impl Callback<'_> {
             .finish()
     }
 
-    fn error(&self, e: &OAuthError) -> HttpResponse {
+    pub fn error(&self, e: &OAuthError) -> HttpResponse {
         let mut params = vec![("error", e.error)];
         if let Some(d) = &e.error_description {
             params.push(("error_description", d.as_str()));
@@ -67,7 +67,7 @@ impl Callback<'_> {
     }
 }
 
-fn cookie<'c>(name: &'c str, value: String, max_age_secs: i64) -> Cookie<'c> {
+pub(crate) fn cookie<'c>(name: &'c str, value: String, max_age_secs: i64) -> Cookie<'c> {
     Cookie::build(name, value)
         .path("/")
         .http_only(true)
@@ -238,6 +238,11 @@ async fn proceed(
         if let Err(e) = state.ephemeral.put_pending(request_id, &pending, ttl).await {
             return server_error_page(e);
         }
+        // Delegated login: consent first (MCP security best practices, confused deputy), the
+        // upstream redirect only once the user approved this client.
+        if state.login.upstream_provider().is_some() {
+            return consent_response(state, request_id, &pending, client);
+        }
         return pages::login_form(
             request_id,
             &pending.csrf,
@@ -270,7 +275,7 @@ async fn proceed(
         if let Err(e) = state.ephemeral.put_pending(request_id, &pending, ttl).await {
             return server_error_page(e);
         }
-        consent_response(request_id, &pending, client)
+        consent_response(state, request_id, &pending, client)
     };
     if let Some(u) = set_session
         && let Some(c) = new_session(state, u).await
@@ -280,7 +285,7 @@ async fn proceed(
     resp
 }
 
-fn server_error_page(e: impl std::fmt::Display) -> HttpResponse {
+pub(crate) fn server_error_page(e: impl std::fmt::Display) -> HttpResponse {
     let e = OAuthError::server_error(e);
     let mut r = pages::error_page(
         e.error,
@@ -290,11 +295,26 @@ fn server_error_page(e: impl std::fmt::Display) -> HttpResponse {
     r
 }
 
-fn client_display_name(c: &Client) -> &str {
+pub(crate) fn client_display_name(c: &Client) -> &str {
     c.client_name.as_deref().unwrap_or(&c.client_id)
 }
 
-fn consent_response(request_id: &str, p: &PendingAuthorization, client: &Client) -> HttpResponse {
+fn consent_response(
+    state: &AppState,
+    request_id: &str,
+    p: &PendingAuthorization,
+    client: &Client,
+) -> HttpResponse {
+    // Before a delegated login the page also says where the user signs in and what that
+    // provider is asked for.
+    let upstream = match (p.user_id, state.login.upstream_provider()) {
+        (None, Some(name)) => state.upstream.get(name),
+        _ => None,
+    };
+    let upstream_scopes = upstream
+        .as_ref()
+        .map(|u| u.cfg.requested_scopes())
+        .unwrap_or_default();
     let url = url::Url::parse(&p.redirect_uri).ok();
     let host = url
         .as_ref()
@@ -315,10 +335,13 @@ fn consent_response(request_id: &str, p: &PendingAuthorization, client: &Client)
         redirect_is_loopback: loopback,
         scopes,
         resource: &p.resource,
+        upstream: upstream
+            .as_ref()
+            .map(|u| (u.display_name(), upstream_scopes.as_slice())),
     })
 }
 
-async fn session_user(
+pub(crate) async fn session_user(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<Option<Uuid>, crate::error::StoreError> {
@@ -328,7 +351,7 @@ async fn session_user(
     }
 }
 
-async fn new_session(state: &AppState, user: Uuid) -> Option<Cookie<'static>> {
+pub(crate) async fn new_session(state: &AppState, user: Uuid) -> Option<Cookie<'static>> {
     let value = state.tokens.keys.random_id() + &state.tokens.keys.random_id();
     let ttl = state.config.login.session_ttl_secs;
     match state.ephemeral.put_session(&hash(&value), user, ttl).await {
@@ -341,7 +364,7 @@ async fn new_session(state: &AppState, user: Uuid) -> Option<Cookie<'static>> {
 }
 
 /// Issues the single-use code and redirects back to the client.
-async fn issue_code(
+pub(crate) async fn issue_code(
     state: &AppState,
     req: &HttpRequest,
     p: &PendingAuthorization,
@@ -531,11 +554,14 @@ pub async fn login_submit(
 
 /// `GET /consent?request=…`
 pub async fn consent_page(state: web::Data<AppState>, q: web::Query<RequestQuery>) -> HttpResponse {
+    let delegated = state.login.upstream_provider().is_some();
     match state.ephemeral.get_pending(&q.request).await {
-        Ok(Some(p)) if p.user_id.is_some() => match state.clients.get(&p.client_id).await {
-            Ok(Some(c)) => consent_response(&q.request, &p, &c),
-            _ => pages::error_page("invalid_request", "unknown application"),
-        },
+        Ok(Some(p)) if p.user_id.is_some() || delegated => {
+            match state.clients.get(&p.client_id).await {
+                Ok(Some(c)) => consent_response(&state, &q.request, &p, &c),
+                _ => pages::error_page("invalid_request", "unknown application"),
+            }
+        }
         Ok(_) => pages::error_page(
             "invalid_request",
             "this request has expired; start again from the application",
@@ -558,8 +584,10 @@ pub async fn consent_submit(
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let Some(user_id) = pending.user_id else {
-        return pages::error_page("invalid_request", "sign in first");
+    let user_id = match (pending.user_id, state.login.upstream_provider()) {
+        (Some(u), _) => Some(u),
+        (None, Some(_)) => None,
+        (None, None) => return pages::error_page("invalid_request", "sign in first"),
     };
     // Single use: a second submission of the same form finds nothing.
     match state.ephemeral.take_pending(&request_id).await {
@@ -571,15 +599,13 @@ pub async fn consent_submit(
     }
     let ip = client_ip(&state, &req);
     if form.get("decision").map(String::as_str) != Some("allow") {
-        state
-            .audit
-            .record(
-                AuditEvent::new(AuditKind::ConsentDenied)
-                    .client(&client.client_id)
-                    .user(user_id)
-                    .ip(ip),
-            )
-            .await;
+        let mut ev = AuditEvent::new(AuditKind::ConsentDenied)
+            .client(&client.client_id)
+            .ip(ip);
+        if let Some(u) = user_id {
+            ev = ev.user(u);
+        }
+        state.audit.record(ev).await;
         let cb = Callback {
             redirect_uri: &pending.redirect_uri,
             state: pending.state.as_deref(),
@@ -587,6 +613,30 @@ pub async fn consent_submit(
         };
         return cb.error(&OAuthError::access_denied("the user denied the request"));
     }
+    let Some(user_id) = user_id else {
+        // Consent given before the delegated login: the user is not known yet. The decision
+        // travels with the upstream state and is recorded for the user at the callback.
+        state
+            .audit
+            .record(
+                AuditEvent::new(AuditKind::ConsentGranted)
+                    .client(&client.client_id)
+                    .ip(ip)
+                    .detail(json!({"scope": pending.scope, "resource": pending.resource, "before_login": true})),
+            )
+            .await;
+        let provider = state
+            .login
+            .upstream_provider()
+            .unwrap_or_default()
+            .to_owned();
+        return crate::http::upstream::redirect_upstream(
+            &state,
+            &provider,
+            crate::store::ephemeral::UpstreamPurpose::Login { pending },
+        )
+        .await;
+    };
     if let Err(e) = state
         .users
         .record_consent(

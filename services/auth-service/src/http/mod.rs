@@ -2,6 +2,7 @@
 //! in the shapes RFC 6749, 7591, 7592, 7009, 7662, 8414 and 9207 prescribe.
 
 mod authorize;
+mod connect;
 mod grants;
 mod metadata;
 mod ops;
@@ -9,6 +10,7 @@ mod pages;
 mod register;
 mod revoke_introspect;
 mod token;
+pub(crate) mod upstream;
 
 use std::collections::HashMap;
 
@@ -35,6 +37,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/login", web::post().to(authorize::login_submit))
     .route("/consent", web::get().to(authorize::consent_page))
     .route("/consent", web::post().to(authorize::consent_submit))
+    .route("/upstream/callback", web::get().to(upstream::callback))
+    .route("/connect/{ticket}", web::get().to(connect::show))
+    .route("/connect/{ticket}", web::post().to(connect::submit))
     .route("/token", web::post().to(token::token))
     .route("/revoke", web::post().to(revoke_introspect::revoke))
     .route("/introspect", web::post().to(revoke_introspect::introspect))

@@ -81,6 +81,8 @@ pub struct ConsentView<'a> {
     pub redirect_is_loopback: bool,
     pub scopes: Vec<&'a str>,
     pub resource: &'a str,
+    /// Before a delegated login: the upstream provider's name and the scopes it is asked for.
+    pub upstream: Option<(&'a str, &'a [String])>,
 }
 
 /// The consent screen: names the client, its redirect host, the scopes and the resource.
@@ -96,6 +98,17 @@ pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
     } else {
         ""
     };
+    let upstream = match v.upstream {
+        Some((name, scopes)) => format!(
+            "<p>If you allow, you will sign in with <strong>{}</strong>, which will be asked for:</p><ul>{}</ul>",
+            text(name),
+            scopes
+                .iter()
+                .map(|s| format!("<li><code>{}</code></li>", text(s)))
+                .collect::<String>()
+        ),
+        None => String::new(),
+    };
     page(
         StatusCode::OK,
         "Authorize access",
@@ -103,7 +116,7 @@ pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
             "<h1><strong>{}</strong> wants to access your account</h1><div class=\"box\">\
              <p>Client: <code>{}</code></p>\
              <p>After you decide, you will be sent to <strong>{}</strong> (<code>{}</code>).</p>{loopback}\
-             <p>Resource: <code>{}</code></p><p>Permissions:</p><ul>{scopes}</ul></div>\
+             <p>Resource: <code>{}</code></p><p>Permissions:</p><ul>{scopes}</ul>{upstream}</div>\
              <form method=\"post\" action=\"consent\"><input type=\"hidden\" name=\"request\" value=\"{}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><p>\
              <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
@@ -115,6 +128,78 @@ pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
             text(v.resource),
             attr(v.request_id),
             attr(v.csrf)
+        ),
+    )
+}
+
+/// A plain message page (connect flow outcomes and refusals).
+pub fn message(status: StatusCode, title: &str, message: &str) -> HttpResponse {
+    page(
+        status,
+        title,
+        &format!(
+            "<h1>{}</h1><div class=\"box\"><p>{}</p></div>",
+            text(title),
+            text(message)
+        ),
+    )
+}
+
+/// The local provider's login form inside a connect link (posts back to the link itself).
+pub fn connect_login_form(csrf: &str, provider: &str, failed: bool) -> HttpResponse {
+    let notice = if failed {
+        "<p class=\"warn\">Wrong username or password.</p>"
+    } else {
+        ""
+    };
+    page(
+        if failed {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        "Sign in",
+        &format!(
+            "<h1>Sign in to connect {}</h1>{notice}<form method=\"post\" class=\"box\">\
+             <input type=\"hidden\" name=\"step\" value=\"login\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label>Username<input name=\"username\" autocomplete=\"username\" required autofocus></label>\
+             <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+             <button type=\"submit\">Sign in</button></form>",
+            text(provider),
+            attr(csrf)
+        ),
+    )
+}
+
+/// The connect confirmation: which account, which provider, which scopes.
+pub fn connect_confirm(
+    action: &str,
+    csrf: &str,
+    account: &str,
+    provider: &str,
+    scopes: &[String],
+) -> HttpResponse {
+    let scopes: String = scopes
+        .iter()
+        .map(|s| format!("<li><code>{}</code></li>", text(s)))
+        .collect();
+    page(
+        StatusCode::OK,
+        "Connect an account",
+        &format!(
+            "<h1>Connect <strong>{}</strong> to your account</h1><div class=\"box\">\
+             <p>Signed in as <strong>{}</strong>.</p>\
+             <p>Your assistant's tools will act as you at {} with these permissions:</p><ul>{scopes}</ul>\
+             <p class=\"warn\">Only continue if you asked your assistant to connect {} just now.</p></div>\
+             <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><p>\
+             <button type=\"submit\" name=\"step\" value=\"confirm\">Connect</button>\
+             <button type=\"submit\" name=\"step\" value=\"cancel\">Cancel</button></p></form>",
+            text(provider),
+            text(account),
+            text(provider),
+            text(provider),
+            attr(action),
+            attr(csrf)
         ),
     )
 }

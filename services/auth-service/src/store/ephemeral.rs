@@ -34,6 +34,44 @@ pub struct PendingAuthorization {
     pub force_consent: bool,
 }
 
+/// What an upstream authorization (a redirect to a provider) is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamPurpose {
+    /// Logging a user in for an `/authorize` request the user already consented to.
+    Login { pending: PendingAuthorization },
+    /// Logging a user in to open a connect link (`ticket` is the link's secret part).
+    ConnectLogin { ticket: String },
+    /// Connecting `provider` for an already identified user.
+    Connect { user_id: Uuid },
+}
+
+/// The server side of an upstream `state`: stored (by the state's SHA-256) only after consent,
+/// immediately before the redirect; taken exactly once at the callback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpstreamAuthState {
+    pub provider: String,
+    pub purpose: UpstreamPurpose,
+    /// PKCE verifier of this upstream request.
+    pub code_verifier: String,
+    /// OIDC `nonce` sent upstream; the ID token must carry it back.
+    pub nonce: String,
+    /// SHA-256 (hex) of the `__Host-` cookie set on the browser with the redirect.
+    pub browser_sha256: String,
+}
+
+/// A connect link issued by `UpstreamConnect.StartConnect` (stored by the ticket's SHA-256).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectTicket {
+    pub user_id: Uuid,
+    pub provider: String,
+    /// CSRF token of the login and confirmation forms.
+    pub csrf: String,
+    /// SHA-256 (hex) of the browser-binding cookie of the first browser that opened the link.
+    pub browser_sha256: Option<String>,
+    pub expires_at: i64,
+}
+
 /// What an authorization code is bound to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeRecord {
@@ -140,6 +178,85 @@ impl Ephemeral {
     pub async fn take_pending(&self, id: &str) -> Result<Option<PendingAuthorization>, StoreError> {
         let mut c = self.conn().await?;
         let raw: Option<String> = c.get_del(self.key("authz", id)).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    // --- upstream authorizations and connect links -------------------------------------------
+
+    pub async fn put_upstream_state(
+        &self,
+        state_sha256: &[u8],
+        s: &UpstreamAuthState,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        self.put_json(&self.key("upstate", &hex(state_sha256)), s, ttl)
+            .await
+    }
+
+    /// Takes an upstream state (GETDEL): a state is honoured once, replays find nothing.
+    pub async fn take_upstream_state(
+        &self,
+        state_sha256: &[u8],
+    ) -> Result<Option<UpstreamAuthState>, StoreError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get_del(self.key("upstate", &hex(state_sha256))).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    pub async fn put_connect_ticket(
+        &self,
+        ticket_sha256: &[u8],
+        t: &ConnectTicket,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        self.put_json(&self.key("connect", &hex(ticket_sha256)), t, ttl)
+            .await
+    }
+
+    pub async fn get_connect_ticket(
+        &self,
+        ticket_sha256: &[u8],
+    ) -> Result<Option<ConnectTicket>, StoreError> {
+        self.get_json(&self.key("connect", &hex(ticket_sha256)))
+            .await
+    }
+
+    /// Binds a ticket to the first browser that opens it: succeeds only if no browser was bound
+    /// yet (a compare-and-set in one Lua script, so two browsers cannot both win).
+    pub async fn bind_connect_ticket(
+        &self,
+        ticket_sha256: &[u8],
+        browser_sha256: &str,
+    ) -> Result<bool, StoreError> {
+        let script = redis::Script::new(
+            r"local raw = redis.call('GET', KEYS[1])
+              if not raw then return 0 end
+              local t = cjson.decode(raw)
+              if t.browser_sha256 ~= nil and t.browser_sha256 ~= cjson.null then
+                return (t.browser_sha256 == ARGV[1]) and 1 or 0
+              end
+              t.browser_sha256 = ARGV[1]
+              redis.call('SET', KEYS[1], cjson.encode(t), 'KEEPTTL')
+              return 1",
+        );
+        let mut c = self.conn().await?;
+        let n: i64 = script
+            .key(self.key("connect", &hex(ticket_sha256)))
+            .arg(browser_sha256)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Takes a ticket (GETDEL): a connect link starts one upstream authorization at most.
+    pub async fn take_connect_ticket(
+        &self,
+        ticket_sha256: &[u8],
+    ) -> Result<Option<ConnectTicket>, StoreError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get_del(self.key("connect", &hex(ticket_sha256))).await?;
         raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
     }

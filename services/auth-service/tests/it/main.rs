@@ -13,3 +13,5 @@ mod registration;
 mod revocation;
 mod smoke;
 mod token;
+mod upstream;
+mod upstream_harness;

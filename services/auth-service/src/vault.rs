@@ -1,0 +1,104 @@
+//! The token-vault client: after an upstream login or a connect, auth-service hands the upstream
+//! tokens to token-vault (`mcpauth.v1.TokenVault.PutCredential`, permission `put`) and keeps
+//! nothing of them itself.
+
+use std::time::Duration;
+
+use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
+use mcpauth_proto::v1::{PutCredentialRequest, UpstreamTokens as ProtoTokens};
+use mcpauth_runtime::Secret;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::config::VaultConfig;
+use crate::upstream::UpstreamTokens;
+
+/// Why a credential could not be stored. Carries the gRPC code, never a token.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("token-vault is not configured")]
+    NotConfigured,
+    #[error("token-vault refused the credential: {code:?} {message}")]
+    Refused { code: tonic::Code, message: String },
+}
+
+/// A lazily connected client of token-vault.
+#[derive(Clone)]
+pub struct VaultClient {
+    channel: Channel,
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl VaultClient {
+    pub fn new(cfg: &VaultConfig) -> anyhow::Result<Self> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let mut ep = Endpoint::from_shared(cfg.addr.clone())
+            .map_err(|e| anyhow::anyhow!("vault.addr: {e}"))?
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .timeout(timeout);
+        if cfg.addr.starts_with("https://") {
+            let ca = cfg
+                .ca_file
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("vault.ca_file: required for https"))?;
+            let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("vault.ca_file: {e}"))?;
+            ep = ep
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .map_err(|e| anyhow::anyhow!("vault tls: {e}"))?;
+        }
+        Ok(Self {
+            channel: ep.connect_lazy(),
+            authorization: bearer(&cfg.credential)?,
+        })
+    }
+
+    /// Stores (or replaces) `user_id`'s credential for `provider`; returns the record version.
+    pub async fn put_credential(
+        &self,
+        user_id: &str,
+        provider: &str,
+        tokens: &UpstreamTokens,
+        upstream_issuer: &str,
+        upstream_subject: &str,
+    ) -> Result<i64, VaultError> {
+        let mut req = tonic::Request::new(PutCredentialRequest {
+            user_id: user_id.to_owned(),
+            provider: provider.to_owned(),
+            tokens: Some(ProtoTokens {
+                access_token: tokens.access_token.clone(),
+                refresh_token: tokens.refresh_token.clone().unwrap_or_default(),
+                expires_at: crate::upstream::expires_at(tokens.expires_in),
+                scopes: tokens
+                    .scope
+                    .as_deref()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                token_type: tokens.token_type.clone().unwrap_or_else(|| "Bearer".into()),
+            }),
+            upstream_issuer: upstream_issuer.to_owned(),
+            upstream_subject: upstream_subject.to_owned(),
+        });
+        req.metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        let mut client = TokenVaultClient::new(self.channel.clone());
+        match client.put_credential(req).await {
+            Ok(r) => Ok(r.into_inner().version),
+            Err(s) => Err(VaultError::Refused {
+                code: s.code(),
+                message: s.message().chars().take(200).collect(),
+            }),
+        }
+    }
+}
+
+fn bearer(
+    credential: &Secret,
+) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {}", credential.expose())
+            .parse()
+            .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
