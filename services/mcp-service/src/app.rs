@@ -61,6 +61,8 @@ impl Running {
 pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let (verifier, cache) = crate::verify::build(&config).await?;
+    // Principals carry the request's token for the user's own calls to token-vault.
+    let verifier: Arc<dyn TokenVerifier> = Arc::new(crate::auth::CarryBearer(verifier));
     let mut redis_cfg = deadpool_redis::Config::from_url(config.redis.url.expose());
     redis_cfg.pool = Some(deadpool_redis::PoolConfig::new(config.redis.pool_size));
     let redis = redis_cfg
@@ -68,6 +70,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let tools = ToolRegistry::default();
     tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
+    let connectors = crate::connectors::install(&config, &tools)?;
     let resource_host = url::Url::parse(&config.resource)?
         .host_str()
         .unwrap_or("localhost")
@@ -117,6 +120,15 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
             .clone()
             .run(config.redis.url.expose().to_owned(), state.cancel.clone()),
     ));
+    if let Some(c) = connectors {
+        tasks.push(tokio::spawn(crate::connectors::connections::follow(
+            config.redis.url.expose().to_owned(),
+            c.channel,
+            c.cache,
+            crate::connectors::tools_changed(&state),
+            state.cancel.clone(),
+        )));
+    }
     let listener = std::net::TcpListener::bind(config.http.addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on http.addr {}: {e}", config.http.addr))?;
     let http_addr = listener.local_addr()?;

@@ -6,7 +6,39 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-/// The authenticated caller of one request. Never holds the token itself.
+/// The caller's own bearer token, kept in memory only so that tools can ask our own token-vault
+/// (and auth-service) for things on the user's behalf. Never logged (its `Debug` is redacted),
+/// never stored, and never sent to an upstream API.
+#[derive(Clone)]
+pub struct BearerToken(Arc<str>);
+
+impl BearerToken {
+    pub fn new(token: &str) -> Self {
+        Self(Arc::from(token))
+    }
+
+    /// The token itself: only for gRPC calls to token-vault and auth-service.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl PartialEq for BearerToken {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for BearerToken {}
+
+/// The authenticated caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The user (or, for machine clients, the client) the token speaks for.
@@ -19,6 +51,9 @@ pub struct Principal {
     pub token_id: Option<String>,
     /// The grant the token belongs to (auth-service), for revocation.
     pub grant_id: Option<String>,
+    /// The bearer token of this request (set after verification, never cached with the
+    /// principal; `Debug` prints it redacted).
+    pub access_token: Option<BearerToken>,
 }
 
 /// Why a token was refused. All of them answer 401 `invalid_token`; the variants are for logs
@@ -37,6 +72,21 @@ pub enum VerifyError {
     Malformed,
     #[error("token verification is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Wraps a verifier so that the principal it returns carries the request's bearer token (tools
+/// call token-vault with the user's own token). The inner verifier's cache keeps principals
+/// without it.
+pub struct CarryBearer(pub Arc<dyn TokenVerifier>);
+
+impl TokenVerifier for CarryBearer {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, VerifyError>> {
+        Box::pin(async move {
+            let mut p = self.0.verify(token).await?;
+            p.access_token = Some(BearerToken::new(token));
+            Ok(p)
+        })
+    }
 }
 
 /// Verifies a bearer token for this resource. Every implementation must check that the token's
@@ -140,6 +190,25 @@ mod tests {
 
     fn set(s: &[&str]) -> BTreeSet<String> {
         s.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_bearer_token_is_redacted_in_debug_output() {
+        let t = BearerToken::new("mcp_at_secret-value");
+        assert!(!format!("{t:?}").contains("secret"));
+        let p = Principal {
+            subject: "u".into(),
+            client_id: "c".into(),
+            scopes: BTreeSet::new(),
+            expires_at: 0,
+            token_id: None,
+            grant_id: None,
+            access_token: Some(t.clone()),
+        };
+        assert!(!format!("{p:?}").contains("secret"));
+        assert_eq!(t.expose(), "mcp_at_secret-value");
+        assert_eq!(t, BearerToken::new("mcp_at_secret-value"));
+        assert_ne!(t, BearerToken::new("mcp_at_other"));
     }
 
     #[test]

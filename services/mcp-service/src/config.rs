@@ -27,6 +27,18 @@ pub struct Config {
     pub verifier: VerifierConfig,
     pub redis: RedisConfig,
     pub sessions: SessionsConfig,
+    /// token-vault (users' upstream tokens); required by `connectors`.
+    #[serde(default)]
+    pub vault: Option<crate::connectors::config::VaultConfig>,
+    /// auth-service's connect service; default: `verifier.grpc`'s address and credential.
+    #[serde(default)]
+    pub connect: Option<crate::connectors::config::ConnectConfig>,
+    /// Upstream providers by name (as token-vault and auth-service name them).
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, crate::connectors::config::ProviderConfig>,
+    /// Declarative HTTP tools that call upstream APIs as the user (docs/connectors.md).
+    #[serde(default)]
+    pub connectors: Vec<crate::connectors::config::ConnectorConfig>,
 }
 
 /// MCP sessions (2025-06-18 / 2025-11-25), shared by all replicas through Redis.
@@ -190,6 +202,8 @@ impl Config {
                 ));
             }
         }
+        crate::connectors::config::validate(&self.connectors, &self.providers, self.vault.as_ref())
+            .map_err(ConfigError::new)?;
         Ok(())
     }
 

@@ -4,8 +4,11 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod connect;
+pub mod connectors;
 pub mod http;
 pub mod revocations;
 pub mod sessions;
 pub mod tools;
+pub mod vault;
 pub mod verify;

@@ -2,7 +2,7 @@
 //! `ServerHandler` that serves them. The built-in `whoami` reports who the caller is.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use futures_util::future::BoxFuture;
@@ -13,7 +13,7 @@ use rmcp::model::{
     Tool,
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
-use rmcp::{ErrorData, RoleServer, ServerHandler};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
 
 use crate::auth::{Principal, ScopePolicy};
@@ -30,12 +30,44 @@ pub trait McpTool: Send + Sync + 'static {
         principal: &'a Principal,
         arguments: JsonObject,
     ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>>;
+    /// Runs the tool with the session's peer at hand (for tools that send requests to the
+    /// client, such as elicitations). Default: [`McpTool::call`].
+    fn call_with_peer<'a>(
+        &'a self,
+        principal: &'a Principal,
+        arguments: JsonObject,
+        _peer: Peer<RoleServer>,
+    ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
+        self.call(principal, arguments)
+    }
+    /// When `tools/list` shows this tool to a user.
+    fn availability(&self) -> Availability<'_> {
+        Availability::Always
+    }
+}
+
+/// When a tool is listed: always, or depending on whether the user has connected an upstream
+/// provider (connector tools, and the authorize tool that stands in for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability<'a> {
+    Always,
+    Connected(&'a str),
+    NotConnected(&'a str),
+}
+
+/// Which upstream providers a user has connected.
+pub trait Connections: Send + Sync + 'static {
+    /// `None` when it cannot be told right now (then connector tools are listed, and a call
+    /// explains what is wrong).
+    fn connected<'a>(&'a self, principal: &'a Principal)
+    -> BoxFuture<'a, Option<BTreeSet<String>>>;
 }
 
 /// The tools this server offers, shared by every session.
 #[derive(Clone, Default)]
 pub struct ToolRegistry {
     tools: Arc<RwLock<BTreeMap<String, Arc<dyn McpTool>>>>,
+    connections: Arc<RwLock<Option<Arc<dyn Connections>>>>,
 }
 
 impl ToolRegistry {
@@ -56,6 +88,42 @@ impl ToolRegistry {
             .read()
             .expect("tool registry")
             .values()
+            .map(|t| t.definition())
+            .collect()
+    }
+
+    /// Makes the listing per user (see [`Availability`]).
+    pub fn set_connections(&self, connections: Arc<dyn Connections>) {
+        *self.connections.write().expect("tool registry") = Some(connections);
+    }
+
+    /// The tools `principal` sees.
+    pub async fn list_for(&self, principal: Option<&Principal>) -> Vec<Tool> {
+        let tools: Vec<Arc<dyn McpTool>> = self
+            .tools
+            .read()
+            .expect("tool registry")
+            .values()
+            .cloned()
+            .collect();
+        let source = self.connections.read().expect("tool registry").clone();
+        let gated = tools
+            .iter()
+            .any(|t| t.availability() != Availability::Always);
+        let connected = match (source, principal) {
+            (Some(source), Some(p)) if gated => source.connected(p).await,
+            _ => None,
+        };
+        tools
+            .iter()
+            .filter(|t| match (t.availability(), &connected) {
+                (Availability::Always, _) => true,
+                (Availability::Connected(p), Some(set)) => set.contains(p),
+                (Availability::NotConnected(p), Some(set)) => !set.contains(p),
+                // Unknown: list what the user most likely has; a call explains the rest.
+                (Availability::Connected(_), None) => true,
+                (Availability::NotConnected(_), None) => false,
+            })
             .map(|t| t.definition())
             .collect()
     }
@@ -124,9 +192,11 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tools.list()))
+        Ok(ListToolsResult::with_all_items(
+            self.tools.list_for(principal(&context)).await,
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -158,7 +228,10 @@ impl ServerHandler for McpServer {
             ));
         }
         let args = request.arguments.unwrap_or_default();
-        Ok(tool.call(&principal, args).await?.into())
+        Ok(tool
+            .call_with_peer(&principal, args, context.peer.clone())
+            .await?
+            .into())
     }
 }
 

@@ -133,6 +133,7 @@ mod tests {
             expires_at: now_secs() + 60,
             token_id: Some(jti.into()),
             grant_id: Some(grant.into()),
+            access_token: None,
         }
     }
 

@@ -79,6 +79,7 @@ impl GrpcIntrospection {
             expires_at: resp.expires_at,
             token_id: (!resp.token_id.is_empty()).then_some(resp.token_id),
             grant_id: (!resp.grant_id.is_empty()).then_some(resp.grant_id),
+            access_token: None,
         })
     }
 }

@@ -160,6 +160,7 @@ impl HttpIntrospection {
                 .unwrap_or(now + self.cache_ttl.as_secs().max(1) as i64),
             token_id: r.jti,
             grant_id: None,
+            access_token: None,
         })
     }
 }

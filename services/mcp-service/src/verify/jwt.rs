@@ -265,6 +265,7 @@ impl JwtVerifier {
             expires_at: c.exp,
             token_id: c.jti,
             grant_id: None,
+            access_token: None,
         })
     }
 }

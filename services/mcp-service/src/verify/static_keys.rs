@@ -39,6 +39,7 @@ impl StaticKeys {
                     expires_at: i64::MAX,
                     token_id: None,
                     grant_id: None,
+                    access_token: None,
                 },
             ));
         }

@@ -1,0 +1,178 @@
+//! token-vault client: the users' upstream tokens, asked for with each user's own MCP access
+//! token (token-vault introspects it itself, so this service cannot name another user).
+
+use std::time::Duration;
+
+use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
+use mcpauth_proto::v1::{
+    ConnectionStatus, DeleteCredentialRequest, GetAccessTokenRequest, ListConnectionsRequest,
+};
+use mcpauth_runtime::Secret;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::BearerToken;
+use crate::connectors::config::VaultConfig;
+
+/// Why the vault did not hand out a token. Messages never contain a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultError {
+    #[error("the provider is not connected")]
+    NotConnected,
+    #[error("the provider must be connected again (the upstream refused the refresh token)")]
+    ReauthorizationRequired,
+    #[error("token-vault refused the user's access token")]
+    Unauthenticated,
+    #[error("token-vault refused this service: {0}")]
+    Refused(String),
+    #[error("token-vault or the upstream is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<tonic::Status> for VaultError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        match s.code() {
+            Code::NotFound => VaultError::NotConnected,
+            Code::FailedPrecondition if s.message().starts_with("reauthorization_required") => {
+                VaultError::ReauthorizationRequired
+            }
+            Code::Unauthenticated => VaultError::Unauthenticated,
+            Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition => {
+                VaultError::Refused(format!("{:?}", s.code()))
+            }
+            code => VaultError::Unavailable(format!("{code:?}")),
+        }
+    }
+}
+
+/// A user's connection as the vault reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub provider: String,
+    pub connected: bool,
+}
+
+#[derive(Clone)]
+pub struct VaultClient {
+    client: TokenVaultClient<Channel>,
+    credential: MetadataValue<Ascii>,
+}
+
+impl VaultClient {
+    pub fn new(cfg: &VaultConfig) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(cfg.addr.clone())
+            .map_err(|e| anyhow::anyhow!("vault.addr: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(15))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let credential = format!("Bearer {}", cfg.credential.expose())
+            .parse()
+            .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
+        Ok(Self {
+            client: TokenVaultClient::new(channel),
+            credential,
+        })
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", self.credential.clone());
+        r
+    }
+
+    /// A valid upstream access token of the user for `provider`.
+    pub async fn access_token(
+        &self,
+        user: &BearerToken,
+        provider: &str,
+    ) -> Result<Secret, VaultError> {
+        let resp = self
+            .client
+            .clone()
+            .get_access_token(self.request(GetAccessTokenRequest {
+                access_token: user.expose().to_owned(),
+                provider: provider.to_owned(),
+            }))
+            .await?
+            .into_inner();
+        if resp.access_token.is_empty() {
+            return Err(VaultError::Unavailable("empty upstream token".into()));
+        }
+        Ok(Secret::new(resp.access_token))
+    }
+
+    /// The user's connections.
+    pub async fn connections(&self, user: &BearerToken) -> Result<Vec<Connection>, VaultError> {
+        let resp = self
+            .client
+            .clone()
+            .list_connections(self.request(ListConnectionsRequest {
+                access_token: user.expose().to_owned(),
+                user_id: String::new(),
+            }))
+            .await?
+            .into_inner();
+        Ok(resp
+            .connections
+            .into_iter()
+            .map(|c| Connection {
+                connected: c.status == ConnectionStatus::Connected as i32,
+                provider: c.provider,
+            })
+            .collect())
+    }
+
+    /// Disconnects `provider` for the user; whether there was something to delete and whether
+    /// the upstream confirmed the revocation.
+    pub async fn disconnect(
+        &self,
+        user: &BearerToken,
+        provider: &str,
+    ) -> Result<(bool, bool), VaultError> {
+        let resp = self
+            .client
+            .clone()
+            .delete_credential(self.request(DeleteCredentialRequest {
+                access_token: user.expose().to_owned(),
+                provider: provider.to_owned(),
+                user_id: String::new(),
+            }))
+            .await?
+            .into_inner();
+        Ok((resp.deleted, resp.revoked_upstream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_what_the_user_must_do() {
+        assert_eq!(
+            VaultError::from(tonic::Status::not_found("no credential")),
+            VaultError::NotConnected
+        );
+        assert_eq!(
+            VaultError::from(tonic::Status::failed_precondition(
+                "reauthorization_required: invalid_grant"
+            )),
+            VaultError::ReauthorizationRequired
+        );
+        assert!(matches!(
+            VaultError::from(tonic::Status::failed_precondition("other")),
+            VaultError::Refused(_)
+        ));
+        assert_eq!(
+            VaultError::from(tonic::Status::unauthenticated("x")),
+            VaultError::Unauthenticated
+        );
+        assert!(matches!(
+            VaultError::from(tonic::Status::unavailable("x")),
+            VaultError::Unavailable(_)
+        ));
+    }
+}

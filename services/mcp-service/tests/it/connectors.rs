@@ -1,0 +1,771 @@
+//! Connector tools (docs/connectors.md): a real auth-service, a real token-vault (its own fresh
+//! database, the same Redis under a unique prefix) and an in-test upstream API that accepts only
+//! the users' upstream tokens and records every Authorization header it receives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine as _;
+use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
+use mcpauth_proto::v1::{PutCredentialRequest, UpstreamTokens};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// auth-service's credential at the vault in these tests (permission `put`).
+const PUT_CREDENTIAL: &str = "auth-service-put-credential";
+const ALICE_UPSTREAM: &str = "gho_alice-upstream-token";
+const BOB_UPSTREAM: &str = "gho_bob-upstream-token";
+
+fn sha256_hex(s: &str) -> String {
+    auth_service::domain::token::hex(&auth_service::domain::token::hash(s))
+}
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// One request the upstream API received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path_and_query: String,
+    authorization: String,
+    body: String,
+}
+
+/// The upstream API: `/repos/{owner}/{repo}` (GET), `/repos/{owner}/{repo}/issues` (POST),
+/// `/status/{code}` (answers that status). Only the two users' upstream tokens are accepted.
+struct Upstream {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+async fn upstream_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    seen: web::Data<Arc<Mutex<Vec<Seen>>>>,
+) -> HttpResponse {
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path_and_query: req.uri().to_string(),
+        authorization: authorization.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let user = match authorization.as_str() {
+        a if a == format!("Bearer {ALICE_UPSTREAM}") => "alice",
+        a if a == format!("Bearer {BOB_UPSTREAM}") => "bob",
+        _ => {
+            return HttpResponse::Unauthorized().json(json!({"message": "Bad credentials"}));
+        }
+    };
+    let path = req.path().to_owned();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method().as_str(), parts.as_slice()) {
+        ("GET", ["repos", owner, repo]) => HttpResponse::Ok().json(json!({
+            "full_name": format!("{owner}/{repo}"), "as": user, "query": req.query_string(),
+        })),
+        ("POST", ["repos", _, _, "issues"]) => {
+            let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            HttpResponse::Created().json(json!({"number": 1, "title": b["title"], "as": user}))
+        }
+        ("GET", ["status", code]) => {
+            let code: u16 = code.parse().unwrap();
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).json(
+                json!({"message": format!("simulated failure {code}"), "documentation_url": "https://docs.example/errors"}),
+            )
+        }
+        _ => HttpResponse::NotFound().json(json!({"message": "Not Found"})),
+    }
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let seen: Arc<Mutex<Vec<Seen>>> = Default::default();
+        let data = web::Data::new(seen.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(upstream_handler))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Upstream { base, seen, handle }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// auth-service + mcp-service (harness), token-vault and the upstream API.
+struct Env {
+    s: Stack,
+    vault: Option<token_vault::Running>,
+    upstream: Upstream,
+    vault_addr: String,
+    vault_db: String,
+}
+
+fn mcp_toml(vault_port: u16, vault_prefix: &str, upstream: &str) -> String {
+    format!(
+        r#"
+[vault]
+addr = "http://127.0.0.1:{vault_port}"
+credential = "{CREDENTIAL}"
+key_prefix = "{vault_prefix}"
+
+[providers.github]
+display_name = "GitHub"
+description = "Repositories and issues."
+
+[[connectors]]
+name = "github_get_repo"
+description = "Reads a repository."
+provider = "github"
+url = "{upstream}/repos/{{owner}}/{{repo}}"
+input_schema = {{ type = "object", properties = {{ owner = {{ type = "string" }}, repo = {{ type = "string" }}, per_page = {{ type = "integer" }} }}, required = ["owner", "repo"] }}
+query = ["per_page"]
+
+[[connectors]]
+name = "github_status"
+description = "Answers with the given HTTP status."
+provider = "github"
+url = "{upstream}/status/{{code}}"
+input_schema = '{{"type": "object", "properties": {{"code": {{"type": "integer"}}}}, "required": ["code"]}}'
+
+[[connectors]]
+name = "github_create_issue"
+description = "Opens an issue."
+provider = "github"
+method = "POST"
+url = "{upstream}/repos/{{owner}}/{{repo}}/issues"
+input_schema = {{ type = "object", properties = {{ owner = {{ type = "string" }}, repo = {{ type = "string" }}, title = {{ type = "string" }} }}, required = ["owner", "repo", "title"] }}
+body = ["title"]
+scopes = ["mcp:tools.write"]
+"#
+    )
+}
+
+impl Env {
+    async fn start() -> Env {
+        let upstream = Upstream::start().await;
+        let vault_port = free_port();
+        let vault_addr = format!("http://127.0.0.1:{vault_port}");
+        let vault_prefix = format!("mcptest-vault-{}", uuid::Uuid::new_v4().simple());
+        let p = "MCPAUTH__UPSTREAM__PROVIDERS__GITHUB__";
+        let auth_env: Vec<(&'static str, String)> = vec![
+            (leak(format!("{p}KIND")), "oauth2".into()),
+            (leak(format!("{p}DISPLAY_NAME")), "GitHub".into()),
+            (
+                leak(format!("{p}AUTHORIZATION_ENDPOINT")),
+                "https://github.example/login/oauth/authorize".into(),
+            ),
+            (
+                leak(format!("{p}TOKEN_ENDPOINT")),
+                "https://github.example/login/oauth/access_token".into(),
+            ),
+            (
+                leak(format!("{p}USERINFO_ENDPOINT")),
+                "https://api.github.example/user".into(),
+            ),
+            (leak(format!("{p}SUBJECT_CLAIM")), "id".into()),
+            (leak(format!("{p}CLIENT_ID")), "gh-client".into()),
+            (leak(format!("{p}CLIENT_SECRET")), "gh-secret".into()),
+            ("MCPAUTH__VAULT__ADDR", vault_addr.clone()),
+            ("MCPAUTH__VAULT__CREDENTIAL", PUT_CREDENTIAL.into()),
+        ];
+        let s = Stack::start_with(StackOptions {
+            auth_env,
+            mcp_toml: mcp_toml(vault_port, &vault_prefix, &upstream.base),
+            ..Default::default()
+        })
+        .await;
+
+        // token-vault: its own database, introspecting at the test's auth-service.
+        let vault_db = format!("mcpauth_mcpvault_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {vault_db}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let db_url = format!("{}/{vault_db}", admin_url().rsplit_once('/').unwrap().0);
+        let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+        token_vault::store::migrate(&pool).await.unwrap();
+        pool.close().await;
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let auth_grpc = s.auth.as_ref().unwrap().grpc_addr;
+        let toml = format!(
+            r#"
+[grpc]
+addr = "127.0.0.1:{vault_port}"
+
+[[grpc.callers]]
+name = "mcp-service"
+credential_sha256 = "{}"
+permissions = ["get"]
+
+[[grpc.callers]]
+name = "auth-service"
+credential_sha256 = "{}"
+permissions = ["put"]
+
+[database]
+url = "{db_url}"
+max_connections = 4
+
+[redis]
+url = "{}"
+key_prefix = "{vault_prefix}"
+auth_key_prefix = "{vault_prefix}-auth"
+
+[introspection]
+addr = "http://{auth_grpc}"
+credential = "{CREDENTIAL}"
+accepted_resources = ["{}"]
+
+[encryption]
+current_key = "k1"
+
+[[encryption.keys]]
+id = "k1"
+secret = "{key}"
+
+[providers.github]
+token_endpoint = "https://github.example/login/oauth/access_token"
+client_id = "gh-client"
+client_secret = "gh-secret"
+"#,
+            sha256_hex(CREDENTIAL),
+            sha256_hex(PUT_CREDENTIAL),
+            redis_url(),
+            s.resource,
+        );
+        let file = std::env::temp_dir().join(format!("{vault_prefix}.toml"));
+        std::fs::write(&file, toml).unwrap();
+        let cfg = token_vault::Config::load(Some(&file), &HashMap::new()).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let vault = token_vault::start(cfg, mcpauth_runtime::init_metrics())
+            .await
+            .unwrap();
+        Env {
+            s,
+            vault: Some(vault),
+            upstream,
+            vault_addr,
+            vault_db,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(v) = self.vault.take() {
+            v.shutdown().await;
+        }
+        self.upstream.handle.stop(false).await;
+        if let Ok(admin) = sqlx::PgPool::connect(&admin_url()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.vault_db
+            )))
+            .execute(&admin)
+            .await;
+            admin.close().await;
+        }
+        self.s.stop().await;
+    }
+
+    /// What auth-service does after a connect: stores the user's upstream tokens.
+    async fn put_credential(&self, user_id: &str, access_token: &str) {
+        let mut client = TokenVaultClient::connect(self.vault_addr.clone())
+            .await
+            .unwrap();
+        let mut req = tonic::Request::new(PutCredentialRequest {
+            user_id: user_id.to_owned(),
+            provider: "github".into(),
+            tokens: Some(UpstreamTokens {
+                access_token: access_token.to_owned(),
+                refresh_token: String::new(),
+                expires_at: chrono_now() + 3600,
+                scopes: vec!["repo".into()],
+                token_type: "Bearer".into(),
+            }),
+            upstream_issuer: "https://github.example".into(),
+            upstream_subject: format!("gh-{user_id}"),
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {PUT_CREDENTIAL}").parse().unwrap(),
+        );
+        client.put_credential(req).await.unwrap();
+    }
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+}
+
+/// A tools/call result.
+async fn call_tool(s: &Stack, token: &str, sid: &str, name: &str, arguments: Value) -> Value {
+    let r = s.post(Some(token), call(name, arguments), Some(sid)).await;
+    assert_eq!(r.status().as_u16(), 200, "{name}");
+    let msgs = messages(r).await;
+    let last = msgs.last().unwrap().clone();
+    assert!(
+        last.get("error").is_none(),
+        "a tool failure must be a tool result, not a protocol error: {last}"
+    );
+    last["result"].clone()
+}
+
+fn text_of(result: &Value) -> String {
+    result["content"][0]["text"].as_str().unwrap().to_owned()
+}
+
+async fn tool_names(s: &Stack, token: &str, sid: &str) -> Vec<String> {
+    let r = s
+        .post(
+            Some(token),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+            Some(sid),
+        )
+        .await;
+    let msgs = messages(r).await;
+    msgs.last().unwrap()["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn subject(s: &Stack, token: &str, sid: &str) -> String {
+    let r = call_tool(s, token, sid, "whoami", json!({})).await;
+    serde_json::from_str::<Value>(&text_of(&r)).unwrap()["subject"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until `tools/list` shows (or stops showing) `name`.
+async fn eventually_listed(s: &Stack, token: &str, sid: &str, name: &str, listed: bool) -> bool {
+    for _ in 0..50 {
+        if tool_names(s, token, sid).await.iter().any(|n| n == name) == listed {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The dev-login code flow at another auth-service `base` (same deployment, another dev user).
+async fn token_at(s: &Stack, base: &str) -> String {
+    let reg: Value = s
+        .http
+        .post(format!("{base}/register"))
+        .json(&json!({"client_name": "mcp test 2", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
+                      "grant_types": ["authorization_code"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client = reg["client_id"].as_str().unwrap().to_owned();
+    let r = s
+        .http
+        .get(format!("{base}/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("resource", s.resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = loc
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let body: Value = s
+        .http
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", VERIFIER),
+            ("client_id", client.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("resource", s.resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_authorize_tool_stands_in_until_the_provider_is_connected() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+    let names = tool_names(s, &token, &sid).await;
+    assert!(names.contains(&"whoami".to_owned()), "{names:?}");
+    assert!(names.contains(&"connect_github".to_owned()), "{names:?}");
+    for hidden in [
+        "github_get_repo",
+        "github_create_issue",
+        "disconnect_github",
+    ] {
+        assert!(!names.contains(&hidden.to_owned()), "{names:?}");
+    }
+    // The authorize tool says what it unlocks.
+    let r = s
+        .post(
+            Some(&token),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+            Some(&sid),
+        )
+        .await;
+    let tools = messages(r).await.last().unwrap()["result"]["tools"].clone();
+    let connect = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "connect_github")
+        .unwrap()
+        .clone();
+    let d = connect["description"].as_str().unwrap();
+    assert!(
+        d.contains("GitHub")
+            && d.contains("github_get_repo")
+            && d.contains("Repositories and issues."),
+        "{d}"
+    );
+
+    // Calling it returns a connect URL on auth-service (a result, not an error).
+    let r = call_tool(s, &token, &sid, "connect_github", json!({})).await;
+    assert_ne!(r["isError"], true, "{r}");
+    assert!(
+        text_of(&r).contains(&format!("{}/connect/", s.issuer)),
+        "{r}"
+    );
+
+    // Connecting (auth-service's PutCredential) switches the list to the connector tools.
+    let user = subject(s, &token, &sid).await;
+    e.put_credential(&user, ALICE_UPSTREAM).await;
+    assert!(eventually_listed(s, &token, &sid, "github_get_repo", true).await);
+    let names = tool_names(s, &token, &sid).await;
+    assert!(
+        names.contains(&"github_create_issue".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"disconnect_github".to_owned()), "{names:?}");
+    assert!(!names.contains(&"connect_github".to_owned()), "{names:?}");
+
+    // Disconnecting brings the authorize tool back.
+    let r = call_tool(s, &token, &sid, "disconnect_github", json!({})).await;
+    assert_ne!(r["isError"], true, "{r}");
+    assert!(text_of(&r).contains("GitHub is disconnected"), "{r}");
+    assert!(eventually_listed(s, &token, &sid, "connect_github", true).await);
+    assert!(
+        !tool_names(s, &token, &sid)
+            .await
+            .contains(&"github_get_repo".to_owned())
+    );
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn each_user_calls_upstream_with_their_own_upstream_token_never_the_mcp_token() {
+    let e = Env::start().await;
+    let s = &e.s;
+    // A second user: another auth-service replica of the same deployment whose dev user differs.
+    let mut cfg = (*s.auth.as_ref().unwrap().state.config).clone();
+    cfg.login.dev_user = "bob".into();
+    cfg.http.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.grpc.addr = "127.0.0.1:0".parse().unwrap();
+    let auth2 = auth_service::app::start(cfg, mcpauth_runtime::init_metrics())
+        .await
+        .unwrap();
+    let alice = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = token_at(s, &format!("http://{}", auth2.http_addr)).await;
+    let alice_sid = s.session(&alice).await;
+    let bob_sid = s.session(&bob).await;
+    let alice_id = subject(s, &alice, &alice_sid).await;
+    let bob_id = subject(s, &bob, &bob_sid).await;
+    assert_ne!(alice_id, bob_id);
+    e.put_credential(&alice_id, ALICE_UPSTREAM).await;
+    e.put_credential(&bob_id, BOB_UPSTREAM).await;
+
+    let args = json!({"owner": "octo org", "repo": "hello/world", "per_page": 5});
+    let r = call_tool(s, &alice, &alice_sid, "github_get_repo", args.clone()).await;
+    assert_ne!(r["isError"], true, "{r}");
+    assert_eq!(r["structuredContent"]["as"], "alice", "{r}");
+    // The upstream saw `hello/world` as one (encoded) path segment.
+    assert_eq!(
+        r["structuredContent"]["full_name"],
+        "octo%20org/hello%2Fworld"
+    );
+    assert!(text_of(&r).contains("\"as\":\"alice\""), "{r}");
+    let r = call_tool(s, &bob, &bob_sid, "github_get_repo", args).await;
+    assert_eq!(r["structuredContent"]["as"], "bob", "{r}");
+    let seen = e.upstream.seen();
+    let gets: Vec<&Seen> = seen.iter().filter(|x| x.method == "GET").collect();
+    assert_eq!(gets.len(), 2, "{seen:?}");
+    assert_eq!(gets[0].authorization, format!("Bearer {ALICE_UPSTREAM}"));
+    assert_eq!(gets[1].authorization, format!("Bearer {BOB_UPSTREAM}"));
+    // Arguments are percent-encoded into single path segments; the query is mapped.
+    assert_eq!(
+        gets[0].path_and_query,
+        "/repos/octo%20org/hello%2Fworld?per_page=5"
+    );
+    for x in &seen {
+        assert!(!x.authorization.contains(&alice) && !x.authorization.contains(&bob));
+        assert!(!x.body.contains(&alice) && !x.body.contains(&bob));
+        assert!(!x.path_and_query.contains(&alice) && !x.path_and_query.contains(&bob));
+    }
+    auth2.shutdown().await;
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn failures_are_tool_errors_that_say_what_to_do() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+
+    // Not connected (a client with a stale list): a tool error with a connect URL.
+    let r = call_tool(
+        s,
+        &token,
+        &sid,
+        "github_get_repo",
+        json!({"owner": "o", "repo": "r"}),
+    )
+    .await;
+    assert_eq!(r["isError"], true, "{r}");
+    let t = text_of(&r);
+    assert!(t.contains("GitHub is not connected"), "{t}");
+    assert!(t.contains(&format!("{}/connect/", s.issuer)), "{t}");
+    assert!(e.upstream.seen().is_empty());
+
+    let user = subject(s, &token, &sid).await;
+    e.put_credential(&user, ALICE_UPSTREAM).await;
+
+    // Invalid arguments: refused before any upstream call.
+    let r = call_tool(
+        s,
+        &token,
+        &sid,
+        "github_get_repo",
+        json!({"repo": 5, "per_page": "x"}),
+    )
+    .await;
+    assert_eq!(r["isError"], true, "{r}");
+    let t = text_of(&r);
+    assert!(t.contains("`owner` is required"), "{t}");
+    assert!(t.contains("`repo` must be of type string"), "{t}");
+    assert!(t.contains("`per_page` must be of type integer"), "{t}");
+    let r = call_tool(
+        s,
+        &token,
+        &sid,
+        "github_get_repo",
+        json!({"owner": "..", "repo": "r"}),
+    )
+    .await;
+    assert_eq!(r["isError"], true, "{r}");
+    assert!(e.upstream.seen().is_empty(), "{:?}", e.upstream.seen());
+
+    // Upstream 404 and 500: status, provider and an excerpt of the body.
+    for (code, reason) in [(404, "Not Found"), (500, "Internal Server Error")] {
+        let r = call_tool(s, &token, &sid, "github_status", json!({"code": code})).await;
+        assert_eq!(r["isError"], true, "{r}");
+        let t = text_of(&r);
+        assert!(
+            t.contains(&format!("GitHub answered HTTP {code} {reason}")),
+            "{t}"
+        );
+        assert!(t.contains(&format!("simulated failure {code}")), "{t}");
+    }
+    // The upstream no longer accepts the credential: the error offers to connect again.
+    e.put_credential(&user, "gho_revoked-at-upstream").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = call_tool(
+        s,
+        &token,
+        &sid,
+        "github_get_repo",
+        json!({"owner": "o", "repo": "r"}),
+    )
+    .await;
+    assert_eq!(r["isError"], true, "{r}");
+    let t = text_of(&r);
+    assert!(t.contains("GitHub answered HTTP 401"), "{t}");
+    assert!(t.contains(&format!("{}/connect/", s.issuer)), "{t}");
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn a_connector_that_needs_another_scope_gets_a_step_up_challenge() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.token(Some("mcp:tools.read"), &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+    let user = subject(s, &token, &sid).await;
+    e.put_credential(&user, ALICE_UPSTREAM).await;
+    let r = s
+        .post(
+            Some(&token),
+            call(
+                "github_create_issue",
+                json!({"owner": "o", "repo": "r", "title": "t"}),
+            ),
+            Some(&sid),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 403);
+    let h = www_authenticate(&r);
+    assert!(h.contains("error=\"insufficient_scope\""), "{h}");
+    assert!(h.contains("mcp:tools.write"), "{h}");
+    assert!(e.upstream.seen().is_empty());
+
+    // With the scope, the call goes through with the JSON body mapped from the arguments.
+    let token = s
+        .token(Some("mcp:tools.read mcp:tools.write"), &s.resource)
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+    let r = call_tool(
+        s,
+        &token,
+        &sid,
+        "github_create_issue",
+        json!({"owner": "o", "repo": "r", "title": "Hello"}),
+    )
+    .await;
+    assert_ne!(r["isError"], true, "{r}");
+    assert_eq!(r["structuredContent"]["title"], "Hello");
+    let seen = e.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(
+        serde_json::from_str::<Value>(&seen[0].body).unwrap(),
+        json!({"title": "Hello"})
+    );
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_event_tells_the_users_stream_that_the_tools_changed() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+    let user = subject(s, &token, &sid).await;
+    let mut stream = s
+        .http
+        .get(format!("{}/mcp", s.mcp_base))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    // Let the stream and the event subscription attach.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.put_credential(&user, ALICE_UPSTREAM).await;
+    let mut buf = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            if buf
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .any(|m| m["method"] == "notifications/tools/list_changed")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(got, "no tools/list_changed on the stream: {buf}");
+    // And the list now has the connector tools.
+    assert!(
+        tool_names(s, &token, &sid)
+            .await
+            .contains(&"github_get_repo".to_owned())
+    );
+    e.stop().await;
+}
