@@ -124,9 +124,10 @@ impl UnarySpec {
         match &self.expect {
             Expect::Any => Ok(()),
             Expect::Exact(expected) if message == expected.as_slice() => Ok(()),
+            // Not shown: a response message may hold a token (`GetAccessToken`).
             Expect::Exact(_) => Err(format!(
-                "response message {} differs from the expected one",
-                hex(message)
+                "response message ({} bytes) differs from the expected one",
+                message.len()
             )),
             Expect::Serving => {
                 let response = tonic_health::pb::HealthCheckResponse::decode(message)
@@ -151,16 +152,6 @@ impl UnarySpec {
                 }
             }
         }
-    }
-}
-
-/// Lower-case hex of `bytes`, shortened for messages.
-fn hex(bytes: &[u8]) -> String {
-    let shown: String = bytes.iter().take(64).map(|b| format!("{b:02x}")).collect();
-    if bytes.len() > 64 {
-        format!("{shown}… ({} bytes)", bytes.len())
-    } else {
-        shown
     }
 }
 
@@ -574,7 +565,7 @@ mod tests {
         assert_eq!(bad, 3);
         assert_eq!(
             first.as_deref(),
-            Some("response message 0801 differs from the expected one")
+            Some("response message (2 bytes) differs from the expected one")
         );
         let (_, bad, first) = load(&t, health("no.such.Service", Expect::Any), 1, 2, 10).await;
         assert_eq!(bad, 10);
