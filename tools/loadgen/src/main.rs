@@ -24,6 +24,7 @@ mod pipe;
 mod run;
 mod stats;
 mod target;
+mod vault;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ enum Command {
     GrpcIntrospect(IntrospectArgs),
     /// `grpc.health.v1.Health/Check` calls: the no-op gRPC ceiling.
     GrpcHealth(HealthArgs),
+    /// `mcpauth.v1.TokenVault/GetAccessToken` with a user's MCP token for a provider whose
+    /// upstream token is valid (no refresh).
+    GrpcVaultGet(VaultGetArgs),
     /// Any unary gRPC method with a request message given as hex or as string fields (lean
     /// client only), e.g. `--path /mcpauth.v1.TokenVault/GetAccessToken --field 1=TOKEN
     /// --field 2=github`.
@@ -199,6 +203,28 @@ struct IntrospectArgs {
     run: RunArgs,
 }
 
+/// `grpc-vault-get` options.
+#[derive(Debug, Args)]
+struct VaultGetArgs {
+    #[command(flatten)]
+    grpc: GrpcArgs,
+    /// Service credential with the `get` permission, sent as `authorization: Bearer …`.
+    #[arg(long, env = "MCPAUTH_LOADGEN_CREDENTIAL", hide_env_values = true)]
+    credential: String,
+    /// The user's MCP access token.
+    #[arg(long, env = "MCPAUTH_LOADGEN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Provider name of the stored credential.
+    #[arg(long)]
+    provider: String,
+    /// Before the run, store a valid (one-day) upstream credential for this user id and
+    /// provider (PutCredential; the credential then needs the `put` permission too).
+    #[arg(long)]
+    seed_user: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 /// `grpc-health` options.
 #[derive(Debug, Args)]
 struct HealthArgs {
@@ -309,6 +335,7 @@ impl Command {
             Command::Http(a) => &a.run,
             Command::GrpcIntrospect(a) => &a.run,
             Command::GrpcHealth(a) => &a.run,
+            Command::GrpcVaultGet(a) => &a.run,
             Command::GrpcUnary(a) => &a.run,
             Command::RefreshChain(a) | Command::CodeFlow(a) => &a.run,
         }
@@ -444,6 +471,46 @@ async fn execute(command: Command) -> Result<Summary> {
                 })
                 .collect();
             measure(probes, &a.run, "grpc-health").await
+        }
+        Command::GrpcVaultGet(a) => {
+            let target = target::resolve(&a.grpc.addr).await?;
+            a.grpc.check_classic()?;
+            let spec = Arc::new(vault::VaultGetSpec::new(
+                &a.credential,
+                a.token,
+                a.provider,
+            )?);
+            if let Some(user) = &a.seed_user {
+                let channel = grpc::connect(&target, 1, a.run.timeout).await?.remove(0);
+                vault::seed(channel, &spec, user).await?;
+            }
+            if a.grpc.client == Client::Lean {
+                // The lean client checks grpc-status 0 and a well-framed answer; the classic
+                // one also checks that the access token is not empty.
+                let spec = UnarySpec::new(
+                    &target,
+                    "/mcpauth.v1.TokenVault/GetAccessToken",
+                    &spec.message(),
+                    Some(&a.credential),
+                    Expect::Any,
+                )?;
+                return measure_lean_grpc(spec, &target, &a.grpc, &a.run, "grpc-vault-get").await;
+            }
+            let channels = grpc::connect(
+                &target,
+                a.grpc.connection_count(a.run.concurrency),
+                a.run.timeout,
+            )
+            .await?;
+            let probes = (0..usize::from(a.run.concurrency))
+                .map(|i| {
+                    vault::VaultGetProbe::new(
+                        channels[i % channels.len()].clone(),
+                        Arc::clone(&spec),
+                    )
+                })
+                .collect();
+            measure(probes, &a.run, "grpc-vault-get").await
         }
         Command::GrpcUnary(a) => {
             let target = target::resolve(&a.grpc.addr).await?;
