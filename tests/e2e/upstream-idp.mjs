@@ -29,6 +29,8 @@
 //                          with a wrong `nonce`, `iss` or `aud`, or get a broken signature
 //                          (`sig`); mode `none` stops tampering
 //   POST /test/reset      counters to zero, tampering off
+//   GET  /test/issued     every access, refresh and ID token the token endpoint issued, as
+//                          [{"label", "value"}] — for the end-to-end plaintext scans only
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import { SignJWT, decodeJwt, decodeProtectedHeader, importJWK } from 'jose';
@@ -64,6 +66,7 @@ const rsa = { ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.
 const signingKey = await importJWK(rsa, 'RS256');
 
 const counters = { token_requests: {}, token_errors: {} };
+const issued = [];
 let tamper = 'none';
 
 const provider = new Provider(issuer, {
@@ -127,6 +130,12 @@ provider.use(async (ctx, next) => {
   const grant = String(ctx.oidc?.params?.grant_type ?? 'unknown');
   const bucket = ctx.status >= 400 ? counters.token_errors : counters.token_requests;
   bucket[grant] = (bucket[grant] ?? 0) + 1;
+  if (ctx.status < 400 && ctx.body) {
+    for (const kind of ['access_token', 'refresh_token', 'id_token']) {
+      const value = ctx.body[kind];
+      if (typeof value === 'string') issued.push({ label: `upstream ${port} ${kind} #${issued.length + 1}`, value });
+    }
+  }
   if (tamper === 'none' || ctx.status >= 400 || !ctx.body?.id_token) return;
   const idToken = ctx.body.id_token;
   if (tamper === 'sig') {
@@ -206,6 +215,7 @@ const server = http.createServer(async (req, res) => {
   try {
     if (url.pathname.startsWith('/interaction/')) return await interaction(req, res, url);
     if (url.pathname === '/test/counters' && req.method === 'GET') return json(res, 200, counters);
+    if (url.pathname === '/test/issued' && req.method === 'GET') return json(res, 200, issued);
     if (url.pathname === '/test/reset' && req.method === 'POST') {
       counters.token_requests = {};
       counters.token_errors = {};
