@@ -251,6 +251,25 @@ scopes = ["mcp:tools.read", "github:read"]
     }
 
     #[test]
+    fn the_examples_in_the_docs_load() {
+        let doc = include_str!("../../../../docs/connectors.md");
+        let examples: Vec<&str> = doc
+            .split("```toml")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| b.contains("[[connectors]]"))
+            .collect();
+        assert_eq!(examples.len(), 2);
+        for ex in examples {
+            let c = load(&format!(
+                "[vault]\naddr = \"http://127.0.0.1:9091\"\ncredential = \"c\"\n{ex}"
+            ))
+            .unwrap_or_else(|e| panic!("{e}\n{ex}"));
+            assert_eq!(c.connectors.len(), 3);
+        }
+    }
+
+    #[test]
     fn connectors_need_a_vault() {
         let e = load(&format!(
             "[providers.github]\ndisplay_name = \"GitHub\"\n{GOOD}"

@@ -769,3 +769,78 @@ async fn a_connection_event_tells_the_users_stream_that_the_tools_changed() {
     );
     e.stop().await;
 }
+
+#[tokio::test]
+async fn connect_sends_a_url_elicitation_to_clients_that_declare_it() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
+        "clientInfo": {"name": "it", "version": "1"}}});
+    let r = s.post(Some(&token), init, None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await;
+    let r = s
+        .post(
+            Some(&token),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            Some(&sid),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+
+    let mut call = s
+        .post(Some(&token), call("connect_github", json!({})), Some(&sid))
+        .await;
+    assert_eq!(call.status().as_u16(), 200);
+    let mut buf = String::new();
+    let mut seen: Vec<Value> = vec![];
+    let mut answered = false;
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(chunk)) = call.chunk().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            let msgs: Vec<Value> = buf
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .collect();
+            for m in msgs.iter().skip(seen.len()) {
+                if m["method"] == "elicitation/create" && !answered {
+                    assert_eq!(m["params"]["mode"], "url", "{m}");
+                    let url = m["params"]["url"].as_str().unwrap();
+                    assert!(url.starts_with(&format!("{}/connect/", s.issuer)), "{m}");
+                    assert!(!m["params"]["elicitationId"].as_str().unwrap().is_empty());
+                    let r = s
+                        .post(
+                            Some(&token),
+                            json!({"jsonrpc": "2.0", "id": m["id"], "result": {"action": "accept"}}),
+                            Some(&sid),
+                        )
+                        .await;
+                    assert_eq!(r.status().as_u16(), 202);
+                    answered = true;
+                }
+                if m["id"] == 9 {
+                    return Some(m["result"].clone());
+                }
+            }
+            seen = msgs;
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let result = result.unwrap_or_else(|| panic!("no tool result: {buf}"));
+    assert!(answered, "no elicitation was sent: {buf}");
+    assert_ne!(result["isError"], true, "{result}");
+    let t = text_of(&result);
+    assert!(t.contains(&format!("{}/connect/", s.issuer)), "{t}");
+    assert!(t.contains("The link was offered to the user."), "{t}");
+    e.stop().await;
+}
