@@ -42,6 +42,8 @@ pub enum Expect {
     Serving,
     /// A `mcpauth.v1.IntrospectResponse` with this `active`.
     Active(bool),
+    /// A `mcpauth.v1.GetAccessTokenResponse` with a non-empty `access_token`.
+    AccessToken,
 }
 
 /// One unary method call, sent identically on every stream. Its `Debug` output shows neither
@@ -149,6 +151,15 @@ impl UnarySpec {
                         "introspection answered active={}, expected active={expected}",
                         response.active
                     ))
+                }
+            }
+            Expect::AccessToken => {
+                let response = mcpauth_proto::v1::GetAccessTokenResponse::decode(message)
+                    .map_err(|e| format!("undecodable GetAccessTokenResponse: {e}"))?;
+                if response.access_token.is_empty() {
+                    Err("GetAccessToken answered an empty access token".into())
+                } else {
+                    Ok(())
                 }
             }
         }
@@ -640,6 +651,23 @@ mod tests {
             );
         }
         assert!(UnarySpec::new(&t, "/p.S/M", &[], Some("a\nb"), Expect::Any).is_err());
+
+        let vault = |expect| UnarySpec::new(&t, "/p.S/M", &[], None, expect).unwrap();
+        let token = mcpauth_proto::v1::GetAccessTokenResponse {
+            access_token: "upstream".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            vault(Expect::AccessToken).check(&token.encode_to_vec()),
+            Ok(())
+        );
+        let empty = mcpauth_proto::v1::GetAccessTokenResponse::default().encode_to_vec();
+        assert_eq!(
+            vault(Expect::AccessToken).check(&empty),
+            Err("GetAccessToken answered an empty access token".into())
+        );
+        assert!(vault(Expect::AccessToken).check(&[0xff]).is_err());
+        assert!(vault(Expect::Active(true)).check(&empty).is_err());
 
         assert_eq!(unframe(&[0, 0, 0, 0, 2, 8, 1]), Ok(&[8u8, 1][..]));
         assert!(unframe(&[0, 0, 0, 0, 3, 8, 1]).is_err());

@@ -485,14 +485,13 @@ async fn execute(command: Command) -> Result<Summary> {
                 vault::seed(channel, &spec, user).await?;
             }
             if a.grpc.client == Client::Lean {
-                // The lean client checks grpc-status 0 and a well-framed answer; the classic
-                // one also checks that the access token is not empty.
+                // Like the classic probe: grpc-status 0 and a non-empty access token.
                 let spec = UnarySpec::new(
                     &target,
                     "/mcpauth.v1.TokenVault/GetAccessToken",
                     &spec.message(),
                     Some(&a.credential),
-                    Expect::Any,
+                    Expect::AccessToken,
                 )?;
                 return measure_lean_grpc(spec, &target, &a.grpc, &a.run, "grpc-vault-get").await;
             }
