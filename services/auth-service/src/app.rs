@@ -68,12 +68,14 @@ impl AppState {
 
     /// Resolves the scope of a request for `resource`: `offline_access` is dropped (refresh
     /// tokens follow from the client's grant types), every other scope must belong to the
-    /// resource and to the client's registered scope; none requested gives the defaults.
+    /// resource (and to the registered scope where that is a ceiling, see below); none requested
+    /// gives the defaults.
     pub fn resolve_scope(
         &self,
         client: &Client,
         resource: &str,
         requested: Option<&str>,
+        user_delegated: bool,
     ) -> Result<ScopeSet, OAuthError> {
         let res = self
             .config
@@ -82,9 +84,16 @@ impl AppState {
             .find(|r| r.uri == resource)
             .ok_or_else(|| OAuthError::invalid_target("unknown resource"))?;
         let allowed = ScopeSet::from_strings(res.scopes.iter().cloned());
+        // The registered scope is a ceiling for operator-configured clients and for grants
+        // without a user (client_credentials). For dynamically registered and CIMD clients it
+        // is where they start: MCP clients register with the scope of the first challenge and
+        // step up later (a 403 insufficient_scope names the wider scope), and the user sees and
+        // approves every scope on the consent page.
+        let ceiling = !user_delegated || client.source == ClientSource::Static;
         let client_scope = client
             .scope
             .as_deref()
+            .filter(|_| ceiling)
             .and_then(|s| ScopeSet::parse(s).ok());
         let mut asked = ScopeSet::parse(requested.unwrap_or(""))
             .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;

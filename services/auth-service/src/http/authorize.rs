@@ -194,7 +194,7 @@ fn validate_request(
     )
     .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
     let resource = state.resolve_resource(p.get("resource").map(String::as_str))?;
-    let scope = state.resolve_scope(client, &resource, p.get("scope").map(String::as_str))?;
+    let scope = state.resolve_scope(client, &resource, p.get("scope").map(String::as_str), true)?;
     Ok(ValidatedRequest {
         challenge,
         scope,

@@ -455,12 +455,60 @@ async fn registered_scope_must_be_supported() {
     assert_eq!(status, 201, "{resp}");
     assert_eq!(resp["scope"], "mcp:tools.read");
     let id = resp["client_id"].as_str().unwrap().to_owned();
-    // The registered scope limits what the client may later ask for.
+    // The registered scope is where a dynamically registered client starts, not a ceiling on
+    // what the user may grant it: MCP clients register with the first challenge's scope and step
+    // up later (MCP 2025-11-25 scope selection and step-up).
     let mut params = standard_authorize(&id);
-    params.push(("scope", "mcp:tools.write"));
+    params.push(("scope", "mcp:tools.read mcp:tools.write"));
     let r = s.authorize(&params).await;
     assert_eq!(r.status().as_u16(), 302);
+    let q = redirect_query(&r);
+    assert!(q.contains_key("code"), "{q:?}");
+    // Still only scopes of the resource.
+    let mut params = standard_authorize(&id);
+    params.push(("scope", "mcp:tools.read api:read"));
+    let r = s.authorize(&params).await;
     assert_eq!(redirect_query(&r)["error"], "invalid_scope");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn registered_scope_is_a_ceiling_without_a_user() {
+    let s = TestServer::start().await;
+    let body = json!({
+        "client_name": "machine",
+        "grant_types": ["client_credentials"],
+        "redirect_uris": [],
+        "response_types": [],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "scope": "mcp:tools.read",
+    });
+    let (status, resp, _) = post_register(&s, &body).await;
+    assert_eq!(status, 201, "{resp}");
+    let id = resp["client_id"].as_str().unwrap().to_owned();
+    let secret = resp["client_secret"].as_str().unwrap().to_owned();
+    let basic = |scope: &'static str| {
+        let http = s.http.clone();
+        let (id, secret, url) = (id.clone(), secret.clone(), s.url("/token"));
+        async move {
+            http.post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", RESOURCE),
+                    ("scope", scope),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = basic("mcp:tools.read").await;
+    assert_eq!(ok.status().as_u16(), 200);
+    let wider = basic("mcp:tools.read mcp:tools.write").await;
+    assert_eq!(wider.status().as_u16(), 400);
+    let err: Value = wider.json().await.unwrap();
+    assert_eq!(err["error"], "invalid_scope");
     s.stop().await;
 }
 

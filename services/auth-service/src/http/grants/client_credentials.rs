@@ -23,7 +23,12 @@ pub async fn handle(
         ));
     }
     let resource = state.resolve_resource(form.get("resource").map(String::as_str))?;
-    let scope = state.resolve_scope(client, &resource, form.get("scope").map(String::as_str))?;
+    let scope = state.resolve_scope(
+        client,
+        &resource,
+        form.get("scope").map(String::as_str),
+        false,
+    )?;
     let scope = scope.to_string();
     let (access, claims) = state.tokens.issue_access(
         &client.client_id,
