@@ -302,10 +302,8 @@ fi
 # The scan runs whatever the driver's outcome, over what it saw (MCP tokens) and what the upstream
 # providers issued (their access and refresh tokens).
 for idp in "$CORP" "$CRM"; do
-  curl -fsS "$idp/test/issued" | python3 -c '
-import json, sys
-for t in json.load(sys.stdin):
-    print(f"{t[\"label\"]}\t{t[\"value\"]}")' >>"$TMP/secrets.tsv" || failed+=(issued-tokens)
+  curl -fsS "$idp/test/issued" | python3 -c 'import json, sys
+for t in json.load(sys.stdin): print(t["label"] + "\t" + t["value"])' >>"$TMP/secrets.tsv" || failed+=(issued-tokens)
 done
 say "--- plaintext scan"
 if ! python3 scripts/scan-plaintext.py --secrets "$TMP/secrets.tsv" --db "$URL_AUTH" --db "$URL_VAULT" \

@@ -7,6 +7,8 @@
 #   tests/e2e/mcp-ts-sdk.mjs                 mcp-service + auth-service with the MCP TypeScript SDK client
 #   tests/e2e/mcp-conformance.mjs            the suite's server scenarios against mcp-service, through
 #                                            a bearer-injecting proxy
+#   scripts/e2e-as-user.sh                   its own stack with token-vault and real upstream providers
+#                                            and APIs: tests/e2e/as-the-user.mjs, then plaintext scans
 # and cleans up (both services, the database, the Redis keys, the generated configs), on failure too.
 # Exit 1 if any script fails.
 set -euo pipefail
@@ -134,11 +136,13 @@ run oauth-flow env ISSUER="$ISSUER" node tests/e2e/oauth-flow.mjs
 run conformance-authorization env ISSUER="$ISSUER" node tests/e2e/conformance-authorization.mjs
 run mcp-ts-sdk env ISSUER="$ISSUER" MCP_URL="$MCP_URL" node tests/e2e/mcp-ts-sdk.mjs
 run mcp-conformance env ISSUER="$ISSUER" MCP_URL="$MCP_URL" PROXY_PORT="$PROXY_PORT" node tests/e2e/mcp-conformance.mjs
+# The whole product with a real upstream: its own stack (scripts/e2e-as-user.sh).
+run as-the-user bash scripts/e2e-as-user.sh
 if [ $status -ne 0 ]; then
   say "FAILED: ${failed[*]}"
   say "auth-service log tail:"; tail -n 30 "$LOG" >&2
   say "mcp-service log tail:"; tail -n 30 "$MCP_LOG" >&2
 else
-  say "all passed: oauth-flow, conformance-authorization, mcp-ts-sdk, mcp-conformance"
+  say "all passed: oauth-flow, conformance-authorization, mcp-ts-sdk, mcp-conformance, as-the-user"
 fi
 exit $status

@@ -16,7 +16,7 @@ import { appendFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { auth, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { Browser } from './lib/browser.mjs';
 
@@ -147,6 +147,7 @@ class User {
       authProvider: this.provider,
       fetch: (input, init = {}) => fetch(input, { ...init, signal: init.signal ?? AbortSignal.timeout(TIMEOUT_MS) }).then(async (res) => {
         const url = String(input instanceof Request ? input.url : input);
+        if (res.status === 403) this.last403 = res.headers.get('www-authenticate') ?? '';
         if (url.endsWith('/token') && res.ok) {
           const body = await res.clone().json().catch(() => ({}));
           remember('access', body.access_token);
@@ -267,22 +268,32 @@ try {
     check(!alices.some((a) => a.token_sha256 === bobs[0].token_sha256), 'alice and bob used the same upstream token');
     check(bobs[0].token_sha256 !== sha256(bob.provider.tokens().access_token), 'the MCP token reached the upstream API');
   });
-  await step('alice calls corp_create_item (needs mcp:tools.write): 403 insufficient_scope → the SDK re-authorizes with the wider scope', async (note) => {
-    let stepped = false;
+  await step('alice calls corp_create_item (needs mcp:tools.write): 403 insufficient_scope naming every scope needed → re-authorization with the wider scope', async (note) => {
+    // The SDK (1.32.2) answers the 403 by refreshing its token, which cannot widen the scope
+    // (RFC 6749 §6), and then gives up with "Server returned 403 after trying upscoping". The
+    // application then does what the challenge asks: a new authorization with its scope.
     try {
       const r = await alice.call('corp_create_item', { title: 'first' });
       throw new CheckFailed(`no step-up: ${clip(r)}`);
     } catch (e) {
-      if (!(e instanceof UnauthorizedError)) throw e;
-      stepped = true;
+      if (!(e instanceof UnauthorizedError) && e?.code !== 403) throw e;
+      note(e instanceof UnauthorizedError ? 'the SDK started the authorization' : `SDK: ${e.message}`);
     }
-    check(stepped && alice.provider.authUrl, 'the SDK did not start an authorization');
+    const challenge = alice.last403 ?? '';
+    check(/error="insufficient_scope"/.test(challenge) && /resource_metadata="/.test(challenge), `challenge: ${challenge}`);
+    const wanted = (challenge.match(/scope="([^"]*)"/) ?? [])[1] ?? '';
+    check(wanted.split(' ').includes('mcp:tools.write') && wanted.split(' ').includes('mcp:tools.read'), `challenge scope: ${wanted}`);
+    if (!alice.provider.authUrl) {
+      alice.provider.invalidateCredentials('tokens');
+      const result = await auth(alice.provider, { serverUrl: MCP_URL, scope: wanted });
+      check(result === 'REDIRECT', `auth() answered ${result}`);
+    }
     const scope = alice.provider.authUrl.searchParams.get('scope') ?? '';
     check(scope.split(' ').includes('mcp:tools.write') && scope.split(' ').includes('mcp:tools.read'), `scope asked: ${scope}`);
     const code = await alice.authorizeInBrowser(alice.provider.authUrl.href, note);
     await alice.t.finishAuth(code);
     alice.provider.authUrl = undefined;
-    note(`scope ${alice.provider.tokens().scope}`);
+    note(`scope granted: ${alice.provider.tokens().scope}`);
   });
   await step('after step-up, corp_create_item runs as alice', async () => {
     alice.client = alice.newClient();
@@ -325,7 +336,7 @@ try {
     }
     alice.upstreamAccount = undefined;
     check(page.status === 200 && page.url.startsWith(ISSUER), `after crm: HTTP ${page.status} at ${page.url}: ${clip(page.html)}`);
-    note(`final page: ${clip(page.html.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim(), 80)}`);
+    note(`final page: "${(page.html.match(/<h1[^>]*>([\s\S]*?)<\/h1>/) ?? [])[1] ?? '?'}"`);
     await until('list_changed notification', () => alice.listChanged > before);
   });
   await step('alice tools/list now has crm_record and no connect_crm', async (note) => {
