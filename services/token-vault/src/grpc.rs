@@ -307,13 +307,14 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("embedded descriptor sets are valid");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Server::tcp_nodelay applies only to listeners tonic binds itself: set TCP_NODELAY on the
+    // accepted sockets here, or Nagle's algorithm holds small responses for up to 40 ms.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
     builder
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(TokenVaultServer::new(service))
