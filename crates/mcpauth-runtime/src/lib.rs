@@ -1,5 +1,5 @@
-//! What every mcpauth service starts with: layered configuration, structured logs, Prometheus
-//! metrics and shutdown signals. Services call these from `main.rs`; nothing here knows about OAuth.
+//! What every mcpauth service starts with: layered configuration, structured logs, traces,
+//! Prometheus metrics and shutdown signals. Services call these from `main.rs`; nothing here knows about OAuth.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -8,6 +8,9 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
+
+pub mod telemetry;
+pub use telemetry::{Telemetry, TelemetryConfig};
 
 /// Prefix of environment variables that override configuration (`MCPAUTH__HTTP__ADDR`).
 pub const ENV_PREFIX: &str = "MCPAUTH";
@@ -122,28 +125,10 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-/// Installs the global tracing subscriber. Call once, early in `main`.
+/// Installs the global tracing subscriber (logs only; [`telemetry::init`] adds traces). Call
+/// once, early in `main`.
 pub fn init_logging(service: &'static str, cfg: &LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_new(&cfg.filter).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let result = match cfg.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
-    };
-    if result.is_ok() {
-        tracing::info!(service, "logging initialised");
-    }
+    telemetry::init_logs_only(service, cfg);
 }
 
 /// The process-wide Prometheus recorder; `render()` is served at `/metrics`.
