@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use mcpauth_runtime::{ConfigError, LogConfig, Secret};
+use mcpauth_runtime::{ConfigError, LogConfig, Secret, TelemetryConfig};
 use serde::Deserialize;
 
 /// Built-in defaults; every key a deployment may set appears here (docs/configuration.md).
@@ -24,6 +24,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub log: LogConfig,
+    /// Traces (OTLP); off unless `telemetry.otlp_endpoint` is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     pub login: LoginConfig,
     pub tokens: TokenConfig,
     pub registration: RegistrationConfig,
@@ -354,6 +357,7 @@ impl Config {
     /// Checks what serde cannot: one line naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
+        self.telemetry.validate()?;
         let issuer = url::Url::parse(&self.issuer);
         match issuer {
             Err(e) => return err(format!("issuer: {e}")),

@@ -158,6 +158,8 @@ pub async fn serve(
         builder = builder.tls_config(tls_config(tls).expect("grpc.tls was validated at start"))?;
     }
     builder
+        // Continues the caller's trace (traceparent) with one span per call; see telemetry.
+        .layer(mcpauth_runtime::telemetry::GrpcServerTraceLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(TokenIntrospectionServer::new(Introspection::new(

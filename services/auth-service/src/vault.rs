@@ -7,7 +7,8 @@ use std::time::Duration;
 use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
 use mcpauth_proto::v1::{PutCredentialRequest, UpstreamTokens as ProtoTokens};
 use mcpauth_runtime::Secret;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use mcpauth_runtime::telemetry::{TracedChannel, traced};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::config::VaultConfig;
 use crate::upstream::UpstreamTokens;
@@ -24,7 +25,8 @@ pub enum VaultError {
 /// A lazily connected client of token-vault.
 #[derive(Clone)]
 pub struct VaultClient {
-    channel: Channel,
+    /// Calls carry the trace context (`traceparent`).
+    channel: TracedChannel,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
@@ -46,7 +48,7 @@ impl VaultClient {
                 .map_err(|e| anyhow::anyhow!("vault tls: {e}"))?;
         }
         Ok(Self {
-            channel: ep.connect_lazy(),
+            channel: traced(ep.connect_lazy()),
             authorization: bearer(&cfg.credential)?,
         })
     }

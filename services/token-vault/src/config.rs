@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use mcpauth_runtime::{ConfigError, LogConfig, Secret};
+use mcpauth_runtime::{ConfigError, LogConfig, Secret, TelemetryConfig};
 use serde::Deserialize;
 
 /// Built-in defaults; every key a deployment may set appears there.
@@ -19,6 +19,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub log: LogConfig,
+    /// Traces (OTLP); off unless `telemetry.otlp_endpoint` is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     pub introspection: IntrospectionConfig,
     pub encryption: EncryptionConfig,
     pub refresh: RefreshConfig,
@@ -165,6 +168,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
+        self.telemetry.validate()?;
         for (i, c) in self.grpc.callers.iter().enumerate() {
             if crate::crypto::unhex(&c.credential_sha256).is_none_or(|h| h.len() != 32) {
                 return err(format!(

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use mcpauth_proto::v1::IntrospectRequest;
 use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
+use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::config::IntrospectionConfig;
 use crate::crypto::sha256;
@@ -143,7 +144,7 @@ impl IntrospectionCache {
 /// The introspection client with its cache.
 #[derive(Clone)]
 pub struct Introspector {
-    client: TokenIntrospectionClient<Channel>,
+    client: TokenIntrospectionClient<TracedChannel>,
     credential: MetadataValue<Ascii>,
     accepted: Arc<Vec<String>>,
     cache: IntrospectionCache,
@@ -162,7 +163,7 @@ impl Introspector {
             .map_err(|_| anyhow::anyhow!("introspection.credential: not a valid header value"))?;
         credential.set_sensitive(true);
         Ok(Self {
-            client: TokenIntrospectionClient::new(channel),
+            client: TokenIntrospectionClient::new(traced(channel)),
             credential,
             accepted: Arc::new(cfg.accepted_resources.clone()),
             cache: IntrospectionCache::new(

@@ -76,7 +76,6 @@ fn main() -> ExitCode {
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
-    mcpauth_runtime::init_logging("token-vault", &config.log);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,6 +85,17 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("token-vault: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // Logs, and traces when telemetry.otlp_endpoint is set (the exporter lives on the runtime).
+    let mut telemetry = {
+        let _rt = runtime.enter();
+        match mcpauth_runtime::telemetry::init("token-vault", &config.log, &config.telemetry) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("token-vault: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let result = runtime.block_on(async move {
@@ -131,6 +141,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Export the spans still queued while the runtime (the exporter's channel) still runs.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
