@@ -19,11 +19,13 @@ mod grpc;
 mod h1;
 mod h2grpc;
 mod http;
+mod mcp;
 mod oauth;
 mod pipe;
 mod run;
 mod stats;
 mod target;
+mod upstream;
 mod vault;
 
 use std::process::ExitCode;
@@ -73,6 +75,13 @@ enum Command {
     /// client only), e.g. `--path /mcpauth.v1.TokenVault/GetAccessToken --field 1=TOKEN
     /// --field 2=github`.
     GrpcUnary(UnaryArgs),
+    /// MCP `tools/call` over Streamable HTTP: one session per connection (initialize, then
+    /// notifications/initialized), then pipelined tools/call requests checked for a result
+    /// without `isError`.
+    McpCall(McpCallArgs),
+    /// A minimal upstream API for the connector benchmark (not load): 200 for `Authorization:
+    /// Bearer <token>`, 401 otherwise; loopback only, stops after --max-secs.
+    ServeUpstream(ServeUpstreamArgs),
     /// Refresh-token rotation: each worker refreshes with the token its last refresh returned.
     RefreshChain(OAuthArgs),
     /// Complete authorization-code flows (`/authorize` with the dev login, then `/token`).
@@ -90,6 +99,54 @@ struct OAuthArgs {
     resource: String,
     #[command(flatten)]
     run: RunArgs,
+}
+
+/// `mcp-call` options.
+#[derive(Debug, Args)]
+struct McpCallArgs {
+    /// The MCP endpoint: http://127.0.0.1:PORT/mcp (loopback only, no TLS).
+    #[arg(long)]
+    url: String,
+    /// The MCP access token, sent as `Authorization: Bearer …`.
+    #[arg(long, env = "MCPAUTH_LOADGEN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The tool to call.
+    #[arg(long, default_value = "whoami")]
+    tool: String,
+    /// The tool's arguments, a JSON object.
+    #[arg(long, default_value = "{}")]
+    arguments: String,
+    /// MCP protocol version (a session-based one: initialize must answer an Mcp-Session-Id).
+    #[arg(long, default_value = "2025-11-25")]
+    protocol_version: String,
+    /// Requests in flight per connection (HTTP/1.1 pipelining; 1: plain keep-alive).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(pipe::MAX_DEPTH)))]
+    pipeline: u16,
+    /// Connections, each with its own session [default: concurrency / pipeline].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    connections: Option<u16>,
+    /// Text the response body must also contain (checked on every response).
+    #[arg(long)]
+    expect_body: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `serve-upstream` options.
+#[derive(Debug, Args)]
+struct ServeUpstreamArgs {
+    /// Where to listen: 127.0.0.1:PORT (loopback only; port 0 picks one, printed on stdout).
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    /// The upstream access token every request must carry as `Authorization: Bearer …`.
+    #[arg(long, env = "MCPAUTH_LOADGEN_UPSTREAM_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Stop after this many seconds (at most 3600).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    max_secs: u64,
+    /// Runtime threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
 }
 
 /// Options every subcommand has.
@@ -221,6 +278,14 @@ struct VaultGetArgs {
     /// provider (PutCredential; the credential then needs the `put` permission too).
     #[arg(long)]
     seed_user: Option<String>,
+    /// The upstream access token to seed [default: a fresh one].
+    #[arg(
+        long,
+        env = "MCPAUTH_LOADGEN_UPSTREAM_TOKEN",
+        hide_env_values = true,
+        requires = "seed_user"
+    )]
+    seed_token: Option<String>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -330,16 +395,65 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 impl Command {
-    fn run_args(&self) -> &RunArgs {
+    /// Runtime threads the command asks for.
+    fn threads(&self) -> u16 {
         match self {
-            Command::Http(a) => &a.run,
-            Command::GrpcIntrospect(a) => &a.run,
-            Command::GrpcHealth(a) => &a.run,
-            Command::GrpcVaultGet(a) => &a.run,
-            Command::GrpcUnary(a) => &a.run,
-            Command::RefreshChain(a) | Command::CodeFlow(a) => &a.run,
+            Command::Http(a) => a.run.threads,
+            Command::GrpcIntrospect(a) => a.run.threads,
+            Command::GrpcHealth(a) => a.run.threads,
+            Command::GrpcVaultGet(a) => a.run.threads,
+            Command::GrpcUnary(a) => a.run.threads,
+            Command::McpCall(a) => a.run.threads,
+            Command::ServeUpstream(a) => a.threads,
+            Command::RefreshChain(a) | Command::CodeFlow(a) => a.run.threads,
         }
     }
+}
+
+/// `mcp-call`: a session per connection, then pipelined `tools/call` requests.
+async fn mcp_call(a: McpCallArgs) -> Result<Summary> {
+    let target = target::resolve(&a.url).await?;
+    let arguments: serde_json::Value =
+        serde_json::from_str(&a.arguments).context("--arguments is not JSON")?;
+    if !arguments.is_object() {
+        bail!("--arguments must be a JSON object");
+    }
+    let endpoint = mcp::Endpoint::new(&target, a.token, a.protocol_version)?;
+    let connections = usize::from(
+        a.connections
+            .unwrap_or(a.run.concurrency.div_ceil(a.pipeline)),
+    );
+    let mut drivers = Vec::with_capacity(connections);
+    let mut sessions = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let session = endpoint.open_session().await?;
+        let (request, slot) = endpoint.call_request(&target, &session, &a.tool, &arguments)?;
+        let spec = PipeSpec::new(Arc::new(request), a.pipeline, a.expect_body.clone())
+            .with_mcp_result()
+            .with_id_slot(slot);
+        let conn = pipe::connect(target.addr)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot connect to {}", a.url))?;
+        drivers.push(Some((Arc::new(spec), conn)));
+        sessions.push(session);
+    }
+    let timeout = a.run.timeout;
+    let summary = measure_drivers(
+        connections,
+        connections * usize::from(a.pipeline),
+        &a.run,
+        "mcp-call",
+        |i, budget| {
+            let (spec, conn) = drivers[i].take().expect("one connection per driver");
+            pipe::drive(spec, conn, budget, timeout)
+        },
+    )
+    .await;
+    for session in &sessions {
+        endpoint.close_session(session).await;
+    }
+    summary
 }
 
 /// Connects the workers, runs them, and summarizes.
@@ -482,7 +596,7 @@ async fn execute(command: Command) -> Result<Summary> {
             )?);
             if let Some(user) = &a.seed_user {
                 let channel = grpc::connect(&target, 1, a.run.timeout).await?.remove(0);
-                vault::seed(channel, &spec, user).await?;
+                vault::seed(channel, &spec, user, a.seed_token.as_deref()).await?;
             }
             if a.grpc.client == Client::Lean {
                 // Like the classic probe: grpc-status 0 and a non-empty access token.
@@ -529,6 +643,8 @@ async fn execute(command: Command) -> Result<Summary> {
             let spec = UnarySpec::new(&target, &a.path, &message, a.credential.as_deref(), expect)?;
             measure_lean_grpc(spec, &target, &a.grpc, &a.run, "grpc-unary").await
         }
+        Command::McpCall(a) => mcp_call(a).await,
+        Command::ServeUpstream(_) => bail!("serve-upstream is not a load run"),
         Command::RefreshChain(a) => {
             target::resolve(&a.issuer).await?;
             let t = oauth::OAuthTarget {
@@ -626,7 +742,7 @@ fn main() -> ExitCode {
     // reqwest (the OAuth flow probes) needs a process-wide rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     debug_assert!(MAX_TIMEOUT_SECS * 1e6 < MAX_TRACKED_MICROS as f64);
-    let threads = usize::from(cli.command.run_args().threads);
+    let threads = usize::from(cli.command.threads());
     // One thread: a current-thread runtime, without the work-stealing machinery.
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -642,6 +758,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::ServeUpstream(a) = cli.command {
+        let max = Duration::from_secs(a.max_secs);
+        return match runtime.block_on(upstream::run(a.addr, a.token, max)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcpauth-loadgen: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let summary = match runtime.block_on(execute(cli.command)) {
         Ok(summary) => summary,
         Err(e) => {

@@ -173,7 +173,16 @@ pub struct PipeSpec {
     depth: usize,
     /// A byte string the response body must contain.
     expect_body: Option<Vec<u8>>,
+    /// Whether the body must be a JSON-RPC result of an MCP `tools/call` without `isError`
+    /// (plain JSON, or an SSE stream carrying it).
+    mcp_result: bool,
+    /// Where each request carries [`ID_WIDTH`] decimal digits that [`drive`] replaces with a
+    /// number unique on the connection (JSON-RPC ids must not repeat within an MCP session).
+    id_slot: Option<Range<usize>>,
 }
+
+/// Digits of a stamped request id.
+pub const ID_WIDTH: usize = 12;
 
 impl PipeSpec {
     /// Up to `depth` (1..=[`MAX_DEPTH`]) requests in flight per connection.
@@ -184,7 +193,28 @@ impl PipeSpec {
             request,
             depth,
             expect_body: expect_body.map(String::into_bytes),
+            mcp_result: false,
+            id_slot: None,
         }
+    }
+
+    /// Every response must be an MCP `tools/call` result without `isError`
+    /// ([`crate::mcp::check_tool_result`]).
+    pub fn with_mcp_result(mut self) -> Self {
+        self.mcp_result = true;
+        self
+    }
+
+    /// Each request's bytes `slot` ([`ID_WIDTH`] digits) are replaced by a per-connection
+    /// counter before it is written.
+    pub fn with_id_slot(mut self, slot: Range<usize>) -> Self {
+        assert_eq!(slot.len(), ID_WIDTH, "an id slot is {ID_WIDTH} digits");
+        assert!(
+            slot.end <= self.request.wire.len(),
+            "id slot inside the request"
+        );
+        self.id_slot = Some(slot);
+        self
     }
 
     /// The checked loopback address.
@@ -197,7 +227,7 @@ impl PipeSpec {
         if !self.request.accepts(parsed.status) {
             return Err(self.request.unexpected(parsed.status));
         }
-        if let Some(expected) = &self.expect_body {
+        if self.expect_body.is_some() || self.mcp_result {
             let body = &buf[parsed.body.clone()];
             let body = if parsed.chunked {
                 scratch.clear();
@@ -205,6 +235,12 @@ impl PipeSpec {
                 &scratch[..]
             } else {
                 body
+            };
+            if self.mcp_result {
+                crate::mcp::check_tool_result(body)?;
+            }
+            let Some(expected) = &self.expect_body else {
+                return Ok(());
             };
             if memmem::find(body, expected).is_none() {
                 // The body is not shown: it may hold a token (`/token`).
@@ -251,6 +287,8 @@ pub async fn drive(
     let mut buf = vec![0u8; INITIAL_BUFFER];
     let (mut start, mut end) = (0, 0);
     let mut scratch = Vec::new();
+    // With an id slot: this connection's copy of the batch and the next id.
+    let mut stamped = spec.id_slot.as_ref().map(|_| (spec.batch.clone(), 1u64));
 
     loop {
         let mut now = Instant::now();
@@ -288,8 +326,19 @@ pub async fn drive(
         if sent.is_empty() {
             break;
         }
+        let bytes = match (&mut stamped, &spec.id_slot) {
+            (Some((batch, next)), Some(slot)) => {
+                for i in 0..count {
+                    let at = i * wire_len;
+                    stamp_id(&mut batch[at + slot.start..at + slot.end], *next);
+                    *next += 1;
+                }
+                &batch[..count * wire_len]
+            }
+            _ => &spec.batch[..count * wire_len],
+        };
         if count > 0
-            && let Err(e) = conn.write_all(&spec.batch[..count * wire_len]).await
+            && let Err(e) = conn.write_all(bytes).await
         {
             lost(
                 &mut stats,
@@ -402,6 +451,14 @@ pub async fn drive(
     stats
 }
 
+/// Writes `id` as zero-padded decimal digits filling `slot`.
+fn stamp_id(slot: &mut [u8], mut id: u64) {
+    for digit in slot.iter_mut().rev() {
+        *digit = b'0' + (id % 10) as u8;
+        id /= 10;
+    }
+}
+
 /// Counts every request in `sent` as failed.
 fn fail_all(stats: &mut WorkerStats, sent: &mut VecDeque<Instant>, what: &str) {
     for _ in sent.drain(..) {
@@ -432,6 +489,15 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    #[test]
+    fn ids_are_stamped_zero_padded() {
+        let mut slot = *b"xxxxxxxxxxxx";
+        stamp_id(&mut slot, 42);
+        assert_eq!(&slot, b"000000000042");
+        stamp_id(&mut slot, 999_999_999_999);
+        assert_eq!(&slot, b"999999999999");
+    }
     use crate::http::Payload;
     use crate::run::{Limits, run_drivers};
 

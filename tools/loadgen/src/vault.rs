@@ -52,18 +52,24 @@ impl VaultGetSpec {
     }
 }
 
-/// Stores a valid upstream credential (random access token, one day) for `user_id`, so that
-/// the run measures reads without refreshes.
-pub async fn seed(channel: Channel, spec: &VaultGetSpec, user_id: &str) -> Result<()> {
+/// Stores a valid upstream credential (`access_token`, or a fresh one; valid for one day) for
+/// `user_id`, so that the run measures reads without refreshes.
+pub async fn seed(
+    channel: Channel,
+    spec: &VaultGetSpec,
+    user_id: &str,
+    access_token: Option<&str>,
+) -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
-    let nonce = now.to_string();
+    let access_token =
+        access_token.map_or_else(|| format!("loadgen-upstream-token-{now}"), str::to_owned);
     let mut request = tonic::Request::new(PutCredentialRequest {
         user_id: user_id.to_owned(),
         provider: spec.provider.clone(),
         tokens: Some(UpstreamTokens {
-            access_token: format!("loadgen-upstream-token-{nonce}"),
+            access_token,
             refresh_token: String::new(),
             expires_at: now + 86_400,
             scopes: vec![],
