@@ -146,6 +146,10 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         App::new()
             .app_data(data.clone())
             .app_data(svc.clone())
+            // One span per request (method, route pattern, status), when traced.
+            .wrap(actix_web::middleware::from_fn(
+                mcpauth_runtime::telemetry::http_span,
+            ))
             .configure(move |c| crate::http::routes(c, &st))
     })
     .workers(workers)

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use mcpauth_runtime::{ConfigError, LogConfig, Secret};
+use mcpauth_runtime::{ConfigError, LogConfig, Secret, TelemetryConfig};
 use serde::Deserialize;
 
 /// Built-in defaults; every key appears there.
@@ -24,6 +24,9 @@ pub struct Config {
     pub scope_implications: HashMap<String, Vec<String>>,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// Traces (OTLP); off unless `telemetry.otlp_endpoint` is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     pub verifier: VerifierConfig,
     pub redis: RedisConfig,
     pub sessions: SessionsConfig,
@@ -166,6 +169,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
+        self.telemetry.validate()?;
         match url::Url::parse(&self.resource) {
             Ok(u) if u.fragment().is_none() && !self.resource.ends_with('/') => {}
             _ => {

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use mcpauth_proto::v1::StartConnectRequest;
 use mcpauth_proto::v1::upstream_connect_client::UpstreamConnectClient;
+use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::auth::BearerToken;
 
 #[derive(Clone)]
 pub struct ConnectClient {
-    client: UpstreamConnectClient<Channel>,
+    client: UpstreamConnectClient<TracedChannel>,
     credential: MetadataValue<Ascii>,
 }
 
@@ -35,7 +36,7 @@ impl ConnectClient {
             .parse()
             .map_err(|_| anyhow::anyhow!("connect.credential: not a valid header value"))?;
         Ok(Self {
-            client: UpstreamConnectClient::new(channel),
+            client: UpstreamConnectClient::new(traced(channel)),
             credential,
         })
     }

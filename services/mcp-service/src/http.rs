@@ -304,6 +304,11 @@ pub async fn mcp(
         revoked: state.revoked.subscribe(),
     };
     hreq.extensions_mut().insert(principal);
+    // rmcp runs handlers on its own tasks: tool calls find the request's span here.
+    if mcpauth_runtime::telemetry::exporting() {
+        hreq.extensions_mut()
+            .insert(crate::tools::RequestSpan(tracing::Span::current()));
+    }
 
     let (parts, body) = crate::sessions::as_subject(&subject, svc.handle(hreq))
         .await

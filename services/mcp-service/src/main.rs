@@ -30,7 +30,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    mcpauth_runtime::init_logging("mcp-service", &config.log);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,11 +41,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Logs, and traces when telemetry.otlp_endpoint is set (the exporter lives on the runtime).
+    let mut telemetry = {
+        let _rt = runtime.enter();
+        match mcpauth_runtime::telemetry::init("mcp-service", &config.log, &config.telemetry) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("mcp-service: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let result = runtime.block_on(async move {
         let running = mcp_service::app::start(config, mcpauth_runtime::init_metrics()).await?;
         running.run_until(mcpauth_runtime::shutdown_signal()).await;
         Ok::<(), anyhow::Error>(())
     });
+    // Export the spans still queued while the runtime (the exporter's channel) still runs.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

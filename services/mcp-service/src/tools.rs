@@ -15,6 +15,7 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::auth::{Principal, ScopePolicy};
 
@@ -129,6 +130,31 @@ impl ToolRegistry {
     }
 }
 
+/// The trace span of the HTTP request that carried a JSON-RPC request, when traces are on
+/// (rmcp runs handlers on session tasks, outside that request's span).
+#[derive(Clone)]
+pub struct RequestSpan(pub tracing::Span);
+
+/// A `tools/call` span, a child of the HTTP request's span; disabled when traces are off.
+fn tool_span(ctx: &RequestContext<RoleServer>, tool: &str) -> tracing::Span {
+    let Some(parent) = ctx
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<RequestSpan>())
+    else {
+        return tracing::Span::none();
+    };
+    tracing::info_span!(
+        target: mcpauth_runtime::telemetry::TARGET,
+        parent: &parent.0,
+        "tools/call",
+        otel.name = format!("tools/call {tool}"),
+        otel.status_code = tracing::field::Empty,
+        mcp.method.name = "tools/call",
+        gen_ai.tool.name = tool,
+    )
+}
+
 /// The principal of the HTTP request that carried this JSON-RPC request.
 pub fn principal(ctx: &RequestContext<RoleServer>) -> Option<&Principal> {
     ctx.extensions
@@ -228,10 +254,16 @@ impl ServerHandler for McpServer {
             ));
         }
         let args = request.arguments.unwrap_or_default();
-        Ok(tool
+        // The tool's name is a registered one (looked up above), never caller text.
+        let span = tool_span(&context, &request.name);
+        let result = tool
             .call_with_peer(&principal, args, context.peer.clone())
-            .await?
-            .into())
+            .instrument(span.clone())
+            .await;
+        if result.as_ref().map_or(true, |r| r.is_error == Some(true)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        Ok(result?.into())
     }
 }
 

@@ -8,8 +8,9 @@ use mcpauth_proto::v1::{
     ConnectionStatus, DeleteCredentialRequest, GetAccessTokenRequest, ListConnectionsRequest,
 };
 use mcpauth_runtime::Secret;
+use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::auth::BearerToken;
 use crate::connectors::config::VaultConfig;
@@ -55,7 +56,7 @@ pub struct Connection {
 
 #[derive(Clone)]
 pub struct VaultClient {
-    client: TokenVaultClient<Channel>,
+    client: TokenVaultClient<TracedChannel>,
     credential: MetadataValue<Ascii>,
 }
 
@@ -71,7 +72,7 @@ impl VaultClient {
             .parse()
             .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
         Ok(Self {
-            client: TokenVaultClient::new(channel),
+            client: TokenVaultClient::new(traced(channel)),
             credential,
         })
     }

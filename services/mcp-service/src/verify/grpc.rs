@@ -5,15 +5,16 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use mcpauth_proto::v1::IntrospectRequest;
 use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
+use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use super::cache::{IntrospectionCache, now_secs, token_key};
 use crate::auth::{Principal, TokenVerifier, VerifyError};
 use crate::config::GrpcIntrospectionConfig;
 
 pub struct GrpcIntrospection {
-    client: TokenIntrospectionClient<Channel>,
+    client: TokenIntrospectionClient<TracedChannel>,
     credential: MetadataValue<Ascii>,
     resource: String,
     cache: IntrospectionCache,
@@ -31,7 +32,7 @@ impl GrpcIntrospection {
             .parse()
             .map_err(|_| anyhow::anyhow!("verifier.grpc.credential: not a valid header value"))?;
         Ok(Self {
-            client: TokenIntrospectionClient::new(channel),
+            client: TokenIntrospectionClient::new(traced(channel)),
             credential,
             resource: resource.to_owned(),
             cache: IntrospectionCache::new(

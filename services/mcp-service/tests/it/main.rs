@@ -8,3 +8,4 @@ mod harness;
 mod resource;
 mod rmcp_client;
 mod stateless;
+mod telemetry;
