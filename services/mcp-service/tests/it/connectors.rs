@@ -15,9 +15,12 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 /// auth-service's credential at the vault in these tests (permission `put`).
-const PUT_CREDENTIAL: &str = "auth-service-put-credential";
-const ALICE_UPSTREAM: &str = "gho_alice-upstream-token";
+pub(crate) const PUT_CREDENTIAL: &str = "auth-service-put-credential";
+pub(crate) const ALICE_UPSTREAM: &str = "gho_alice-upstream-token";
 const BOB_UPSTREAM: &str = "gho_bob-upstream-token";
+/// What the upstream token endpoint issues when alice's token is refreshed.
+const ALICE_REFRESHED: &str = "gho_alice-refreshed-token";
+const ALICE_REFRESH: &str = "ghr_alice-refresh-token-1";
 
 fn sha256_hex(s: &str) -> String {
     auth_service::domain::token::hex(&auth_service::domain::token::hash(s))
@@ -70,8 +73,25 @@ async fn upstream_handler(
         authorization: authorization.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    if req.path() == "/login/oauth/access_token" {
+        // The upstream token endpoint: one refresh token, one rotation. It answers slowly, so
+        // that concurrent callers overlap with the refresh in flight.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        if form.get("grant_type").map(String::as_str) != Some("refresh_token")
+            || form.get("refresh_token").map(String::as_str) != Some(ALICE_REFRESH)
+        {
+            return HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
+        }
+        return HttpResponse::Ok().json(json!({
+            "access_token": ALICE_REFRESHED, "token_type": "bearer", "expires_in": 3600,
+            "refresh_token": "ghr_alice-refresh-token-2", "scope": "repo",
+        }));
+    }
     let user = match authorization.as_str() {
         a if a == format!("Bearer {ALICE_UPSTREAM}") => "alice",
+        a if a == format!("Bearer {ALICE_REFRESHED}") => "alice",
         a if a == format!("Bearer {BOB_UPSTREAM}") => "bob",
         _ => {
             return HttpResponse::Unauthorized().json(json!({"message": "Bad credentials"}));
@@ -124,9 +144,12 @@ impl Upstream {
 }
 
 /// auth-service + mcp-service (harness), token-vault and the upstream API.
-struct Env {
+pub(crate) struct Env {
     s: Stack,
     vault: Option<token_vault::Running>,
+    /// The vault's configuration, to start more replicas of it.
+    vault_toml: String,
+    vault_port: u16,
     upstream: Upstream,
     vault_addr: String,
     vault_db: String,
@@ -258,7 +281,7 @@ id = "k1"
 secret = "{key}"
 
 [providers.github]
-token_endpoint = "https://github.example/login/oauth/access_token"
+token_endpoint = "{upstream_base}/login/oauth/access_token"
 client_id = "gh-client"
 client_secret = "gh-secret"
 "#,
@@ -266,17 +289,14 @@ client_secret = "gh-secret"
             sha256_hex(PUT_CREDENTIAL),
             redis_url(),
             s.resource,
+            upstream_base = upstream.base,
         );
-        let file = std::env::temp_dir().join(format!("{vault_prefix}.toml"));
-        std::fs::write(&file, toml).unwrap();
-        let cfg = token_vault::Config::load(Some(&file), &HashMap::new()).unwrap();
-        let _ = std::fs::remove_file(&file);
-        let vault = token_vault::start(cfg, mcpauth_runtime::init_metrics())
-            .await
-            .unwrap();
+        let vault = start_vault(&toml).await;
         Env {
             s,
             vault: Some(vault),
+            vault_toml: toml,
+            vault_port,
             upstream,
             vault_addr,
             vault_db,
@@ -302,6 +322,11 @@ client_secret = "gh-secret"
 
     /// What auth-service does after a connect: stores the user's upstream tokens.
     async fn put_credential(&self, user_id: &str, access_token: &str) {
+        self.put_tokens(user_id, access_token, "", chrono_now() + 3600)
+            .await;
+    }
+
+    async fn put_tokens(&self, user_id: &str, access_token: &str, refresh: &str, expires_at: i64) {
         let mut client = TokenVaultClient::connect(self.vault_addr.clone())
             .await
             .unwrap();
@@ -310,8 +335,8 @@ client_secret = "gh-secret"
             provider: "github".into(),
             tokens: Some(UpstreamTokens {
                 access_token: access_token.to_owned(),
-                refresh_token: String::new(),
-                expires_at: chrono_now() + 3600,
+                refresh_token: refresh.to_owned(),
+                expires_at,
                 scopes: vec!["repo".into()],
                 token_type: "Bearer".into(),
             }),
@@ -326,6 +351,19 @@ client_secret = "gh-secret"
     }
 }
 
+async fn start_vault(toml: &str) -> token_vault::Running {
+    let file = std::env::temp_dir().join(format!(
+        "mcptest-vault-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&file, toml).unwrap();
+    let cfg = token_vault::Config::load(Some(&file), &HashMap::new()).unwrap();
+    let _ = std::fs::remove_file(&file);
+    token_vault::start(cfg, mcpauth_runtime::init_metrics())
+        .await
+        .unwrap()
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -337,7 +375,7 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-fn call(name: &str, arguments: Value) -> Value {
+pub(crate) fn call(name: &str, arguments: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
 }
 
@@ -375,7 +413,7 @@ async fn tool_names(s: &Stack, token: &str, sid: &str) -> Vec<String> {
         .collect()
 }
 
-async fn subject(s: &Stack, token: &str, sid: &str) -> String {
+pub(crate) async fn subject(s: &Stack, token: &str, sid: &str) -> String {
     let r = call_tool(s, token, sid, "whoami", json!({})).await;
     serde_json::from_str::<Value>(&text_of(&r)).unwrap()["subject"]
         .as_str()
@@ -842,5 +880,102 @@ async fn connect_sends_a_url_elicitation_to_clients_that_declare_it() {
     let t = text_of(&result);
     assert!(t.contains(&format!("{}/connect/", s.issuer)), "{t}");
     assert!(t.contains("The link was offered to the user."), "{t}");
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_tool_calls_through_two_vault_replicas_refresh_the_upstream_token_once() {
+    let e = Env::start().await;
+    let s = &e.s;
+    // A second token-vault replica (same database and Redis) and a second mcp-service replica
+    // that uses it: calls through either replica reach a different vault.
+    let port2 = free_port();
+    let vault2 = start_vault(&e.vault_toml.replace(
+        &format!("addr = \"127.0.0.1:{}\"", e.vault_port),
+        &format!("addr = \"127.0.0.1:{port2}\""),
+    ))
+    .await;
+    let mut cfg = s.mcp_config.clone();
+    cfg.http.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.vault.as_mut().unwrap().addr = format!("http://127.0.0.1:{port2}");
+    let mcp2 = mcp_service::app::start(cfg, mcpauth_runtime::init_metrics())
+        .await
+        .unwrap();
+    let base2 = format!("http://{}", mcp2.http_addr);
+
+    let token = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+    let user = subject(s, &token, &sid).await;
+    // The upstream access token expires within the vault's refresh buffer (60 s).
+    e.put_tokens(&user, ALICE_UPSTREAM, ALICE_REFRESH, chrono_now() + 20)
+        .await;
+
+    let args = json!({"owner": "o", "repo": "r"});
+    let calls = (0..100).map(|i| {
+        let base = if i % 2 == 0 {
+            s.mcp_base.clone()
+        } else {
+            base2.clone()
+        };
+        let (token, args) = (token.clone(), args.clone());
+        async move {
+            // Stateless requests (2026-07-28): any replica, no session needed.
+            let mut body = call("github_get_repo", args);
+            body["params"]["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            });
+            let r = s
+                .http
+                .post(format!("{base}/mcp"))
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "github_get_repo")
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            if status != 200 {
+                panic!("HTTP {status}: {}", r.text().await.unwrap());
+            }
+            messages(r).await.last().unwrap()["result"].clone()
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    for r in &results {
+        assert_ne!(r["isError"], true, "{r}");
+        assert_eq!(r["structuredContent"]["as"], "alice", "{r}");
+    }
+    let seen = e.upstream.seen();
+    let refreshes = seen
+        .iter()
+        .filter(|x| x.path_and_query.starts_with("/login/oauth/access_token"))
+        .count();
+    assert_eq!(
+        refreshes, 1,
+        "the upstream token endpoint saw {refreshes} refreshes"
+    );
+    // Every call after the refresh used the rotated token; none used an MCP token.
+    let api: Vec<&Seen> = seen.iter().filter(|x| x.method == "GET").collect();
+    assert_eq!(api.len(), 100);
+    assert!(
+        api.iter()
+            .all(|x| x.authorization == format!("Bearer {ALICE_REFRESHED}")
+                || x.authorization == format!("Bearer {ALICE_UPSTREAM}"))
+    );
+    assert!(
+        api.iter()
+            .any(|x| x.authorization == format!("Bearer {ALICE_REFRESHED}"))
+    );
+    assert!(seen.iter().all(|x| !x.authorization.contains(&token)));
+    mcp2.shutdown().await;
+    vault2.shutdown().await;
     e.stop().await;
 }
