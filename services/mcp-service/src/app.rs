@@ -58,6 +58,25 @@ impl Running {
     }
 }
 
+/// The `Host` header values accepted on `/mcp`: `http.allowed_hosts`, or by default the
+/// resource's host (any loopback name when the resource is on loopback).
+pub fn allowed_hosts(config: &Config) -> anyhow::Result<Vec<String>> {
+    if !config.http.allowed_hosts.is_empty() {
+        return Ok(config.http.allowed_hosts.clone());
+    }
+    let resource_host = url::Url::parse(&config.resource)?
+        .host_str()
+        .unwrap_or("localhost")
+        .to_owned();
+    // A loopback resource is reached under any loopback name.
+    let loopback = ["localhost", "127.0.0.1", "[::1]"];
+    Ok(if loopback.contains(&resource_host.as_str()) {
+        loopback.iter().map(|h| (*h).to_owned()).collect()
+    } else {
+        vec![resource_host]
+    })
+}
+
 pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let (verifier, cache) = crate::verify::build(&config).await?;
@@ -71,21 +90,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let tools = ToolRegistry::default();
     tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
     let connectors = crate::connectors::install(&config, &tools)?;
-    let resource_host = url::Url::parse(&config.resource)?
-        .host_str()
-        .unwrap_or("localhost")
-        .to_owned();
-    let allowed_hosts = if config.http.allowed_hosts.is_empty() {
-        // A loopback resource is reached under any loopback name.
-        let loopback = ["localhost", "127.0.0.1", "[::1]"];
-        if loopback.contains(&resource_host.as_str()) {
-            loopback.iter().map(|h| (*h).to_owned()).collect()
-        } else {
-            vec![resource_host]
-        }
-    } else {
-        config.http.allowed_hosts.clone()
-    };
+    let allowed_hosts = allowed_hosts(&config)?;
     let sessions = crate::sessions::SessionHub::new(
         redis.clone(),
         &config.redis.key_prefix,

@@ -109,7 +109,7 @@ fn unauthorized(state: &AppState, error: Option<(&str, &str)>) -> HttpResponse {
     };
     let mut r = HttpResponse::Unauthorized();
     r.insert_header((header::WWW_AUTHENTICATE, c.unauthorized(error)));
-    cors(&mut r, state);
+    cors(&mut r);
     match error {
         Some((code, description)) => {
             r.json(json!({"error": code, "error_description": description}))
@@ -120,16 +120,17 @@ fn unauthorized(state: &AppState, error: Option<(&str, &str)>) -> HttpResponse {
     }
 }
 
-fn cors(r: &mut actix_web::HttpResponseBuilder, state: &AppState) {
-    let _ = state;
+fn cors(r: &mut actix_web::HttpResponseBuilder) {
     r.insert_header((
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         "WWW-Authenticate, Mcp-Session-Id",
     ));
 }
 
-/// Origin and Host must be ours (DNS-rebinding protection, MCP transports 2025-06-18+).
-fn check_origin_and_host(state: &AppState, req: &HttpRequest) -> Result<(), &'static str> {
+/// Origin and Host must be ours (DNS-rebinding protection, MCP transports 2025-06-18+). Public
+/// for the benchmark example that serves `/mcp` without authentication
+/// (`examples/bench_noauth.rs`).
+pub fn check_origin_and_host(state: &AppState, req: &HttpRequest) -> Result<(), &'static str> {
     let forbidden = |what: &'static str| what;
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -215,7 +216,12 @@ pub async fn mcp(
         metrics::counter!("mcpauth_mcp_auth_total", "result" => "missing").increment(1);
         return Ok(unauthorized(&state, None));
     };
-    let principal: Principal = match state.verifier.verify(token).await {
+    // The duration of token verification (a cache probe, or an introspection round trip), for
+    // `/metrics` and the benchmarks' cross-check of what authentication costs.
+    let started = std::time::Instant::now();
+    let verified = state.verifier.verify(token).await;
+    metrics::histogram!("mcpauth_mcp_auth_seconds").record(started.elapsed().as_secs_f64());
+    let principal: Principal = match verified {
         Ok(p) => p,
         Err(VerifyError::Unavailable(e)) => {
             tracing::warn!(error = %e, "token verification unavailable");
@@ -281,11 +287,29 @@ pub async fn mcp(
             let description = format!("this operation needs {}", missing.join(" "));
             let mut r = HttpResponse::Forbidden();
             r.insert_header((header::WWW_AUTHENTICATE, c.insufficient_scope(&description)));
-            cors(&mut r, &state);
+            cors(&mut r);
             return Ok(r.json(json!({"error": "insufficient_scope", "error_description": description, "scope": scope})));
         }
     }
 
+    forward(&req, body, principal, &state.revoked, &svc).await
+}
+
+/// Hands an authenticated `/mcp` request to rmcp as `principal` (sessions are bound to its
+/// subject; tools find it in the request's extensions) and turns rmcp's answer into an actix
+/// response. The `Authorization` header is not passed on. Event streams end when the
+/// principal's token expires or a revocation in `revoked` covers it.
+///
+/// Public for the benchmark example that serves `/mcp` without authentication
+/// (`examples/bench_noauth.rs`); the service itself only calls it after [`mcp`] has verified
+/// the token and the scopes.
+pub async fn forward(
+    req: &HttpRequest,
+    body: web::Bytes,
+    principal: Principal,
+    revoked: &tokio::sync::broadcast::Sender<crate::revocations::Revoked>,
+    svc: &McpHttpService,
+) -> actix_web::Result<HttpResponse> {
     // Rebuild an http 1 request for rmcp; the token stays behind (tools never see it).
     let mut b = http::Request::builder()
         .method(req.method().as_str())
@@ -301,7 +325,7 @@ pub async fn mcp(
     let subject = principal.subject.clone();
     let stream_guard = StreamGuard {
         principal: principal.clone(),
-        revoked: state.revoked.subscribe(),
+        revoked: revoked.subscribe(),
     };
     hreq.extensions_mut().insert(principal);
     // rmcp runs handlers on its own tasks: tool calls find the request's span here.
@@ -319,7 +343,7 @@ pub async fn mcp(
     for (name, value) in &parts.headers {
         out.append_header((name.as_str(), value.as_bytes()));
     }
-    cors(&mut out, &state);
+    cors(&mut out);
     let is_sse = parts
         .headers
         .get(http::header::CONTENT_TYPE)
