@@ -301,6 +301,9 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
             .wrap(actix_web::middleware::from_fn(crate::http::cors))
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::issuer_path_prefix,
+            ))
             .wrap(actix_web::middleware::from_fn(crate::http::record_metrics))
             // Outermost: one span per request (method, route pattern, status), when traced.
             .wrap(actix_web::middleware::from_fn(

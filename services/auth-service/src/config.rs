@@ -347,6 +347,13 @@ pub struct StaticClientConfig {
 }
 
 impl Config {
+    /// The path of the issuer identifier (`/auth` for `https://example.com/auth`), or `""`.
+    /// The issuer is validated at load: no query, fragment or trailing slash.
+    pub fn issuer_path(&self) -> &str {
+        let rest = self.issuer.split_once("://").map_or("", |(_, r)| r);
+        rest.find('/').map_or("", |i| &rest[i..])
+    }
+
     /// Loads and checks the configuration.
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let cfg: Config = mcpauth_runtime::load_config(DEFAULTS, file, env)?;

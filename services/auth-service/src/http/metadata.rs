@@ -6,6 +6,18 @@ use serde_json::json;
 
 use crate::app::AppState;
 
+/// The metadata at the path-inserted URL (RFC 8414 §3.1), for an issuer with that path only.
+pub async fn authorization_server_with_path(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let expected = state.config.issuer_path();
+    if expected.is_empty() || expected.strip_prefix('/') != Some(path.as_str()) {
+        return HttpResponse::NotFound().finish();
+    }
+    authorization_server(state).await
+}
+
 pub async fn authorization_server(state: web::Data<AppState>) -> HttpResponse {
     let issuer = &state.config.issuer;
     let mut grants = vec!["authorization_code", "refresh_token", "client_credentials"];

@@ -28,6 +28,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/.well-known/oauth-authorization-server",
         web::get().to(metadata::authorization_server),
     )
+    // RFC 8414 §3.1: for an issuer with a path, the well-known segment goes between host and
+    // path (`https://example.com/.well-known/oauth-authorization-server/auth`).
+    .route(
+        "/.well-known/oauth-authorization-server/{issuer_path:.*}",
+        web::get().to(metadata::authorization_server_with_path),
+    )
     .route("/register", web::post().to(register::create))
     .route("/register/{client_id}", web::get().to(register::read))
     .route("/register/{client_id}", web::put().to(register::update))
@@ -176,6 +182,37 @@ pub(crate) async fn record_metrics(
 }
 
 /// CORS for browser-based MCP clients (MCP-AUTH-SPEC E.12) on the endpoints they call with
+/// An issuer with a path (`https://example.com/auth`) puts every endpoint under that path. Behind
+/// a proxy that forwards the path as it is, requests arrive as `/auth/token`: they are routed as
+/// `/token`. (A proxy that strips the prefix needs nothing.) The path-inserted metadata URL keeps
+/// its form.
+pub(crate) async fn issuer_path_prefix(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let prefix = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.config.issuer_path().to_owned())
+        .unwrap_or_default();
+    if !prefix.is_empty() {
+        let path = req.path();
+        let rest = path
+            .strip_prefix(prefix.as_str())
+            .filter(|r| r.starts_with('/'));
+        if let Some(rest) = rest {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_owned(),
+            };
+            if let Ok(uri) = pq.parse::<actix_web::http::Uri>() {
+                req.match_info_mut().get_mut().update(&uri);
+                req.head_mut().uri = uri;
+            }
+        }
+    }
+    next.call(req).await
+}
+
 /// `fetch`: metadata, registration, token, revocation, introspection. Tokens travel in headers
 /// and bodies, never cookies, so any origin may call them. The browser-facing pages
 /// (`/authorize`, `/login`, `/consent`) are navigations and get no CORS headers.

@@ -173,7 +173,8 @@ impl TestServer {
         env.insert("MCPAUTH__HTTP__ADDR".into(), format!("127.0.0.1:{port}"));
         env.insert("MCPAUTH__ISSUER".into(), format!("http://127.0.0.1:{port}"));
         for (k, v) in opts.env {
-            env.insert(k.to_owned(), v);
+            // `{port}` in an override stands for the port picked above (an issuer with a path).
+            env.insert(k.to_owned(), v.replace("{port}", &port.to_string()));
         }
         let file =
             std::env::temp_dir().join(format!("{prefix}-{}.toml", uuid::Uuid::new_v4().simple()));
