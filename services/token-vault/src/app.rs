@@ -111,7 +111,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         config.refresh.clone(),
     );
     let tls = match &config.grpc.tls {
-        Some(t) => Some(crate::grpc::tls_config(t).map_err(|e| anyhow::anyhow!("grpc.tls: {e}"))?),
+        Some(t) => Some(crate::grpc::tls_config(t)?),
         None => None,
     };
     let cancel = CancellationToken::new();

@@ -276,18 +276,37 @@ impl TokenVault for VaultService {
     }
 }
 
-/// Reads the TLS material of the gRPC listener.
+/// Reads and checks the TLS material of the gRPC listener: unreadable files, PEM that holds no
+/// certificate or key, or a key that does not match the certificate stop the start here (in
+/// `serve` they would only end the gRPC task, leaving a vault that answers `/healthz` but no
+/// calls). Errors name the key and path, never the file's content.
 pub fn tls_config(
     tls: &crate::config::GrpcTlsConfig,
-) -> std::io::Result<tonic::transport::ServerTlsConfig> {
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let cert = std::fs::read(&tls.cert_file)?;
-    let key = std::fs::read(&tls.key_file)?;
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("grpc.tls.{key}: {}: {e}", path.display()))
+    };
+    let cert = read("cert_file", &tls.cert_file)?;
+    let key = read("key_file", &tls.key_file)?;
     let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     if let Some(ca) = &tls.client_ca_file {
         // Client certificates become mandatory once a client CA is set.
-        cfg = cfg.client_ca_root(Certificate::from_pem(std::fs::read(ca)?));
+        cfg = cfg.client_ca_root(Certificate::from_pem(read("client_ca_file", ca)?));
     }
+    // Builds the acceptor once, as `serve` will.
+    tonic::transport::Server::builder()
+        .tls_config(cfg.clone())
+        .map_err(|e| {
+            // tonic's own message is only "transport error"; the reason is in its sources.
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            anyhow::anyhow!("grpc.tls: {reason}")
+        })?;
     Ok(cfg)
 }
 

@@ -4,5 +4,7 @@ mod api;
 mod crash;
 mod harness;
 mod isolation;
+mod ops;
 mod refresh;
 mod rotation;
+mod tls;
