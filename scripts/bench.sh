@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Loopback benchmarks of auth-service (release build), bounded in requests and time. Starts its
-# own auth-service on free ports with a fresh database and Redis prefix, measures a no-op endpoint
-# of the same server in the same run as the ceiling, prints throughput and p50/p99, and writes the
-# JSON lines to target/bench/auth-service.jsonl. Results are recorded in docs/benchmarks.md.
+# Loopback benchmarks of auth-service, token-vault and mcp-service (release builds), bounded in
+# requests and time. Starts its own auth-service on free ports with a fresh database and Redis
+# prefix, measures a no-op endpoint of the same server in the same run as the ceiling, prints
+# throughput and p50/p99, and writes the JSON lines to target/bench/auth-service.jsonl (auth-service
+# and token-vault) and target/bench/mcp-service.jsonl (mcp-service, its TypeScript SDK peer and the
+# connector path). Results are recorded in docs/benchmarks.md.
 #
 #   BENCH_SECS=10 BENCH_CONCURRENCY=64 scripts/bench.sh
+#   BENCH_SKIP_AUTH=1 BENCH_SECS=3 scripts/bench.sh   # only token-vault and mcp-service
+#
+# mcp-service (protocol 2025-11-25 with sessions, which both it and the TypeScript SDK 1.32 peer
+# speak; one session per connection): tools/call whoami with a warm verification cache, the same
+# call on examples/bench_noauth (the same rmcp service without authentication: the difference is
+# what authentication costs), with every call introspected at auth-service
+# (verifier.grpc.cache_ttl_ms = 0), and on tools/bench/ts-peer.mjs (the SDK's Streamable HTTP
+# server behind its requireBearerAuth). Then a connector tool against `mcpauth-loadgen
+# serve-upstream` beside the same upstream called directly (the difference is what the connector
+# path costs: token verification, token-vault GetAccessToken, the upstream call by mcp-service).
+# The throughput runs keep BENCH_CONCURRENCY requests in flight, BENCH_MCP_PIPELINE (default 4)
+# per MCP connection. The differences (authentication, connector) are measured in pairs at a load
+# that does not saturate the two cores, where queueing does not drown them: BENCH_LATENCY_CONCURRENCY
+# (default 4) connections with one request in flight each.
 #
 # The generator shares the two cores with the server, so by default it uses its lean clients
 # (tools/loadgen/README.md): HTTP/1.1 pipelined BENCH_PIPELINE deep over CONCURRENCY/PIPELINE
@@ -49,7 +65,9 @@ RESOURCE="http://127.0.0.1:8081/mcp"
 CRED="bench-service-credential"
 LOG="$OUT/auth-service.log"
 pid=""
+extra_pids=()
 cleanup() {
+  for p in "${extra_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
   psql "$PGADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "$PREFIX:*" 2>/dev/null | xargs -r -n 500 redis-cli del >/dev/null 2>&1 || true
@@ -111,6 +129,7 @@ run() { # name, loadgen args... (BENCH_C overrides the concurrency)
   "$LOADGEN" "$@" --name "$name" --duration "$SECS" --requests "$MAXREQ" --concurrency "${BENCH_C:-$CONC}" \
     --threads "$THREADS" --server-pid "$pid" | tee /dev/stderr | grep '^{' >>"$RESULTS"
 }
+if [ "${BENCH_SKIP_AUTH:-0}" != 1 ]; then
 say "scenarios: ${SECS}s each (at most $MAXREQ requests), $CONC requests in flight ($FLOW_CONC for the write-heavy flows), $CLIENT clients (HTTP: ${HTTP_OPTS[*]}; gRPC: ${GRPC_OPTS[*]}), $THREADS generator thread(s), on $(nproc) cores shared with the server"
 run "http_noop_healthz$HTTP_SUFFIX" http "${HTTP_OPTS[@]}" --url "$BASE/healthz" --expect-status 200
 EXPECT_ACTIVE=(); [ "$CLIENT" = lean ] && EXPECT_ACTIVE=(--expect-body '"active":true')
@@ -129,6 +148,7 @@ RSS_AFTER_KB=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 echo "{\"name\":\"rss_after_load\",\"rss_kib\":$RSS_AFTER_KB}" >>"$RESULTS"
 AUDIT_ROWS=$(psql "$DBURL" -Atqc "select count(*) from audit_events")
 say "RSS after load: $((RSS_AFTER_KB / 1024)) MiB; audit events written: $AUDIT_ROWS"
+fi
 # token-vault: GetAccessToken for a stored, valid upstream token (no refresh), introspecting the
 # client_credentials token above at this auth-service (cached after the first call).
 cargo build -q --release -p token-vault
@@ -164,11 +184,191 @@ TOML
 "$VAULT" --config "$VCFG" migrate >>"$OUT/token-vault.log" 2>&1
 "$VAULT" --config "$VCFG" serve >>"$OUT/token-vault.log" 2>&1 &
 vpid=$!
-trap 'kill -TERM "$vpid" 2>/dev/null || true; cleanup' EXIT
+extra_pids+=("$vpid")
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$VAULT_PORT) 2>/dev/null && break; sleep 0.1; done
+# The seeded upstream token is also the one the connector benchmark's upstream API accepts.
+UP_TOKEN="bench-upstream-$(head -c 24 /dev/urandom | base64 | tr -d '+/=')"
+MCPAUTH_LOADGEN_UPSTREAM_TOKEN="$UP_TOKEN" \
 "$LOADGEN" grpc-vault-get "${GRPC_OPTS[@]}" --addr "http://127.0.0.1:$VAULT_PORT" --credential "$CRED" \
   --token "$TOKEN" --provider bench --seed-user "$CID" --name grpc_vault_get --duration "$SECS" \
   --requests "$MAXREQ" --concurrency "$CONC" --threads "$THREADS" --server-pid "$vpid" \
   | tee /dev/stderr | grep '^{' >>"$RESULTS" || say "grpc_vault_get failed (see $OUT/token-vault.log)"
-kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
 say "results: $RESULTS"
+
+# --- mcp-service ------------------------------------------------------------------------------
+MRESULTS="$OUT/mcp-service.jsonl"; : >"$MRESULTS"
+say "building release binaries (mcp-service and its bench_noauth example)"
+cargo build -q --release -p mcp-service --bin mcp-service --example bench_noauth
+MCP="$ROOT/target/release/mcp-service"; NOAUTH="$ROOT/target/release/examples/bench_noauth"
+MCP_PORT="$(free_port)"; COLD_PORT="$(free_port)"; NOAUTH_PORT="$(free_port)"
+PEER_PORT="$(free_port)"; UP_PORT="$(free_port)"
+MCP_PIPE="${BENCH_MCP_PIPELINE:-4}"; LAT_CONC="${BENCH_LATENCY_CONCURRENCY:-4}"
+MCP_SUFFIX=""; [ "$MCP_PIPE" -gt 1 ] && MCP_SUFFIX="_pipelined$MCP_PIPE"
+LAT_SUFFIX="_c$LAT_CONC"
+# Background helpers are bounded too: they exit on their own after this long.
+HELPER_SECS=$(( 20 * SECS + 600 ))
+MCFG="$OUT/bench-mcp.toml"
+# `resource` is the identifier auth-service issues tokens for (its default [[resources]]); the
+# servers listen on free ports (a loopback resource accepts any loopback Host and port).
+cat >"$MCFG" <<TOML
+resource = "$RESOURCE"
+authorization_servers = ["$BASE"]
+[http]
+addr = "127.0.0.1:$MCP_PORT"
+allowed_origins = []
+[log]
+filter = "warn"
+[verifier.grpc]
+addr = "http://127.0.0.1:$GRPC_PORT"
+credential = "$CRED"
+[redis]
+auth_key_prefix = "$PREFIX"
+key_prefix = "$PREFIX-mcp"
+[vault]
+addr = "http://127.0.0.1:$VAULT_PORT"
+credential = "$CRED"
+key_prefix = "$PREFIX-vault"
+[providers.bench]
+display_name = "Bench API"
+description = "the benchmark's upstream API"
+[[connectors]]
+name = "bench_item"
+description = "Reads an item from the benchmark's upstream API."
+provider = "bench"
+url = "http://127.0.0.1:$UP_PORT/api/item"
+TOML
+wait_ready() { # name, url, pid, log
+  for _ in $(seq 1 150); do
+    curl -fsS "$2" >/dev/null 2>&1 && return 0
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$4" >&2; say "$1 did not become ready"; exit 1
+}
+wait_line() { # name, file, pid
+  for _ in $(seq 1 150); do
+    grep -q '^ready ' "$2" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$2" >&2; say "$1 did not start"; exit 1
+}
+"$MCP" --config "$MCFG" >>"$OUT/mcp-service.log" 2>&1 &
+mpid=$!; extra_pids+=("$mpid")
+# The same configuration, every call introspected: cache_ttl_ms = 0 stores nothing (verify/cache.rs).
+MCPAUTH__HTTP__ADDR="127.0.0.1:$COLD_PORT" MCPAUTH__VERIFIER__GRPC__CACHE_TTL_MS=0 \
+  "$MCP" --config "$MCFG" >>"$OUT/mcp-service-cold.log" 2>&1 &
+cpid=$!; extra_pids+=("$cpid")
+"$NOAUTH" --config "$MCFG" --addr "127.0.0.1:$NOAUTH_PORT" >>"$OUT/bench-noauth.log" 2>&1 &
+npid=$!; extra_pids+=("$npid")
+MCPAUTH_LOADGEN_UPSTREAM_TOKEN="$UP_TOKEN" "$LOADGEN" serve-upstream --addr "127.0.0.1:$UP_PORT" \
+  --max-secs "$HELPER_SECS" >"$OUT/upstream.log" 2>&1 &
+upid=$!; extra_pids+=("$upid")
+wait_ready mcp-service "http://127.0.0.1:$MCP_PORT/readyz" "$mpid" "$OUT/mcp-service.log"
+wait_ready "mcp-service (cold cache)" "http://127.0.0.1:$COLD_PORT/readyz" "$cpid" "$OUT/mcp-service-cold.log"
+wait_ready bench_noauth "http://127.0.0.1:$NOAUTH_PORT/healthz" "$npid" "$OUT/bench-noauth.log"
+wait_line serve-upstream "$OUT/upstream.log" "$upid"
+# The TypeScript SDK peer (Node 22 and the SDK from scripts/install-tools.sh).
+NODE="$ROOT/.tools/bin/node"; [ -x "$NODE" ] || NODE="$(command -v node || true)"
+ppid_=""
+if [ -n "$NODE" ] && [ -d "$ROOT/tests/e2e/node_modules/@modelcontextprotocol/sdk" ]; then
+  PEER_TOKEN_FILE="$OUT/ts-peer.token"; PEER_TOKEN="bench-peer-$(head -c 24 /dev/urandom | base64 | tr -d '+/=')"
+  ( umask 077; printf '%s' "$PEER_TOKEN" >"$PEER_TOKEN_FILE" )
+  "$NODE" tools/bench/ts-peer.mjs "$PEER_PORT" "$PEER_TOKEN_FILE" "$HELPER_SECS" >"$OUT/ts-peer.log" 2>&1 &
+  ppid_=$!; extra_pids+=("$ppid_")
+  wait_line ts-peer "$OUT/ts-peer.log" "$ppid_"
+  say "TypeScript SDK peer: node $("$NODE" --version), @modelcontextprotocol/sdk $("$NODE" -p 'require("./tests/e2e/node_modules/@modelcontextprotocol/sdk/package.json").version')"
+else
+  say "TypeScript SDK peer skipped: run scripts/install-tools.sh (Node 22 and tests/e2e/node_modules)"
+fi
+
+mrun() { # name, server pid, loadgen args... (BENCH_C overrides the concurrency)
+  local name=$1 spid=$2; shift 2
+  "$LOADGEN" "$@" --name "$name" --duration "$SECS" --requests "$MAXREQ" --concurrency "${BENCH_C:-$CONC}" \
+    --threads "$THREADS" --server-pid "$spid" | tee /dev/stderr | grep '^{' >>"$MRESULTS"
+}
+metrics() { curl -fsS "$1/metrics" 2>/dev/null || true; }
+# From two /metrics snapshots: the auth-step histogram's quantile bucket and the cache misses.
+metrics_delta() { # before-file after-file
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+def load(path):
+    buckets, miss, hit = {}, 0.0, 0.0
+    for line in open(path):
+        m = re.match(r'mcpauth_mcp_auth_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m: buckets[m.group(1)] = float(m.group(2))
+        m = re.match(r'mcpauth_mcp_token_cache_total\{result="(hit|miss)"\} (\S+)', line)
+        if m:
+            if m.group(1) == "miss": miss = float(m.group(2))
+            else: hit = float(m.group(2))
+    return buckets, miss, hit
+(b0, m0, h0), (b1, m1, h1) = load(sys.argv[1]), load(sys.argv[2])
+d = {le: b1[le] - b0.get(le, 0.0) for le in b1}
+order = sorted(d, key=lambda le: float("inf") if le == "+Inf" else float(le))
+total = d.get("+Inf", 0.0)
+def q(p):
+    for le in order:
+        if total and d[le] >= p * total:
+            return "+Inf" if le == "+Inf" else "%g" % (float(le) * 1000)
+    return "n/a"
+print('"auth_step_count":%d,"auth_step_p50_le_ms":"%s","auth_step_p99_le_ms":"%s","cache_hits":%d,"cache_misses":%d'
+      % (total, q(0.5), q(0.99), h1 - h0, m1 - m0))
+PY
+}
+with_metrics() { # name, base url, server pid, loadgen args...
+  local name=$1 base=$2 spid=$3; shift 3
+  metrics "$base" >"$OUT/metrics.before"
+  mrun "$name" "$spid" "$@"
+  metrics "$base" >"$OUT/metrics.after"
+  local d; d=$(metrics_delta "$OUT/metrics.before" "$OUT/metrics.after")
+  say "$name, mcp-service's own view: $d"
+  echo "{\"name\":\"${name}_server_metrics\",$d}" >>"$MRESULTS"
+}
+
+say "mcp-service scenarios: ${SECS}s each, $CONC requests in flight over $(( CONC / MCP_PIPE )) connections (one MCP session each, $MCP_PIPE pipelined), protocol 2025-11-25"
+MCP_OPTS=(mcp-call --tool whoami --pipeline "$MCP_PIPE" --expect-body 'subject')
+MCPAUTH_LOADGEN_TOKEN="$TOKEN" with_metrics "mcp_whoami_warm$MCP_SUFFIX" "http://127.0.0.1:$MCP_PORT" "$mpid" \
+  "${MCP_OPTS[@]}" --url "http://127.0.0.1:$MCP_PORT/mcp"
+MCPAUTH_LOADGEN_TOKEN="unused-no-auth" mrun "mcp_whoami_noauth$MCP_SUFFIX" "$npid" \
+  "${MCP_OPTS[@]}" --url "http://127.0.0.1:$NOAUTH_PORT/mcp"
+MCPAUTH_LOADGEN_TOKEN="$TOKEN" with_metrics "mcp_whoami_cold$MCP_SUFFIX" "http://127.0.0.1:$COLD_PORT" "$cpid" \
+  "${MCP_OPTS[@]}" --url "http://127.0.0.1:$COLD_PORT/mcp"
+if [ -n "$ppid_" ]; then
+  MCPAUTH_LOADGEN_TOKEN="$PEER_TOKEN" mrun "ts_sdk_peer_whoami$MCP_SUFFIX" "$ppid_" \
+    "${MCP_OPTS[@]}" --url "http://127.0.0.1:$PEER_PORT/mcp"
+fi
+say "latency pairs: $LAT_CONC connections, one request in flight on each"
+LAT_OPTS=(mcp-call --tool whoami --pipeline 1 --expect-body 'subject')
+MCPAUTH_LOADGEN_TOKEN="$TOKEN" BENCH_C=$LAT_CONC mrun "mcp_whoami_warm$LAT_SUFFIX" "$mpid" \
+  "${LAT_OPTS[@]}" --url "http://127.0.0.1:$MCP_PORT/mcp"
+MCPAUTH_LOADGEN_TOKEN="unused-no-auth" BENCH_C=$LAT_CONC mrun "mcp_whoami_noauth$LAT_SUFFIX" "$npid" \
+  "${LAT_OPTS[@]}" --url "http://127.0.0.1:$NOAUTH_PORT/mcp"
+BENCH_C=$LAT_CONC mrun "upstream_direct$LAT_SUFFIX" "$upid" http --client lean --pipeline 1 \
+  --url "http://127.0.0.1:$UP_PORT/api/item" -H "Authorization: Bearer $UP_TOKEN" --expect-status 200 \
+  --expect-body '"ok":true'
+MCPAUTH_LOADGEN_TOKEN="$TOKEN" BENCH_C=$LAT_CONC mrun "mcp_connector_call$LAT_SUFFIX" "$mpid" \
+  mcp-call --tool bench_item --pipeline 1 --expect-body 'mcpauth-loadgen upstream' \
+  --url "http://127.0.0.1:$MCP_PORT/mcp"
+
+# The differences the targets are about: authentication (warm cache) and the connector path.
+python3 - "$MRESULTS" "$MCP_SUFFIX" "$LAT_SUFFIX" <<'PY' | tee /dev/stderr >>"$MRESULTS"
+import json, sys
+path, ms, ls = sys.argv[1:]
+rows = {}
+for line in open(path):
+    r = json.loads(line)
+    rows[r["name"]] = r
+def diff(name, a, b, what):
+    if a in rows and b in rows:
+        x, y = rows[a], rows[b]
+        print(json.dumps({"name": name, "of": a, "over": b, "what": what,
+                          "p50_ms": round(x["p50_ms"] - y["p50_ms"], 3),
+                          "p99_ms": round(x["p99_ms"] - y["p99_ms"], 3)}))
+diff("mcp_auth_cost", "mcp_whoami_warm" + ls, "mcp_whoami_noauth" + ls,
+     "authentication with a warm cache (target: p99 <= 0.5 ms)")
+diff("mcp_auth_cost_at_load", "mcp_whoami_warm" + ms, "mcp_whoami_noauth" + ms,
+     "authentication with a warm cache, throughput runs (queueing-dominated)")
+diff("mcp_connector_overhead", "mcp_connector_call" + ls, "upstream_direct" + ls,
+     "a connector tool call over the upstream API called directly (target: p99 <= 2 ms)")
+PY
+say "results: $MRESULTS"

@@ -170,6 +170,7 @@ async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
             .route("/healthz", web::get().to(mcp_service::http::healthz))
     })
     .workers(workers)
+    .tcp_nodelay(true) // as mcp-service
     .shutdown_timeout(config.http.shutdown_timeout_secs)
     .bind(addr)?
     .run();

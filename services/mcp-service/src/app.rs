@@ -158,6 +158,10 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
             .configure(move |c| crate::http::routes(c, &st))
     })
     .workers(workers)
+    // actix keeps the OS default (Nagle on). An event-stream answer goes out in several writes
+    // (head, event, end of stream): with Nagle the later ones wait for the client's delayed ACK,
+    // about 40 ms per tools/call (measured by scripts/bench.sh).
+    .tcp_nodelay(true)
     .shutdown_timeout(config.http.shutdown_timeout_secs)
     .disable_signals()
     .listen(listener)?
