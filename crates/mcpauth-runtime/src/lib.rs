@@ -9,7 +9,9 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
+pub mod grpc_client;
 pub mod telemetry;
+pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint};
 pub use telemetry::{Telemetry, TelemetryConfig};
 
 /// Prefix of environment variables that override configuration (`MCPAUTH__HTTP__ADDR`).
