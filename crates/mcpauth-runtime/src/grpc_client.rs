@@ -155,7 +155,7 @@ fn read_certificates(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     let pem = read(key, path)?;
     let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match parsed {
-        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(certs) if !certs.is_empty() && certs.iter().all(|c| !c.is_empty()) => Ok(pem),
         _ => Err(ConfigError::new(format!(
             "{key}: {}: no PEM certificate",
             path.display()

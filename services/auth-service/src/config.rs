@@ -233,15 +233,35 @@ impl UpstreamProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultConfig {
-    /// token-vault's gRPC address, e.g. `http://127.0.0.1:9091` (`https://` needs `ca_file`).
+    /// token-vault's gRPC address, e.g. `http://127.0.0.1:9091` (`https://` needs a CA file).
     pub addr: String,
     /// auth-service's service credential at token-vault (permission `put`).
     pub credential: Secret,
-    /// PEM CA bundle for an `https://` address.
+    /// PEM CA bundle for an `https://` address: the older spelling of `tls.ca_file`, still
+    /// accepted (not both).
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// `[vault.tls]`: CA (and client certificate for mTLS) for an `https://` addr.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::GrpcClientTls>,
     #[serde(default = "default_upstream_timeout")]
     pub timeout_ms: u64,
+}
+
+impl VaultConfig {
+    /// The client TLS in the shared shape, `vault.ca_file` folded into `tls.ca_file`.
+    pub fn client_tls(&self) -> Result<Option<mcpauth_runtime::GrpcClientTls>, ConfigError> {
+        match (&self.ca_file, &self.tls) {
+            (Some(_), Some(t)) if t.ca_file.is_some() => Err(ConfigError::new(
+                "vault.ca_file: give the CA once, as vault.tls.ca_file",
+            )),
+            (Some(ca), tls) => Ok(Some(mcpauth_runtime::GrpcClientTls {
+                ca_file: Some(ca.clone()),
+                ..tls.clone().unwrap_or_default()
+            })),
+            (None, tls) => Ok(tls.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -562,18 +582,8 @@ impl Config {
                         .into(),
                 );
             };
-            match url::Url::parse(&v.addr) {
-                Ok(u) if u.scheme() == "http" => {}
-                Ok(u) if u.scheme() == "https" => {
-                    if v.ca_file.as_ref().is_none_or(|p| !p.is_file()) {
-                        return err(
-                            "vault.ca_file: a readable PEM file is required for an https addr"
-                                .into(),
-                        );
-                    }
-                }
-                _ => return err("vault.addr: must be an http:// or https:// URL".into()),
-            }
+            // Address and TLS files are read and checked now, not at the first stored credential.
+            mcpauth_runtime::grpc_endpoint("vault", &v.addr, v.client_tls()?.as_ref())?;
             if v.credential.expose().is_empty() {
                 return err("vault.credential: required".into());
             }
@@ -729,6 +739,72 @@ mod tests {
         );
         assert!(e.contains("upstream.providers.corp.client_secret"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn vault_tls_takes_the_old_ca_file_or_a_tls_table() {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("mcpauth-vault-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(vec!["auth-service".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+        std::fs::write(dir.join("client.key"), key.serialize_pem()).unwrap();
+        let d = dir.display();
+        let https = "[vault]\naddr = \"https://vault.internal:9091\"\ncredential = \"v\"\n";
+        let identity = format!("cert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"\n");
+        let case = |vault: String| upstream_config(&format!("{OIDC}{vault}"), &[]);
+
+        let e = case(https.to_owned());
+        assert!(
+            e.ends_with(
+                "vault.tls.ca_file: required for an https:// vault.addr (system roots are not used)"
+            ),
+            "{e}"
+        );
+        // The older flat key alone, and with a client certificate from [vault.tls].
+        assert_eq!(case(format!("{https}ca_file = \"{d}/ca.pem\"\n")), "ok");
+        assert_eq!(
+            case(format!(
+                "{https}ca_file = \"{d}/ca.pem\"\n[vault.tls]\n{identity}"
+            )),
+            "ok"
+        );
+        assert_eq!(
+            case(format!(
+                "{https}[vault.tls]\nca_file = \"{d}/ca.pem\"\n{identity}"
+            )),
+            "ok"
+        );
+        let e = case(format!(
+            "{https}ca_file = \"{d}/ca.pem\"\n[vault.tls]\nca_file = \"{d}/ca.pem\"\n"
+        ));
+        assert!(
+            e.ends_with("vault.ca_file: give the CA once, as vault.tls.ca_file"),
+            "{e}"
+        );
+        let e = case(format!("{https}ca_file = \"{d}/absent.pem\"\n"));
+        assert!(e.contains("vault.tls.ca_file: "), "{e}");
+        let e = case(format!(
+            "{https}[vault.tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/client.pem\"\n"
+        ));
+        assert!(
+            e.ends_with("vault.tls.key_file: required with vault.tls.cert_file"),
+            "{e}"
+        );
+        let e = case(format!("{VAULT}[vault.tls]\nca_file = \"{d}/ca.pem\"\n"));
+        assert!(
+            e.ends_with("vault.tls: set, but vault.addr is http:// (use https://)"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -8,7 +8,6 @@ use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
 use mcpauth_proto::v1::{PutCredentialRequest, UpstreamTokens as ProtoTokens};
 use mcpauth_runtime::Secret;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::config::VaultConfig;
 use crate::upstream::UpstreamTokens;
@@ -33,22 +32,15 @@ pub struct VaultClient {
 impl VaultClient {
     pub fn new(cfg: &VaultConfig) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let mut ep = Endpoint::from_shared(cfg.addr.clone())
-            .map_err(|e| anyhow::anyhow!("vault.addr: {e}"))?
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .timeout(timeout);
-        if cfg.addr.starts_with("https://") {
-            let ca = cfg
-                .ca_file
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("vault.ca_file: required for https"))?;
-            let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("vault.ca_file: {e}"))?;
-            ep = ep
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-                .map_err(|e| anyhow::anyhow!("vault tls: {e}"))?;
-        }
+        let channel = mcpauth_runtime::grpc_channel(
+            "vault",
+            &cfg.addr,
+            cfg.client_tls()?.as_ref(),
+            timeout.min(Duration::from_secs(3)),
+            timeout,
+        )?;
         Ok(Self {
-            channel: traced(ep.connect_lazy()),
+            channel: traced(channel),
             authorization: bearer(&cfg.credential)?,
         })
     }

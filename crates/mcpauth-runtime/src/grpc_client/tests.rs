@@ -27,6 +27,11 @@ impl Pki {
         std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
         std::fs::write(dir.join("other.key"), other_key.serialize_pem()).unwrap();
         std::fs::write(dir.join("garbage.pem"), "not a certificate\n").unwrap();
+        std::fs::write(
+            dir.join("empty.pem"),
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         Self { dir }
     }
 
@@ -153,6 +158,14 @@ fn unreadable_or_empty_files_name_the_key_and_path() {
             "configuration error: connect.tls.ca_file: {}: no PEM certificate",
             pki.dir.join("garbage.pem").display()
         )
+    );
+    let empty_ca = GrpcClientTls {
+        ca_file: pki.path("empty.pem"),
+        ..Default::default()
+    };
+    assert!(
+        error("connect", "https://localhost:9090", Some(&empty_ca))
+            .ends_with("empty.pem: no PEM certificate")
     );
     let garbage_cert = GrpcClientTls {
         ca_file: pki.path("ca.pem"),

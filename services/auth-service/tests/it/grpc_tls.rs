@@ -1,5 +1,8 @@
 //! The gRPC listener over TLS with client certificates (mTLS), on top of the service credential.
 
+use std::collections::HashMap;
+
+use base64::Engine as _;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -169,4 +172,112 @@ async fn unreadable_tls_files_stop_the_start_with_the_key_named() {
     assert!(err.contains("grpc.tls.cert_file"), "{err}");
     let _ = std::fs::remove_file(&file);
     db.drop_db().await;
+}
+
+/// auth-service's own vault client (`[vault]` with `[vault.tls]`) storing a credential in a
+/// token-vault whose gRPC listener requires client certificates.
+#[tokio::test]
+async fn put_credential_reaches_an_mtls_vault_only_with_the_client_certificate() {
+    use auth_service::config::VaultConfig;
+    use auth_service::vault::{VaultClient, VaultError};
+    use mcpauth_runtime::{GrpcClientTls, Secret};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = pki();
+    let d = pki.dir.display();
+    std::fs::write(pki.dir.join("client.pem"), &pki.client_cert).unwrap();
+    std::fs::write(pki.dir.join("client.key"), &pki.client_key).unwrap();
+    let s = TestServer::start().await;
+    let pool = sqlx::PgPool::connect(&s.db.url).await.unwrap();
+    token_vault::store::migrate(&pool).await.unwrap();
+    pool.close().await;
+    const PUT: &str = "auth-service-put-credential";
+    let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    let vault_toml = format!(
+        "[grpc]\naddr = \"127.0.0.1:0\"\n\
+         [[grpc.callers]]\nname = \"auth-service\"\ncredential_sha256 = \"{}\"\npermissions = [\"put\"]\n\
+         [grpc.tls]\ncert_file = \"{d}/server.pem\"\nkey_file = \"{d}/server.key\"\nclient_ca_file = \"{d}/ca.pem\"\n\
+         [database]\nurl = \"{}\"\nmax_connections = 4\n\
+         [redis]\nurl = \"{}\"\nkey_prefix = \"{}-vault\"\nauth_key_prefix = \"{}\"\n\
+         [introspection]\naddr = \"http://{}\"\ncredential = \"{GRPC_CREDENTIAL}\"\naccepted_resources = [\"{RESOURCE}\"]\n\
+         [encryption]\ncurrent_key = \"v1\"\n[[encryption.keys]]\nid = \"v1\"\nsecret = \"{key}\"\n\
+         [providers.corp]\ntoken_endpoint = \"https://idp.example/token\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        auth_service::domain::token::hex(&auth_service::domain::token::hash(PUT)),
+        s.db.url,
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        s.prefix,
+        s.prefix,
+        s.grpc,
+    );
+    let file = pki.dir.join("vault.toml");
+    std::fs::write(&file, vault_toml).unwrap();
+    let vault_cfg = token_vault::Config::load(Some(&file), &HashMap::new()).unwrap();
+    let vault = token_vault::start(vault_cfg, mcpauth_runtime::init_metrics())
+        .await
+        .unwrap();
+
+    let client = |ca_file: Option<&str>, tls: Option<GrpcClientTls>| {
+        VaultClient::new(&VaultConfig {
+            addr: format!("https://localhost:{}", vault.grpc_addr.port()),
+            credential: Secret::new(PUT),
+            ca_file: ca_file.map(Into::into),
+            tls,
+            timeout_ms: 5000,
+        })
+        .unwrap()
+    };
+    let identity = |ca: bool| GrpcClientTls {
+        ca_file: ca.then(|| pki.dir.join("ca.pem")),
+        cert_file: Some(pki.dir.join("client.pem")),
+        key_file: Some(pki.dir.join("client.key")),
+    };
+    let tokens = auth_service::upstream::UpstreamTokens {
+        access_token: "upstream-at-over-mtls".into(),
+        token_type: Some("Bearer".into()),
+        refresh_token: Some("upstream-rt-over-mtls".into()),
+        expires_in: Some(3600),
+        scope: Some("openid".into()),
+        id_token: None,
+    };
+    let put = |c: VaultClient| {
+        let tokens = tokens.clone();
+        async move {
+            c.put_credential("user-1", "corp", &tokens, "https://idp.example", "sub-1")
+                .await
+        }
+    };
+
+    // [vault.tls] with CA and client certificate: stored (version 1).
+    assert_eq!(put(client(None, Some(identity(true)))).await.unwrap(), 1);
+    // The older `vault.ca_file` still works, combined with the identity from [vault.tls].
+    let ca = format!("{d}/ca.pem");
+    assert_eq!(
+        put(client(Some(&ca), Some(identity(false)))).await.unwrap(),
+        2
+    );
+    // Trusting the vault but without a client certificate: the handshake is refused.
+    match put(client(Some(&ca), None)).await {
+        // The server's refusal arrives as a TLS alert after the client's side of the
+        // handshake, so tonic reports a transport error (Unknown) or Unavailable.
+        Err(VaultError::Refused { code, message }) => {
+            assert!(
+                matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown),
+                "{code:?} {message}"
+            );
+            assert!(!message.contains("upstream-at-over-mtls"));
+        }
+        other => panic!("stored without a client certificate: {other:?}"),
+    }
+    // The vault holds version 2, nothing more.
+    let version: i64 = sqlx::query_scalar(
+        "SELECT version FROM vault_credentials WHERE user_id = 'user-1' AND provider = 'corp'",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(version, 2);
+
+    vault.shutdown().await;
+    let _ = std::fs::remove_dir_all(&pki.dir);
+    s.stop().await;
 }
