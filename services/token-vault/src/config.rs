@@ -105,6 +105,9 @@ pub struct IntrospectionConfig {
     pub accepted_resources: Vec<String>,
     pub cache_ttl_ms: u64,
     pub cache_max_entries: usize,
+    /// `[introspection.tls]`: CA (and client certificate for mTLS) for an `https://` addr.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::GrpcClientTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +172,12 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
         self.telemetry.validate()?;
+        // The introspection client's address and TLS files are checked now, not at first use.
+        mcpauth_runtime::grpc_endpoint(
+            "introspection",
+            &self.introspection.addr,
+            self.introspection.tls.as_ref(),
+        )?;
         for (i, c) in self.grpc.callers.iter().enumerate() {
             if crate::crypto::unhex(&c.credential_sha256).is_none_or(|h| h.len() != 32) {
                 return err(format!(

@@ -12,7 +12,6 @@ use mcpauth_proto::v1::IntrospectRequest;
 use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
 
 use crate::config::IntrospectionConfig;
 use crate::crypto::sha256;
@@ -152,12 +151,13 @@ pub struct Introspector {
 
 impl Introspector {
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(cfg.addr.clone())
-            .map_err(|e| anyhow::anyhow!("introspection.addr: {e}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = mcpauth_runtime::grpc_channel(
+            "introspection",
+            &cfg.addr,
+            cfg.tls.as_ref(),
+            Duration::from_secs(3),
+            Duration::from_secs(5),
+        )?;
         let mut credential: MetadataValue<Ascii> = format!("Bearer {}", cfg.credential.expose())
             .parse()
             .map_err(|_| anyhow::anyhow!("introspection.credential: not a valid header value"))?;

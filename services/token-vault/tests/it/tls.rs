@@ -359,3 +359,75 @@ async fn broken_tls_material_stops_the_start() {
     let _ = std::fs::remove_dir_all(&pki.dir);
     w.stop().await;
 }
+
+/// The vault's own client side: `[introspection.tls]` against an auth-service whose gRPC
+/// listener requires client certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn introspection_at_an_mtls_auth_service_needs_the_client_certificate() {
+    let w = World::start().await;
+    let pki = pki();
+    let d = pki.dir.display();
+    std::fs::write(pki.dir.join("client.pem"), &pki.client_cert).unwrap();
+    std::fs::write(pki.dir.join("client.key"), &pki.client_key).unwrap();
+    // A replica of the world's auth-service (same database and keys) whose gRPC needs mTLS.
+    let mut cfg = (*w.auth.as_ref().unwrap().state.config).clone();
+    cfg.http.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.grpc.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.grpc.tls = Some(auth_service::config::GrpcTlsConfig {
+        cert_file: pki.dir.join("server.pem"),
+        key_file: pki.dir.join("server.key"),
+        client_ca_file: Some(pki.dir.join("ca.pem")),
+    });
+    let auth = auth_service::app::start(cfg, mcpauth_runtime::init_metrics())
+        .await
+        .unwrap();
+    let introspection = |identity: bool| {
+        let mut env = vec![
+            (
+                "MCPAUTH__INTROSPECTION__ADDR",
+                format!("https://localhost:{}", auth.grpc_addr.port()),
+            ),
+            (
+                "MCPAUTH__INTROSPECTION__TLS__CA_FILE",
+                format!("{d}/ca.pem"),
+            ),
+        ];
+        if identity {
+            env.push((
+                "MCPAUTH__INTROSPECTION__TLS__CERT_FILE",
+                format!("{d}/client.pem"),
+            ));
+            env.push((
+                "MCPAUTH__INTROSPECTION__TLS__KEY_FILE",
+                format!("{d}/client.key"),
+            ));
+        }
+        env
+    };
+    let (mcp, user) = w.dev_login_token().await;
+    let tokens = w.upstream_tokens("introspected-over-mtls", now() + 3600);
+
+    // With the client certificate: the user's token is introspected, the token handed out.
+    let v = w.vault(&introspection(true)).await;
+    let mut c = v.client();
+    assert_eq!(put(&mut c, &user, "github", tokens.clone()).await, 1);
+    assert_eq!(
+        get(&mut c, &mcp, "github").await.unwrap().access_token,
+        tokens.access_token
+    );
+    v.stop().await;
+
+    // Trusting the server but without a client certificate: auth-service refuses the
+    // handshake, so introspection is unavailable and nothing is handed out.
+    let v = w.vault(&introspection(false)).await;
+    let mut c = v.client();
+    let err = get(&mut c, &mcp, "github").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(!err.message().contains(&tokens.access_token));
+    v.stop().await;
+
+    auth.shutdown().await;
+    let _ = std::fs::remove_dir_all(&pki.dir);
+    w.assert_no_plaintext().await;
+    w.stop().await;
+}
