@@ -102,6 +102,9 @@ pub struct GrpcIntrospectionConfig {
     pub credential: Secret,
     pub cache_ttl_ms: u64,
     pub cache_max_entries: usize,
+    /// `[verifier.grpc.tls]`: CA (and client certificate for mTLS) for an `https://` addr.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::GrpcClientTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,7 +211,32 @@ impl Config {
         }
         crate::connectors::config::validate(&self.connectors, &self.providers, self.vault.as_ref())
             .map_err(ConfigError::new)?;
+        // The gRPC clients this configuration starts: their TLS files are read and checked now.
+        if self.verifier.mode == VerifierMode::IntrospectionGrpc {
+            let g = &self.verifier.grpc;
+            mcpauth_runtime::grpc_endpoint("verifier.grpc", &g.addr, g.tls.as_ref())?;
+        }
+        if !self.connectors.is_empty() {
+            if let Some(v) = &self.vault {
+                mcpauth_runtime::grpc_endpoint("vault", &v.addr, v.tls.as_ref())?;
+            }
+            let (section, addr, tls) = self.connect_target();
+            mcpauth_runtime::grpc_endpoint(section, addr, tls)?;
+        }
         Ok(())
+    }
+
+    /// auth-service's connect service: `[connect]`, or else `verifier.grpc`'s address and TLS
+    /// (with the name of the section that gave them, for errors).
+    pub fn connect_target(&self) -> (&'static str, &str, Option<&mcpauth_runtime::GrpcClientTls>) {
+        match &self.connect {
+            Some(c) => ("connect", &c.addr, c.tls.as_ref()),
+            None => (
+                "verifier.grpc",
+                &self.verifier.grpc.addr,
+                self.verifier.grpc.tls.as_ref(),
+            ),
+        }
     }
 
     /// Path of the MCP endpoint (from `resource`).

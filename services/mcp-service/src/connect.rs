@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use mcpauth_proto::v1::StartConnectRequest;
 use mcpauth_proto::v1::upstream_connect_client::UpstreamConnectClient;
+use mcpauth_runtime::GrpcClientTls;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
 
 use crate::auth::BearerToken;
 
@@ -25,13 +25,21 @@ pub struct ConnectUrl {
 }
 
 impl ConnectClient {
-    pub fn new(addr: &str, credential: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(addr.to_owned())
-            .map_err(|e| anyhow::anyhow!("connect.addr: {e}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .connect_lazy();
+    /// A client of `addr`; `section` (`connect` or `verifier.grpc`) is the configuration
+    /// section the address and TLS came from, for errors.
+    pub fn new(
+        section: &str,
+        addr: &str,
+        tls: Option<&GrpcClientTls>,
+        credential: &str,
+    ) -> anyhow::Result<Self> {
+        let channel = mcpauth_runtime::grpc_channel(
+            section,
+            addr,
+            tls,
+            Duration::from_secs(3),
+            Duration::from_secs(10),
+        )?;
         let credential = format!("Bearer {credential}")
             .parse()
             .map_err(|_| anyhow::anyhow!("connect.credential: not a valid header value"))?;

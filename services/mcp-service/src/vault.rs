@@ -10,7 +10,6 @@ use mcpauth_proto::v1::{
 use mcpauth_runtime::Secret;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
 
 use crate::auth::BearerToken;
 use crate::connectors::config::VaultConfig;
@@ -62,12 +61,13 @@ pub struct VaultClient {
 
 impl VaultClient {
     pub fn new(cfg: &VaultConfig) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(cfg.addr.clone())
-            .map_err(|e| anyhow::anyhow!("vault.addr: {e}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = mcpauth_runtime::grpc_channel(
+            "vault",
+            &cfg.addr,
+            cfg.tls.as_ref(),
+            Duration::from_secs(3),
+            Duration::from_secs(15),
+        )?;
         let credential = format!("Bearer {}", cfg.credential.expose())
             .parse()
             .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;

@@ -25,6 +25,9 @@ pub struct VaultConfig {
     /// it at once; this bounds staleness when an event is missed).
     #[serde(default = "default_connections_ttl")]
     pub connections_cache_ttl_ms: u64,
+    /// `[vault.tls]`: CA (and client certificate for mTLS) for an `https://` addr.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::GrpcClientTls>,
 }
 
 fn default_vault_prefix() -> String {
@@ -35,7 +38,7 @@ fn default_connections_ttl() -> u64 {
 }
 
 /// auth-service's `UpstreamConnect` gRPC service (connect URLs). Defaults to the introspection
-/// address and credential of `[verifier.grpc]`.
+/// address, credential and TLS of `[verifier.grpc]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectConfig {
@@ -45,6 +48,9 @@ pub struct ConnectConfig {
     /// elicitation before it returns the URL as text anyway.
     #[serde(default = "default_elicitation_timeout")]
     pub elicitation_timeout_secs: u64,
+    /// `[connect.tls]`: CA (and client certificate for mTLS) for an `https://` addr.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::GrpcClientTls>,
 }
 
 fn default_elicitation_timeout() -> u64 {

@@ -41,19 +41,13 @@ pub fn install(config: &Config, registry: &ToolRegistry) -> anyhow::Result<Optio
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("connectors: need a [vault] section"))?;
     let vault = crate::vault::VaultClient::new(vault_cfg)?;
-    let (connect_addr, connect_credential, elicitation_timeout) = match &config.connect {
-        Some(c) => (
-            c.addr.clone(),
-            c.credential.expose().to_owned(),
-            c.elicitation_timeout_secs,
-        ),
-        None => (
-            config.verifier.grpc.addr.clone(),
-            config.verifier.grpc.credential.expose().to_owned(),
-            120,
-        ),
+    let (connect_credential, elicitation_timeout) = match &config.connect {
+        Some(c) => (c.credential.expose(), c.elicitation_timeout_secs),
+        None => (config.verifier.grpc.credential.expose(), 120),
     };
-    let connect = crate::connect::ConnectClient::new(&connect_addr, &connect_credential)?;
+    let (section, connect_addr, connect_tls) = config.connect_target();
+    let connect =
+        crate::connect::ConnectClient::new(section, connect_addr, connect_tls, connect_credential)?;
     let http = reqwest::Client::builder()
         // A redirect would need the upstream token re-sent somewhere else: never follow one.
         .redirect(reqwest::redirect::Policy::none())

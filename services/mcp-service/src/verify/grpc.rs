@@ -7,7 +7,6 @@ use mcpauth_proto::v1::IntrospectRequest;
 use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
 
 use super::cache::{IntrospectionCache, now_secs, token_key};
 use crate::auth::{Principal, TokenVerifier, VerifyError};
@@ -22,12 +21,13 @@ pub struct GrpcIntrospection {
 
 impl GrpcIntrospection {
     pub fn new(cfg: &GrpcIntrospectionConfig, resource: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(cfg.addr.clone())
-            .map_err(|e| anyhow::anyhow!("verifier.grpc.addr: {e}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = mcpauth_runtime::grpc_channel(
+            "verifier.grpc",
+            &cfg.addr,
+            cfg.tls.as_ref(),
+            Duration::from_secs(3),
+            Duration::from_secs(5),
+        )?;
         let credential = format!("Bearer {}", cfg.credential.expose())
             .parse()
             .map_err(|_| anyhow::anyhow!("verifier.grpc.credential: not a valid header value"))?;

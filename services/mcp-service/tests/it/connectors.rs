@@ -153,6 +153,8 @@ pub(crate) struct Env {
     upstream: Upstream,
     vault_addr: String,
     vault_db: String,
+    /// Every internal gRPC hop runs over mTLS with this PKI.
+    tls: bool,
 }
 
 fn mcp_toml(vault_port: u16, vault_prefix: &str, upstream: &str) -> String {
@@ -197,9 +199,19 @@ scopes = ["mcp:tools.write"]
 
 impl Env {
     async fn start() -> Env {
+        Self::start_with(None).await
+    }
+
+    /// With `pki`, auth-service's and token-vault's gRPC listeners require client certificates
+    /// and every client (mcp-service's verifier, connect and vault clients, token-vault's
+    /// introspection, auth-service's vault client) has a `[<section>.tls]` table.
+    pub(crate) async fn start_with(pki: Option<&crate::internal_tls::Pki>) -> Env {
         let upstream = Upstream::start().await;
         let vault_port = free_port();
-        let vault_addr = format!("http://127.0.0.1:{vault_port}");
+        let vault_addr = match pki {
+            Some(_) => format!("https://localhost:{vault_port}"),
+            None => format!("http://127.0.0.1:{vault_port}"),
+        };
         let vault_prefix = format!("mcptest-vault-{}", uuid::Uuid::new_v4().simple());
         let p = "MCPAUTH__UPSTREAM__PROVIDERS__GITHUB__";
         let auth_env: Vec<(&'static str, String)> = vec![
@@ -223,10 +235,26 @@ impl Env {
             ("MCPAUTH__VAULT__ADDR", vault_addr.clone()),
             ("MCPAUTH__VAULT__CREDENTIAL", PUT_CREDENTIAL.into()),
         ];
+        let mut auth_env = auth_env;
+        let mut mcp_env = vec![];
+        let auth_grpc_port = free_port();
+        if let Some(pki) = pki {
+            use crate::internal_tls::leak_env;
+            auth_env.extend(leak_env(pki.server_env("MCPAUTH__")));
+            auth_env.extend(leak_env(pki.client_env("MCPAUTH__VAULT__", true)));
+            auth_env.push(("MCPAUTH__GRPC__ADDR", format!("127.0.0.1:{auth_grpc_port}")));
+            mcp_env.extend(leak_env(pki.client_env("MCPAUTH__VERIFIER__GRPC__", true)));
+            mcp_env.push((
+                "MCPAUTH__VERIFIER__GRPC__ADDR",
+                format!("https://localhost:{auth_grpc_port}"),
+            ));
+            mcp_env.extend(leak_env(pki.client_env("MCPAUTH__VAULT__", true)));
+            mcp_env.push(("MCPAUTH__VAULT__ADDR", vault_addr.clone()));
+        }
         let s = Stack::start_with(StackOptions {
             auth_env,
+            mcp_env,
             mcp_toml: mcp_toml(vault_port, &vault_prefix, &upstream.base),
-            ..Default::default()
         })
         .await;
 
@@ -243,7 +271,25 @@ impl Env {
         token_vault::store::migrate(&pool).await.unwrap();
         pool.close().await;
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        let auth_grpc = s.auth.as_ref().unwrap().grpc_addr;
+        let (introspection_addr, tls_toml) = match pki {
+            Some(pki) => (
+                format!("https://localhost:{auth_grpc_port}"),
+                format!(
+                    "\n[grpc.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\
+                     \n[introspection.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                    pki.file("server.pem"),
+                    pki.file("server.key"),
+                    pki.file("ca.pem"),
+                    pki.file("ca.pem"),
+                    pki.file("client.pem"),
+                    pki.file("client.key"),
+                ),
+            ),
+            None => (
+                format!("http://{}", s.auth.as_ref().unwrap().grpc_addr),
+                String::new(),
+            ),
+        };
         let toml = format!(
             r#"
 [grpc]
@@ -269,7 +315,7 @@ key_prefix = "{vault_prefix}"
 auth_key_prefix = "{vault_prefix}-auth"
 
 [introspection]
-addr = "http://{auth_grpc}"
+addr = "{introspection_addr}"
 credential = "{CREDENTIAL}"
 accepted_resources = ["{}"]
 
@@ -284,7 +330,7 @@ secret = "{key}"
 token_endpoint = "{upstream_base}/login/oauth/access_token"
 client_id = "gh-client"
 client_secret = "gh-secret"
-"#,
+{tls_toml}"#,
             sha256_hex(CREDENTIAL),
             sha256_hex(PUT_CREDENTIAL),
             redis_url(),
@@ -300,6 +346,7 @@ client_secret = "gh-secret"
             upstream,
             vault_addr,
             vault_db,
+            tls: pki.is_some(),
         }
     }
 
@@ -327,6 +374,30 @@ client_secret = "gh-secret"
     }
 
     async fn put_tokens(&self, user_id: &str, access_token: &str, refresh: &str, expires_at: i64) {
+        if self.tls {
+            // Over mTLS: through auth-service's own vault client, as after a real connect.
+            let tokens = auth_service::upstream::UpstreamTokens {
+                access_token: access_token.to_owned(),
+                token_type: Some("Bearer".into()),
+                refresh_token: (!refresh.is_empty()).then(|| refresh.to_owned()),
+                expires_in: Some(expires_at - chrono_now()),
+                scope: Some("repo".into()),
+                id_token: None,
+            };
+            let vault = self.s.auth.as_ref().unwrap().state.vault.as_ref().unwrap();
+            let version = vault
+                .put_credential(
+                    user_id,
+                    "github",
+                    &tokens,
+                    "https://github.example",
+                    &format!("gh-{user_id}"),
+                )
+                .await
+                .unwrap();
+            assert!(version >= 1);
+            return;
+        }
         let mut client = TokenVaultClient::connect(self.vault_addr.clone())
             .await
             .unwrap();
@@ -977,5 +1048,45 @@ async fn concurrent_tool_calls_through_two_vault_replicas_refresh_the_upstream_t
     assert!(seen.iter().all(|x| !x.authorization.contains(&token)));
     mcp2.shutdown().await;
     vault2.shutdown().await;
+    e.stop().await;
+}
+
+/// Every internal gRPC hop over mTLS: mcp-service verifies at auth-service and gets a connect
+/// URL from it, auth-service stores the credential in token-vault, token-vault introspects the
+/// user's token at auth-service, and mcp-service fetches the upstream token from token-vault.
+#[tokio::test]
+async fn a_connector_call_works_with_every_internal_hop_over_mtls() {
+    let pki = crate::internal_tls::Pki::new();
+    let e = Env::start_with(Some(&pki)).await;
+    let s = &e.s;
+    let token = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+    // UpstreamConnect at auth-service (the [connect] defaults: verifier.grpc's address and TLS).
+    let r = call_tool(s, &token, &sid, "connect_github", json!({})).await;
+    assert_ne!(r["isError"], true, "{r}");
+    assert!(
+        text_of(&r).contains(&format!("{}/connect/", s.issuer)),
+        "{r}"
+    );
+    // auth-service's PutCredential, then GetAccessToken (token-vault introspects the user).
+    let user = subject(s, &token, &sid).await;
+    e.put_credential(&user, ALICE_UPSTREAM).await;
+    assert!(eventually_listed(s, &token, &sid, "github_get_repo", true).await);
+    let r = call_tool(
+        s,
+        &token,
+        &sid,
+        "github_get_repo",
+        json!({"owner": "octo", "repo": "hello"}),
+    )
+    .await;
+    assert_ne!(r["isError"], true, "{r}");
+    assert_eq!(r["structuredContent"]["as"], "alice", "{r}");
+    let seen = e.upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].authorization, format!("Bearer {ALICE_UPSTREAM}"));
     e.stop().await;
 }

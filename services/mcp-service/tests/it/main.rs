@@ -5,6 +5,7 @@ mod cluster;
 mod connectors;
 mod external;
 mod harness;
+mod internal_tls;
 mod resource;
 mod rmcp_client;
 mod stateless;
