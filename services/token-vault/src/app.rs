@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
+use crate::cache::{CredentialCache, Invalidations};
 use crate::config::Config;
 use crate::events::ConnectionEvents;
 use crate::grpc::VaultService;
@@ -109,18 +110,28 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         audit,
         config.providers.clone(),
         config.refresh.clone(),
+        CredentialCache::new(crate::cache::TTL, crate::cache::MAX_ENTRIES),
+        Invalidations::new(redis.clone(), &config.redis.key_prefix),
     );
     let tls = match &config.grpc.tls {
         Some(t) => Some(crate::grpc::tls_config(t)?),
         None => None,
     };
     let cancel = CancellationToken::new();
-    let tasks = vec![tokio::spawn(crate::revocations::follow(
-        config.redis.url.expose().to_owned(),
-        format!("{}:events", config.redis.auth_key_prefix),
-        introspector.cache().clone(),
-        cancel.clone(),
-    ))];
+    let tasks = vec![
+        tokio::spawn(crate::revocations::follow(
+            config.redis.url.expose().to_owned(),
+            format!("{}:events", config.redis.auth_key_prefix),
+            introspector.cache().clone(),
+            cancel.clone(),
+        )),
+        tokio::spawn(crate::cache::follow(
+            config.redis.url.expose().to_owned(),
+            crate::cache::channel(&config.redis.key_prefix),
+            vault.cache().clone(),
+            cancel.clone(),
+        )),
+    ];
 
     let listener = TcpListener::bind(config.grpc.addr)
         .await

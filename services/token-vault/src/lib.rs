@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod cache;
 pub mod config;
 pub mod credential;
 pub mod crypto;

@@ -171,7 +171,9 @@ async fn refresh_locked(
                     },
                 )
                 .await?;
-            if !stored {
+            if stored {
+                vault.changed(user_id, provider).await;
+            } else {
                 // A new connection replaced the record meanwhile; it wins, these tokens still work.
                 tracing::warn!(
                     provider,
@@ -229,6 +231,7 @@ async fn mark_reauthorization_required(
     metrics::counter!("mcpauth_vault_refresh_total", "outcome" => "reauthorization_required")
         .increment(1);
     if marked {
+        vault.changed(&row.user_id, &row.provider).await;
         inner
             .events
             .publish(

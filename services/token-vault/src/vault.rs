@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::audit::{AuditEvent, AuditLog};
+use crate::cache::{CredentialCache, Invalidations};
 use crate::config::{ProviderConfig, RefreshConfig};
 use crate::credential::UpstreamTokens;
 use crate::crypto::KeyRing;
@@ -30,6 +31,9 @@ pub(crate) struct Inner {
     pub audit: AuditLog,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub refresh: RefreshConfig,
+    /// Stored rows (ciphertext) by `(user, provider)`; see `cache`.
+    pub cache: CredentialCache,
+    pub invalidations: Invalidations,
 }
 
 /// How many optimistic write attempts a `put` makes before giving up.
@@ -46,6 +50,8 @@ impl Vault {
         audit: AuditLog,
         providers: BTreeMap<String, ProviderConfig>,
         refresh: RefreshConfig,
+        cache: CredentialCache,
+        invalidations: Invalidations,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -57,8 +63,42 @@ impl Vault {
                 audit,
                 providers,
                 refresh,
+                cache,
+                invalidations,
             }),
         }
+    }
+
+    /// This replica's cache of stored rows.
+    pub fn cache(&self) -> &CredentialCache {
+        &self.inner.cache
+    }
+
+    /// After a write of `(user_id, provider)`: evicts it here and on every other replica.
+    pub(crate) async fn changed(&self, user_id: &str, provider: &str) {
+        let key = crate::cache::key(user_id, provider);
+        self.inner.cache.evict(&key);
+        self.inner.invalidations.publish(&key).await;
+    }
+
+    /// The stored row, from the cache or Postgres (then cached).
+    async fn row(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<Arc<CredentialRow>>, VaultError> {
+        let cache = &self.inner.cache;
+        let key = crate::cache::key(user_id, provider);
+        if let Some(row) = cache.get(&key) {
+            return Ok(Some(row));
+        }
+        let epoch = cache.epoch();
+        let Some(row) = self.inner.store.get(user_id, provider).await? else {
+            return Ok(None);
+        };
+        let row = Arc::new(row);
+        cache.put(key, row.clone(), epoch);
+        Ok(Some(row))
     }
 
     pub fn store(&self) -> &CredentialStore {
@@ -125,6 +165,7 @@ impl Vault {
                 }
             };
             if done {
+                self.changed(user_id, provider).await;
                 self.inner
                     .audit
                     .record(
@@ -174,9 +215,7 @@ impl Vault {
         provider: &str,
     ) -> Result<UpstreamTokens, VaultError> {
         let row = self
-            .inner
-            .store
-            .get(user_id, provider)
+            .row(user_id, provider)
             .await?
             .ok_or(VaultError::NotFound)?;
         if row.status == ConnectionStatus::ReauthorizationRequired {
@@ -189,7 +228,13 @@ impl Vault {
         ) {
             return Ok(tokens);
         }
-        crate::refresh::refresh(self, caller, row, tokens).await
+        // Due for a refresh: the refresh path reads Postgres itself. Whatever it finds, this
+        // cached row is no longer the one to serve.
+        let result = crate::refresh::refresh(self, caller, (*row).clone(), tokens).await;
+        self.inner
+            .cache
+            .evict(&crate::cache::key(user_id, provider));
+        result
     }
 
     /// Deletes a credential and revokes it upstream where the provider supports RFC 7009.
@@ -203,6 +248,7 @@ impl Vault {
         let Some(row) = self.inner.store.delete(user_id, provider).await? else {
             return Ok((false, false));
         };
+        self.changed(user_id, provider).await;
         self.inner
             .events
             .publish(user_id, provider, ConnectionEvent::Disconnected)

@@ -705,6 +705,30 @@ pub async fn get(
         .map(|r| r.into_inner())
 }
 
+/// The error a read answers once a row changed behind the vault's back (a direct SQL write, as
+/// an attacker or a restore would make it) is seen: a replica may serve the row it cached before
+/// for at most `token_vault::cache::TTL`. Until then every answer must be `before`'s token.
+pub async fn get_until_err(
+    client: &mut TokenVaultClient<Channel>,
+    mcp_token: &str,
+    provider: &str,
+    before: &str,
+) -> tonic::Status {
+    let deadline =
+        tokio::time::Instant::now() + token_vault::cache::TTL + Duration::from_millis(500);
+    loop {
+        match get(client, mcp_token, provider).await {
+            Err(e) => return e,
+            Ok(t) => assert_eq!(t.access_token, before, "only the cached row, never another"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a changed row must be seen within the cache TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits for the next event (at most 5 s).
 pub async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -17,13 +17,8 @@ async fn users_never_reach_each_others_credentials() {
     put(&mut c, "alice", "github", alice_t.clone()).await;
     put(&mut c, "bob", "github", bob_t.clone()).await;
     // Only alice connected `plain`.
-    put(
-        &mut c,
-        "alice",
-        "plain",
-        w.upstream_tokens("alice-plain", now() + 3600),
-    )
-    .await;
+    let alice_plain = w.upstream_tokens("alice-plain", now() + 3600);
+    put(&mut c, "alice", "plain", alice_plain.clone()).await;
 
     // Each token reads its own user's credential, whatever else the request says.
     assert_eq!(
@@ -110,7 +105,7 @@ async fn users_never_reach_each_others_credentials() {
     .execute(&pool)
     .await
     .unwrap();
-    let e = get(&mut c, &bob_mcp, "github").await.unwrap_err();
+    let e = get_until_err(&mut c, &bob_mcp, "github", &bob_t.access_token).await;
     assert_eq!(e.code(), Code::DataLoss, "{e:?}");
     assert!(e.message().contains("does not decrypt"), "{}", e.message());
     assert!(!e.message().contains(&alice_t.access_token));
@@ -124,7 +119,9 @@ async fn users_never_reach_each_others_credentials() {
     .await
     .unwrap();
     assert_eq!(
-        get(&mut c, &alice_mcp, "plain").await.unwrap_err().code(),
+        get_until_err(&mut c, &alice_mcp, "plain", &alice_plain.access_token)
+            .await
+            .code(),
         Code::DataLoss
     );
     // Alice's own credential is untouched.

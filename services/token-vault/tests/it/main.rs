@@ -1,6 +1,7 @@
 //! token-vault integration tests: real Postgres, Redis and auth-service; a fake upstream.
 
 mod api;
+mod cache;
 mod crash;
 mod harness;
 mod isolation;

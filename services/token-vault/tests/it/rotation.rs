@@ -107,9 +107,13 @@ async fn rekey_moves_every_record_to_the_new_key() {
     .execute(&pool)
     .await
     .unwrap();
-    let e = get(&mut c, &w.mcp_token("u2", &w.resource), "github")
-        .await
-        .unwrap_err();
+    let e = get_until_err(
+        &mut c,
+        &w.mcp_token("u2", &w.resource),
+        "github",
+        &expected[1],
+    )
+    .await;
     assert_eq!(e.code(), Code::DataLoss);
     assert!(e.message().contains("does not decrypt"), "{}", e.message());
     assert!(
