@@ -323,6 +323,9 @@ pub async fn forward(
         .body(Full::new(body))
         .map_err(actix_web::error::ErrorBadRequest)?;
     let subject = principal.subject.clone();
+    // A POST of a session answers in one JSON body when its first message is the response.
+    let json_if_terminal = req.method() == actix_web::http::Method::POST
+        && req.headers().contains_key("mcp-session-id");
     let stream_guard = StreamGuard {
         principal: principal.clone(),
         revoked: revoked.subscribe(),
@@ -339,23 +342,45 @@ pub async fn forward(
         .into_parts();
     let status =
         StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut out = HttpResponse::build(status);
-    for (name, value) in &parts.headers {
-        out.append_header((name.as_str(), value.as_bytes()));
-    }
-    cors(&mut out);
     let is_sse = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let build = |content_type: Option<&'static str>| {
+        let mut out = HttpResponse::build(status);
+        for (name, value) in &parts.headers {
+            if content_type.is_none() || name != http::header::CONTENT_TYPE {
+                out.append_header((name.as_str(), value.as_bytes()));
+            }
+        }
+        if let Some(ct) = content_type {
+            out.insert_header((header::CONTENT_TYPE, ct));
+        }
+        cors(&mut out);
+        out
+    };
     if is_sse {
+        let (prefix, rest) = if json_if_terminal && status == StatusCode::OK {
+            match first_event(body).await {
+                FirstEvent::Terminal(json) => {
+                    return Ok(build(Some("application/json")).body(json));
+                }
+                FirstEvent::Stream(prefix, rest) => (prefix, rest),
+            }
+        } else {
+            (web::Bytes::new(), body)
+        };
+        let mut out = build(None);
         out.insert_header((
             header::CONTENT_ENCODING,
             HeaderValue::from_static("identity"),
         ));
+        let head = (!prefix.is_empty()).then_some(Ok::<_, std::convert::Infallible>(prefix));
+        let stream = futures_util::stream::iter(head).chain(rest.into_data_stream());
         // An event stream lives no longer than the token that opened it.
-        Ok(out.streaming(body.into_data_stream().take_until(stream_guard.ended())))
+        Ok(out.streaming(stream.take_until(stream_guard.ended())))
     } else {
+        let mut out = build(None);
         let bytes = body
             .collect()
             .await
@@ -363,6 +388,79 @@ pub async fn forward(
             .unwrap_or_default();
         Ok(out.body(bytes))
     }
+}
+
+type RmcpBody = http_body_util::combinators::BoxBody<web::Bytes, std::convert::Infallible>;
+
+/// What begins an event stream rmcp answered a session's POST with.
+enum FirstEvent {
+    /// The first message is the JSON-RPC response (or error) itself: the whole answer, sent as
+    /// one `application/json` body (one write instead of a priming event, the message and the
+    /// end of the chunked stream, each flushed on its own).
+    Terminal(web::Bytes),
+    /// Anything else (a notification or a server request first, or no message): the bytes read
+    /// so far and the rest, streamed as they were.
+    Stream(web::Bytes, RmcpBody),
+}
+
+/// Reads `body` up to its first event that carries data (rmcp's priming event has none) and
+/// decides from it whether the answer can be plain JSON. MCP lets the server answer a POST with
+/// either content type; rmcp 3.9 picks event streams for every request of a session (its
+/// `json_response` option applies to stateless requests only). rmcp writes each message as a
+/// single `data:` line of compact JSON, events separated by a blank line.
+async fn first_event(mut body: RmcpBody) -> FirstEvent {
+    let mut buf = web::BytesMut::new();
+    let mut scanned = 0;
+    loop {
+        while let Some(end) = find(&buf[scanned..], b"\n\n").map(|i| scanned + i) {
+            let mut offset = scanned;
+            let event = &buf[scanned..end];
+            scanned = end + 2;
+            let mut data: Option<(usize, usize)> = None;
+            let mut lines = 0;
+            for line in event.split(|b| *b == b'\n') {
+                if let Some(v) = line.strip_prefix(b"data:") {
+                    let v = v.strip_prefix(b" ").unwrap_or(v);
+                    let start = offset + (line.len() - v.len());
+                    data = Some((start, start + v.len()));
+                    lines += 1;
+                }
+                offset += line.len() + 1;
+            }
+            match data {
+                Some((start, end)) if end > start => {
+                    if lines == 1 && is_response(&buf[start..end]) {
+                        return FirstEvent::Terminal(buf.freeze().slice(start..end));
+                    }
+                    return FirstEvent::Stream(buf.freeze(), body);
+                }
+                // No data (the priming event, a comment): keep reading.
+                _ => {}
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => buf.extend_from_slice(&data),
+                Err(_) => return FirstEvent::Stream(buf.freeze(), body),
+            },
+            Some(Err(never)) => match never {},
+            None => return FirstEvent::Stream(buf.freeze(), body),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether a JSON-RPC message is a response or an error (it has an `id` and no `method`).
+fn is_response(json: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        method: Option<serde::de::IgnoredAny>,
+        id: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(json).is_ok_and(|p| p.method.is_none() && p.id.is_some())
 }
 
 fn session_not_found() -> HttpResponse {

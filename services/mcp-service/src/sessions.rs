@@ -25,7 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
@@ -94,11 +94,29 @@ struct Listener {
     sink: SubscriptionSink,
 }
 
+/// How long a confirmed (session, owner) pair is trusted without asking Redis again, at most
+/// (a quarter of the idle timeout when that is shorter): within it a request of the session
+/// neither reads the Redis entry nor refreshes its TTL. Deletions reach the cache through the
+/// cluster channel at once; this bounds only a missed message. Documented in
+/// `docs/mcp-service.md`.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(1);
+
+/// Entries beyond which the owner cache is swept of stale pairs on insert.
+const OWNER_CACHE_SWEEP_AT: usize = 50_000;
+
+struct CachedOwner {
+    owner: Arc<str>,
+    checked: Instant,
+}
+
 struct HubInner {
     redis: deadpool_redis::Pool,
     prefix: String,
     idle: Duration,
+    recheck: Duration,
     local: LocalSessionManager,
+    /// Sessions recently confirmed live in Redis, with their owner (see [`SESSION_RECHECK`]).
+    owners: Mutex<HashMap<SessionId, CachedOwner>>,
     get_streams: Mutex<HashMap<SessionId, GetStream>>,
     listeners: Mutex<HashMap<u64, Listener>>,
     next_id: AtomicU64,
@@ -130,7 +148,9 @@ impl SessionHub {
                 redis,
                 prefix: prefix.to_owned(),
                 idle: idle.max(Duration::from_secs(1)),
+                recheck: SESSION_RECHECK.min(idle.max(Duration::from_secs(1)) / 4),
                 local: LocalSessionManager::default(),
+                owners: Mutex::default(),
                 get_streams: Mutex::default(),
                 listeners: Mutex::default(),
                 next_id: AtomicU64::new(1),
@@ -214,8 +234,59 @@ impl SessionHub {
         }
     }
 
+    /// Like [`Self::ownership`], but a pair confirmed in Redis less than [`SESSION_RECHECK`] ago
+    /// (a quarter of the idle timeout if shorter) is answered from memory, without reading or
+    /// refreshing the Redis entry. The entry's TTL was refreshed when the pair was confirmed, so
+    /// a cached pair cannot have expired; a deletion anywhere in the cluster evicts it through
+    /// the cluster channel. Another user's id is never answered from the cache with `Owned`.
+    pub async fn ownership_cached(
+        &self,
+        session: &SessionId,
+        subject: &str,
+    ) -> Result<Ownership, HubError> {
+        let cached = {
+            let owners = self.inner.owners.lock().expect("owners");
+            owners.get(session).and_then(|c| {
+                (c.checked.elapsed() < self.inner.recheck).then(|| Arc::clone(&c.owner))
+            })
+        };
+        match cached {
+            Some(owner) if &*owner == subject => return Ok(Ownership::Owned),
+            Some(_) => return Ok(Ownership::NotFound),
+            None => {}
+        }
+        let checked = Instant::now();
+        let found = self.ownership(session, subject).await?;
+        if found == Ownership::Owned {
+            let mut owners = self.inner.owners.lock().expect("owners");
+            if owners.len() >= OWNER_CACHE_SWEEP_AT {
+                let recheck = self.inner.recheck;
+                owners.retain(|_, c| c.checked.elapsed() < recheck);
+            }
+            owners.insert(
+                session.clone(),
+                CachedOwner {
+                    owner: Arc::from(subject),
+                    checked,
+                },
+            );
+        }
+        Ok(found)
+    }
+
+    /// Forgets every cached (session, owner) pair (after cluster messages may have been missed).
+    fn forget_owners(&self) {
+        self.inner.owners.lock().expect("owners").clear();
+    }
+
+    /// Forgets the cached owner of `session`.
+    fn forget_owner(&self, session: &str) {
+        self.inner.owners.lock().expect("owners").remove(session);
+    }
+
     /// Ends this replica's worker and GET stream of `session` (not the Redis entry).
     pub async fn close_local(&self, session: &str) {
+        self.forget_owner(session);
         let id: SessionId = Arc::from(session);
         self.inner
             .get_streams
@@ -339,6 +410,8 @@ impl SessionHub {
             };
             if let Some(mut pubsub) = subscribed {
                 backoff = Duration::from_millis(100);
+                // Close messages may have been missed while unsubscribed.
+                self.forget_owners();
                 let mut messages = pubsub.on_message();
                 loop {
                     tokio::select! {
@@ -354,6 +427,7 @@ impl SessionHub {
                         () = cancel.cancelled() => return,
                     }
                 }
+                self.forget_owners();
                 tracing::warn!("session channel subscription closed, reconnecting");
             } else {
                 tracing::warn!("cannot subscribe to the session channel, retrying");
@@ -368,6 +442,11 @@ impl SessionHub {
 
     /// Refreshes the Redis entries of the sessions this replica streams to; closes those gone.
     async fn refresh_streamed(&self) {
+        {
+            let recheck = self.inner.recheck;
+            let mut owners = self.inner.owners.lock().expect("owners");
+            owners.retain(|_, c| c.checked.elapsed() < recheck);
+        }
         let ids: Vec<SessionId> = {
             let mut streams = self.inner.get_streams.lock().expect("get streams");
             streams.retain(|_, g| !g.tx.is_closed());
@@ -570,7 +649,7 @@ impl SessionManager for ClusterSessionManager {
         let Some(subject) = current_subject() else {
             return Ok(false);
         };
-        match self.hub.ownership(id, &subject).await {
+        match self.hub.ownership_cached(id, &subject).await {
             Ok(Ownership::Owned) => self.local().has_session(id).await,
             Ok(Ownership::NotFound) => Ok(false),
             Err(e) => {
@@ -581,6 +660,7 @@ impl SessionManager for ClusterSessionManager {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        self.hub.forget_owner(id);
         self.hub
             .inner
             .get_streams

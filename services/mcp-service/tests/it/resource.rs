@@ -232,15 +232,15 @@ async fn whoami_returns_the_caller_and_never_the_token() {
             Some(&sid),
         )
         .await;
+    // A session's answer that is only the response comes as one JSON body, not an event stream.
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
     let raw = r.text().await.unwrap();
     assert!(!raw.contains(at), "whoami leaked the token");
-    let msg: Value = raw
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_json::from_str(d).unwrap())
-        .next_back()
-        .unwrap();
+    let msg: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(msg["id"], 3, "{msg}");
     let text = msg["result"]["content"][0]["text"].as_str().unwrap();
     let who: Value = serde_json::from_str(text).unwrap();
     let intro = auth_service_introspect(&s, at).await;
