@@ -343,6 +343,9 @@ MCPAUTH_LOADGEN_TOKEN="$TOKEN" BENCH_C=$LAT_CONC mrun "mcp_whoami_warm$LAT_SUFFI
   "${LAT_OPTS[@]}" --url "http://127.0.0.1:$MCP_PORT/mcp"
 MCPAUTH_LOADGEN_TOKEN="unused-no-auth" BENCH_C=$LAT_CONC mrun "mcp_whoami_noauth$LAT_SUFFIX" "$npid" \
   "${LAT_OPTS[@]}" --url "http://127.0.0.1:$NOAUTH_PORT/mcp"
+# A cold-cache call (one gRPC introspection each) at the same unsaturated load: its latency.
+MCPAUTH_LOADGEN_TOKEN="$TOKEN" BENCH_C=$LAT_CONC with_metrics "mcp_whoami_cold$LAT_SUFFIX" "http://127.0.0.1:$COLD_PORT" "$cpid" \
+  "${LAT_OPTS[@]}" --url "http://127.0.0.1:$COLD_PORT/mcp"
 BENCH_C=$LAT_CONC mrun "upstream_direct$LAT_SUFFIX" "$upid" http --client lean --pipeline 1 \
   --url "http://127.0.0.1:$UP_PORT/api/item" -H "Authorization: Bearer $UP_TOKEN" --expect-status 200 \
   --expect-body '"ok":true'
