@@ -25,7 +25,7 @@ PREFIX="mcpauth-e2eu-$TAG"
 AUTH_BIN="${AUTH_SERVICE_BIN:-$ROOT/target/debug/auth-service}"
 MCP_BIN="${MCP_SERVICE_BIN:-$ROOT/target/debug/mcp-service}"
 VAULT_BIN="${TOKEN_VAULT_BIN:-$ROOT/target/debug/token-vault}"
-TMP="$(mktemp -d -t mcpauth-e2e-user.XXXXXX)"
+TMP="$(mktemp -d --suffix=.mcpauth-e2e-user)"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 P_CORP="$(free_port)"; P_CRM="$(free_port)"; P_API1="$(free_port)"; P_API2="$(free_port)"
 P_HTTP="$(free_port)"; P_GRPC="$(free_port)"; P_VAULT="$(free_port)"; P_MCP="$(free_port)"

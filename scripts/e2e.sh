@@ -22,7 +22,7 @@ DBURL="${PGADMIN%/*}/$DB"
 PREFIX="mcpauth-e2e-$$-$RANDOM"
 BIN="${AUTH_SERVICE_BIN:-$ROOT/target/debug/auth-service}"
 MCP_BIN="${MCP_SERVICE_BIN:-$ROOT/target/debug/mcp-service}"
-TMP="$(mktemp -d -t mcpauth-e2e.XXXXXX)"
+TMP="$(mktemp -d --suffix=.mcpauth-e2e)"
 LOG="$TMP/auth-service.log"
 MCP_LOG="$TMP/mcp-service.log"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
