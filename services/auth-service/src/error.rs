@@ -21,6 +21,9 @@ pub enum StoreError {
     Pool(#[from] deadpool_redis::PoolError),
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// An optimistic write lost to concurrent writers more often than it should ever happen.
+    #[error("concurrent update conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -1,7 +1,7 @@
 //! Grants and their refresh-token families. Only SHA-256 digests of refresh tokens are stored.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::refresh::{self, RefreshDecision};
@@ -75,9 +75,14 @@ impl GrantStore {
         expires_at: DateTime<Utc>,
         refresh_sha256: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // The grant and its first refresh token in one statement (one implicit transaction,
+        // one round trip): the token row is written only if the grant row is.
         sqlx::query(
-            "INSERT INTO grants (grant_id, user_id, client_id, scope, resource, expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
+            "WITH g AS (\
+                 INSERT INTO grants (grant_id, user_id, client_id, scope, resource, expires_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6) RETURNING grant_id) \
+             INSERT INTO refresh_tokens (token_sha256, grant_id, scope, resource, expires_at) \
+             SELECT $7, grant_id, $4, $5, $6 FROM g WHERE $7 IS NOT NULL",
         )
         .bind(grant.grant_id)
         .bind(grant.user_id)
@@ -85,30 +90,40 @@ impl GrantStore {
         .bind(&grant.scope)
         .bind(&grant.resource)
         .bind(expires_at)
-        .execute(&mut *tx)
+        .bind(refresh_sha256)
+        .execute(&self.pool)
         .await?;
-        if let Some(hash) = refresh_sha256 {
-            insert_refresh(
-                &mut tx,
-                hash,
-                grant.grant_id,
-                None,
-                &grant.scope,
-                &grant.resource,
-                expires_at,
-            )
-            .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
-    /// Redeems a refresh token: rotation with grace (see `domain::refresh`), reuse detection,
-    /// all in one transaction holding the token's row lock, so that concurrent refreshes with
-    /// the same token serialise instead of failing. `requested_scope` narrows the access token
-    /// only (the returned row's `scope`).
+    /// Redeems a refresh token: rotation with grace (see `domain::refresh`) and reuse
+    /// detection; concurrent refreshes with the same token all succeed within the grace period.
+    /// `requested_scope` narrows the access token only (the returned row's `scope`).
+    ///
+    /// Optimistic, in two round trips and no explicit transaction: one
+    /// read, a decision ([`refresh::decide`]), then one conditional write that applies only if
+    /// the token is still in the state the decision was made on. A concurrent use that changed
+    /// it first (the token was spent, or one of its successors used) makes the write a no-op,
+    /// and the decision is taken again on the new state. A token only moves forward (active →
+    /// spent → successor used), so a few attempts always settle.
     pub async fn refresh(&self, r: RefreshRequest<'_>) -> Result<RefreshOutcome, StoreError> {
-        let RefreshRequest {
+        for _ in 0..4 {
+            if let Some(outcome) = self.refresh_attempt(&r).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Conflict(
+            "a refresh token kept changing under concurrent use".into(),
+        ))
+    }
+
+    /// One read-decide-write attempt of [`Self::refresh`]; `None` when a concurrent use got
+    /// there first.
+    async fn refresh_attempt(
+        &self,
+        r: &RefreshRequest<'_>,
+    ) -> Result<Option<RefreshOutcome>, StoreError> {
+        let &RefreshRequest {
             presented_sha256,
             client_id,
             successor_sha256,
@@ -117,19 +132,18 @@ impl GrantStore {
             grace_secs,
             refresh_ttl_secs,
         } = r;
-        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT rt.scope, rt.resource, rt.expires_at, rt.rotated_at, rt.successor_used, rt.parent_sha256, \
                     g.grant_id, g.user_id, g.client_id, g.scope AS grant_scope, g.resource AS grant_resource, \
                     g.revoked_at IS NOT NULL AS grant_revoked, now() AS now \
              FROM refresh_tokens rt JOIN grants g USING (grant_id) \
-             WHERE rt.token_sha256 = $1 FOR UPDATE OF rt",
+             WHERE rt.token_sha256 = $1",
         )
         .bind(presented_sha256)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
-            return Ok(RefreshOutcome::Invalid);
+            return Ok(Some(RefreshOutcome::Invalid));
         };
         let grant = Grant {
             grant_id: row.try_get("grant_id")?,
@@ -143,7 +157,7 @@ impl GrantStore {
         let grant_revoked: bool = row.try_get("grant_revoked")?;
         // A token presented by another client is treated like an unknown one (RFC 6749 §6).
         if grant.client_id != client_id || grant_revoked || expires_at <= now {
-            return Ok(RefreshOutcome::Invalid);
+            return Ok(Some(RefreshOutcome::Invalid));
         }
         let rotated_at: Option<DateTime<Utc>> = row.try_get("rotated_at")?;
         let successor_used: bool = row.try_get("successor_used")?;
@@ -157,15 +171,14 @@ impl GrantStore {
         if decision == RefreshDecision::Reuse {
             sqlx::query("UPDATE grants SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE grant_id = $1 AND revoked_at IS NULL")
                 .bind(grant.grant_id)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
-            tx.commit().await?;
-            return Ok(RefreshOutcome::ReuseDetected(grant));
+            return Ok(Some(RefreshOutcome::ReuseDetected(grant)));
         }
         let token_scope: String = row.try_get("scope")?;
         let resource: String = row.try_get("resource")?;
         if requested_resource.is_some_and(|r| r != resource) {
-            return Ok(RefreshOutcome::ResourceNotGranted);
+            return Ok(Some(RefreshOutcome::ResourceNotGranted));
         }
         let scope = match requested_scope {
             None => token_scope.clone(),
@@ -173,43 +186,66 @@ impl GrantStore {
                 let granted = ScopeSet::parse(&token_scope)
                     .map_err(|_| StoreError::Corrupt("stored scope".into()))?;
                 if !asked.is_subset(&granted) {
-                    return Ok(RefreshOutcome::ScopeNotGranted);
+                    return Ok(Some(RefreshOutcome::ScopeNotGranted));
                 }
                 asked.to_string()
             }
         };
         let successor_expiry = now + chrono::Duration::seconds(refresh_ttl_secs);
-        // One round trip: spend the presented token (on a first use), end its parent's grace
-        // period (using a successor does that), and store the successor. RFC 6749 §6: the
-        // successor keeps the presented token's scope; a narrower `scope` applies to this
-        // access token only.
-        sqlx::query(
-            "WITH spent AS (\
-                 UPDATE refresh_tokens SET rotated_at = now() WHERE token_sha256 = $2 AND $7 RETURNING 1), \
-             parent AS (\
-                 UPDATE refresh_tokens SET successor_used = true \
-                 WHERE $7 AND token_sha256 = $8 AND NOT successor_used RETURNING 1) \
-             INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
-             VALUES ($1, $3, $2, $4, $5, $6)",
-        )
-        .bind(successor_sha256)
-        .bind(presented_sha256)
-        .bind(grant.grant_id)
-        .bind(&token_scope)
-        .bind(&resource)
-        .bind(successor_expiry)
-        .bind(decision == RefreshDecision::Rotate)
-        .bind(parent.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(RefreshOutcome::Issued(RefreshTokenRow {
+        // RFC 6749 §6: the successor keeps the presented token's scope; a narrower `scope`
+        // applies to this access token only.
+        let stored = if decision == RefreshDecision::Rotate {
+            // Spend the presented token if it is still active, end its parent's grace period
+            // (using a successor does that), and store the successor: one statement, one
+            // transaction. Under READ COMMITTED a concurrent spend makes `spent` empty (the
+            // UPDATE re-checks `rotated_at IS NULL` on the committed row), and then nothing is
+            // written.
+            sqlx::query(
+                "WITH spent AS (\
+                     UPDATE refresh_tokens SET rotated_at = now() \
+                     WHERE token_sha256 = $2 AND rotated_at IS NULL RETURNING 1), \
+                 parent AS (\
+                     UPDATE refresh_tokens SET successor_used = true \
+                     WHERE token_sha256 = $7 AND NOT successor_used AND EXISTS (SELECT 1 FROM spent) RETURNING 1) \
+                 INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
+                 SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM spent)",
+            )
+            .bind(successor_sha256)
+            .bind(presented_sha256)
+            .bind(grant.grant_id)
+            .bind(&token_scope)
+            .bind(&resource)
+            .bind(successor_expiry)
+            .bind(parent.as_deref())
+            .execute(&self.pool)
+            .await?
+        } else {
+            // Within the grace period: a sibling successor, as long as none of the presented
+            // token's successors has been used.
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
+                 SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (\
+                     SELECT 1 FROM refresh_tokens WHERE token_sha256 = $2 AND NOT successor_used)",
+            )
+            .bind(successor_sha256)
+            .bind(presented_sha256)
+            .bind(grant.grant_id)
+            .bind(&token_scope)
+            .bind(&resource)
+            .bind(successor_expiry)
+            .execute(&self.pool)
+            .await?
+        };
+        if stored.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(RefreshOutcome::Issued(RefreshTokenRow {
             grant,
             scope,
             resource,
             expires_at: successor_expiry,
             grant_revoked: false,
-        }))
+        })))
     }
 
     /// Looks up an active (unspent, unexpired, unrevoked) refresh token for introspection.
@@ -289,27 +325,4 @@ impl GrantStore {
             .rows_affected();
         Ok(a + b)
     }
-}
-
-async fn insert_refresh(
-    tx: &mut Transaction<'_, Postgres>,
-    hash: &[u8],
-    grant_id: Uuid,
-    parent: Option<&[u8]>,
-    scope: &str,
-    resource: &str,
-    expires_at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
-    )
-    .bind(hash)
-    .bind(grant_id)
-    .bind(parent)
-    .bind(scope)
-    .bind(resource)
-    .bind(expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
