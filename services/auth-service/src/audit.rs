@@ -121,6 +121,10 @@ pub struct AuditLog {
 
 const CHANNEL: usize = 65_536;
 const BATCH: usize = 2_000;
+/// How long the writer lets events gather after the first one of a batch. On a busy server this
+/// turns many small inserts (each a commit, and a wake-up of the writer per event) into one,
+/// while the trail stays a few milliseconds behind the requests.
+const LINGER: Duration = Duration::from_millis(10);
 
 impl AuditLog {
     /// Starts the writer task; it ends after every handle is dropped and the channel is drained.
@@ -146,6 +150,15 @@ impl AuditLog {
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<AuditEvent>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        if batch.len() < BATCH {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut backoff = Duration::from_millis(50);
         loop {
             match insert(&pool, &batch).await {
