@@ -10,8 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 pub mod grpc_client;
+pub mod per_thread;
 pub mod telemetry;
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint};
+pub use per_thread::PerThread;
 pub use telemetry::{Telemetry, TelemetryConfig};
 
 /// Prefix of environment variables that override configuration (`MCPAUTH__HTTP__ADDR`).

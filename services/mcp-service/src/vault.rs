@@ -7,8 +7,8 @@ use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
 use mcpauth_proto::v1::{
     ConnectionStatus, DeleteCredentialRequest, GetAccessTokenRequest, ListConnectionsRequest,
 };
-use mcpauth_runtime::Secret;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
+use mcpauth_runtime::{PerThread, Secret};
 use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::auth::BearerToken;
@@ -55,24 +55,26 @@ pub struct Connection {
 
 #[derive(Clone)]
 pub struct VaultClient {
-    client: TokenVaultClient<TracedChannel>,
+    /// One channel per thread: each actix worker talks to token-vault over its own connection,
+    /// driven on its own runtime (see `mcpauth_runtime::per_thread`).
+    client: PerThread<TokenVaultClient<TracedChannel>>,
     credential: MetadataValue<Ascii>,
 }
 
 impl VaultClient {
     pub fn new(cfg: &VaultConfig) -> anyhow::Result<Self> {
-        let channel = mcpauth_runtime::grpc_channel(
-            "vault",
-            &cfg.addr,
-            cfg.tls.as_ref(),
-            Duration::from_secs(3),
-            Duration::from_secs(15),
-        )?;
+        // Checked here, so that making a thread's channel later cannot fail.
+        let endpoint = mcpauth_runtime::grpc_endpoint("vault", &cfg.addr, cfg.tls.as_ref())?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(15))
+            .tcp_nodelay(true);
         let credential = format!("Bearer {}", cfg.credential.expose())
             .parse()
             .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
         Ok(Self {
-            client: TokenVaultClient::new(traced(channel)),
+            client: PerThread::new(move || {
+                TokenVaultClient::new(traced(endpoint.clone().connect_lazy()))
+            }),
             credential,
         })
     }
@@ -92,7 +94,7 @@ impl VaultClient {
     ) -> Result<Secret, VaultError> {
         let resp = self
             .client
-            .clone()
+            .get()
             .get_access_token(self.request(GetAccessTokenRequest {
                 access_token: user.expose().to_owned(),
                 provider: provider.to_owned(),
@@ -109,7 +111,7 @@ impl VaultClient {
     pub async fn connections(&self, user: &BearerToken) -> Result<Vec<Connection>, VaultError> {
         let resp = self
             .client
-            .clone()
+            .get()
             .list_connections(self.request(ListConnectionsRequest {
                 access_token: user.expose().to_owned(),
                 user_id: String::new(),
@@ -135,7 +137,7 @@ impl VaultClient {
     ) -> Result<(bool, bool), VaultError> {
         let resp = self
             .client
-            .clone()
+            .get()
             .delete_credential(self.request(DeleteCredentialRequest {
                 access_token: user.expose().to_owned(),
                 provider: provider.to_owned(),

@@ -48,12 +48,20 @@ pub fn install(config: &Config, registry: &ToolRegistry) -> anyhow::Result<Optio
     let (section, connect_addr, connect_tls) = config.connect_target();
     let connect =
         crate::connect::ConnectClient::new(section, connect_addr, connect_tls, connect_credential)?;
-    let http = reqwest::Client::builder()
-        // A redirect would need the upstream token re-sent somewhere else: never follow one.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("mcpauth-mcp-service/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let upstream_client = || {
+        reqwest::Client::builder()
+            // A redirect would need the upstream token re-sent somewhere else: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("mcpauth-mcp-service/", env!("CARGO_PKG_VERSION")))
+            .build()
+    };
+    // Built once here so that a bad build fails at start; then one per thread, so that each
+    // actix worker's upstream connections are driven on that worker (mcpauth_runtime::per_thread).
+    upstream_client()?;
+    let http = mcpauth_runtime::PerThread::new(move || {
+        upstream_client().expect("the same builder succeeded at start")
+    });
     let cache = ConnectionCache::new(
         vault.clone(),
         Duration::from_millis(vault_cfg.connections_cache_ttl_ms),

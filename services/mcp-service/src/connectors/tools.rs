@@ -29,7 +29,8 @@ const EXCERPT: usize = 500;
 pub struct Deps {
     pub vault: VaultClient,
     pub connect: ConnectClient,
-    pub http: reqwest::Client,
+    /// The upstream HTTP client, one per thread.
+    pub http: mcpauth_runtime::PerThread<reqwest::Client>,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub cache: ConnectionCache,
     pub elicitation_timeout: Duration,
@@ -166,6 +167,7 @@ impl ConnectorTool {
         let mut req = self
             .deps
             .http
+            .get()
             .request(self.spec.method.clone(), plan.url)
             .headers(self.spec.headers.clone())
             .bearer_auth(upstream.expose())

@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use mcpauth_proto::v1::IntrospectRequest;
 use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
+use mcpauth_runtime::PerThread;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
 
@@ -13,7 +14,8 @@ use crate::auth::{Principal, TokenVerifier, VerifyError};
 use crate::config::GrpcIntrospectionConfig;
 
 pub struct GrpcIntrospection {
-    client: TokenIntrospectionClient<TracedChannel>,
+    /// One channel per thread (see `mcpauth_runtime::per_thread`).
+    client: PerThread<TokenIntrospectionClient<TracedChannel>>,
     credential: MetadataValue<Ascii>,
     resource: String,
     cache: IntrospectionCache,
@@ -21,18 +23,18 @@ pub struct GrpcIntrospection {
 
 impl GrpcIntrospection {
     pub fn new(cfg: &GrpcIntrospectionConfig, resource: &str) -> anyhow::Result<Self> {
-        let channel = mcpauth_runtime::grpc_channel(
-            "verifier.grpc",
-            &cfg.addr,
-            cfg.tls.as_ref(),
-            Duration::from_secs(3),
-            Duration::from_secs(5),
-        )?;
+        let endpoint =
+            mcpauth_runtime::grpc_endpoint("verifier.grpc", &cfg.addr, cfg.tls.as_ref())?
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(5))
+                .tcp_nodelay(true);
         let credential = format!("Bearer {}", cfg.credential.expose())
             .parse()
             .map_err(|_| anyhow::anyhow!("verifier.grpc.credential: not a valid header value"))?;
         Ok(Self {
-            client: TokenIntrospectionClient::new(traced(channel)),
+            client: PerThread::new(move || {
+                TokenIntrospectionClient::new(traced(endpoint.clone().connect_lazy()))
+            }),
             credential,
             resource: resource.to_owned(),
             cache: IntrospectionCache::new(
@@ -56,7 +58,7 @@ impl GrpcIntrospection {
             .insert("authorization", self.credential.clone());
         let resp = self
             .client
-            .clone()
+            .get()
             .introspect(req)
             .await
             .map_err(|s| VerifyError::Unavailable(format!("introspection failed: {}", s.code())))?
