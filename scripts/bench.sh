@@ -142,7 +142,28 @@ EXPECT_TOKEN=(); [ "$CLIENT" = lean ] && EXPECT_TOKEN=(--expect-body '"access_to
 run "client_credentials$HTTP_SUFFIX" http "${HTTP_OPTS[@]}" --url "$BASE/token" -H "authorization: Basic $BASIC" \
   --form "grant_type=client_credentials&resource=$(python3 -c "import urllib.parse;print(urllib.parse.quote('$RESOURCE',safe=''))")" \
   --expect-status 200 "${EXPECT_TOKEN[@]}"
+# The write-heavy scenarios each start from a settled database: the audit trail of the scenario
+# before has been written (its writer drains the backlog after the load stops; how long that took
+# is printed and recorded), and the autovacuum that load would trigger is done before, not
+# during, the next measurement. (No CHECKPOINT: right after one, every page a scenario touches
+# first costs a full-page image in the WAL, which would penalise the scenario that follows.)
+quiesce() { # name of the scenario that just ran
+  local started now n last=-1 stable=0
+  started=$(date +%s.%N)
+  for _ in $(seq 1 240); do
+    n=$(psql "$DBURL" -Atqc "select count(*) from audit_events")
+    if [ "$n" = "$last" ]; then stable=$((stable + 1)); [ "$stable" -ge 2 ] && break; else stable=0; fi
+    last=$n; sleep 0.25
+  done
+  now=$(date +%s.%N)
+  psql "$DBURL" -qc "VACUUM ANALYZE" >/dev/null
+  local drain; drain=$(python3 -c "print(round($now - $started - 0.5, 2))")
+  say "after $1: audit trail complete ($n events) within ${drain}s of the load ending; vacuumed"
+  echo "{\"name\":\"${1}_audit_drain\",\"audit_events\":$n,\"drain_s\":$drain}" >>"$RESULTS"
+}
+quiesce "client_credentials$HTTP_SUFFIX"
 BENCH_C=$FLOW_CONC run refresh_rotation refresh-chain --issuer "$BASE" --resource "$RESOURCE"
+quiesce refresh_rotation
 BENCH_C=$FLOW_CONC run authorize_token_flow code-flow --issuer "$BASE" --resource "$RESOURCE"
 RSS_AFTER_KB=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 echo "{\"name\":\"rss_after_load\",\"rss_kib\":$RSS_AFTER_KB}" >>"$RESULTS"
@@ -375,3 +396,16 @@ diff("mcp_connector_overhead", "mcp_connector_call" + ls, "upstream_direct" + ls
      "a connector tool call over the upstream API called directly (target: p99 <= 2 ms)")
 PY
 say "results: $MRESULTS"
+# BENCH_HOLD=<seconds>: keep every server running afterwards, for a profiler (perf record -p …).
+if [ "${BENCH_HOLD:-0}" -gt 0 ]; then
+  ( umask 077; cat >"$OUT/hold.env" <<ENV
+MCPAUTH_LOADGEN_TOKEN=$TOKEN
+AUTH_PID=$pid AUTH_HTTP=$BASE AUTH_GRPC=http://127.0.0.1:$GRPC_PORT
+VAULT_PID=$vpid VAULT=http://127.0.0.1:$VAULT_PORT
+MCP_PID=$mpid MCP=http://127.0.0.1:$MCP_PORT/mcp
+UPSTREAM=http://127.0.0.1:$UP_PORT/api/item
+ENV
+  )
+  say "holding the servers for ${BENCH_HOLD}s (addresses and the benchmark token in $OUT/hold.env)"
+  sleep "$BENCH_HOLD"
+fi
