@@ -100,13 +100,19 @@ impl GrantStore {
     /// detection; concurrent refreshes with the same token all succeed within the grace period.
     /// `requested_scope` narrows the access token only (the returned row's `scope`).
     ///
-    /// Optimistic, in two round trips and no explicit transaction: one
-    /// read, a decision ([`refresh::decide`]), then one conditional write that applies only if
-    /// the token is still in the state the decision was made on. A concurrent use that changed
-    /// it first (the token was spent, or one of its successors used) makes the write a no-op,
-    /// and the decision is taken again on the new state. A token only moves forward (active →
-    /// spent → successor used), so a few attempts always settle.
+    /// Optimistic, and without an explicit transaction. The common case, an active token
+    /// rotated without narrowing its scope, is one statement ([`Self::rotate_active`]). Anything
+    /// else is one read, a decision ([`refresh::decide`]), then one conditional write that
+    /// applies only if the token is still in the state the decision was made on. A concurrent
+    /// use that changed it first (the token was spent, or one of its successors used) makes the
+    /// write a no-op, and the decision is taken again on the new state. A token only moves
+    /// forward (active → spent → successor used), so a few attempts always settle.
     pub async fn refresh(&self, r: RefreshRequest<'_>) -> Result<RefreshOutcome, StoreError> {
+        if r.requested_scope.is_none()
+            && let Some(row) = self.rotate_active(&r).await?
+        {
+            return Ok(RefreshOutcome::Issued(row));
+        }
         for _ in 0..4 {
             if let Some(outcome) = self.refresh_attempt(&r).await? {
                 return Ok(outcome);
@@ -115,6 +121,61 @@ impl GrantStore {
         Err(StoreError::Conflict(
             "a refresh token kept changing under concurrent use".into(),
         ))
+    }
+
+    /// Rotates the presented token in one statement if it is active, unexpired, of this
+    /// client, of an unrevoked grant and (when one is asked for) of the requested resource:
+    /// exactly the case where [`refresh::decide`] says `Rotate` and no scope is requested.
+    /// `None` when it is not (or a concurrent use spent it first: the UPDATE re-checks
+    /// `rotated_at IS NULL` on the committed row), and the general path decides.
+    async fn rotate_active(
+        &self,
+        r: &RefreshRequest<'_>,
+    ) -> Result<Option<RefreshTokenRow>, StoreError> {
+        let row = sqlx::query(
+            "WITH cur AS (\
+                 SELECT rt.token_sha256, rt.parent_sha256, rt.scope, rt.resource, g.grant_id, g.user_id, \
+                        g.client_id, g.scope AS grant_scope, g.resource AS grant_resource \
+                 FROM refresh_tokens rt JOIN grants g USING (grant_id) \
+                 WHERE rt.token_sha256 = $1 AND rt.rotated_at IS NULL AND rt.expires_at > now() \
+                   AND g.client_id = $3 AND g.revoked_at IS NULL \
+                   AND ($4::text IS NULL OR rt.resource = $4)), \
+             spent AS (\
+                 UPDATE refresh_tokens t SET rotated_at = now() FROM cur \
+                 WHERE t.token_sha256 = cur.token_sha256 AND t.rotated_at IS NULL \
+                 RETURNING cur.*), \
+             parent AS (\
+                 UPDATE refresh_tokens p SET successor_used = true FROM spent \
+                 WHERE p.token_sha256 = spent.parent_sha256 AND NOT p.successor_used RETURNING 1), \
+             successor AS (\
+                 INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
+                 SELECT $2, grant_id, token_sha256, scope, resource, now() + make_interval(secs => $5) \
+                 FROM spent RETURNING expires_at) \
+             SELECT spent.scope, spent.resource, spent.grant_id, spent.user_id, spent.client_id, \
+                    spent.grant_scope, spent.grant_resource, successor.expires_at \
+             FROM spent, successor",
+        )
+        .bind(r.presented_sha256)
+        .bind(r.successor_sha256)
+        .bind(r.client_id)
+        .bind(r.requested_resource)
+        .bind(r.refresh_ttl_secs as f64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(RefreshTokenRow {
+            grant: Grant {
+                grant_id: row.try_get("grant_id")?,
+                user_id: row.try_get("user_id")?,
+                client_id: row.try_get("client_id")?,
+                scope: row.try_get("grant_scope")?,
+                resource: row.try_get("grant_resource")?,
+            },
+            scope: row.try_get("scope")?,
+            resource: row.try_get("resource")?,
+            expires_at: row.try_get("expires_at")?,
+            grant_revoked: false,
+        }))
     }
 
     /// One read-decide-write attempt of [`Self::refresh`]; `None` when a concurrent use got
@@ -194,48 +255,39 @@ impl GrantStore {
         let successor_expiry = now + chrono::Duration::seconds(refresh_ttl_secs);
         // RFC 6749 §6: the successor keeps the presented token's scope; a narrower `scope`
         // applies to this access token only.
-        let stored = if decision == RefreshDecision::Rotate {
+        let rotate = decision == RefreshDecision::Rotate;
+        let sql = if rotate {
             // Spend the presented token if it is still active, end its parent's grace period
             // (using a successor does that), and store the successor: one statement, one
             // transaction. Under READ COMMITTED a concurrent spend makes `spent` empty (the
             // UPDATE re-checks `rotated_at IS NULL` on the committed row), and then nothing is
             // written.
-            sqlx::query(
-                "WITH spent AS (\
-                     UPDATE refresh_tokens SET rotated_at = now() \
-                     WHERE token_sha256 = $2 AND rotated_at IS NULL RETURNING 1), \
-                 parent AS (\
-                     UPDATE refresh_tokens SET successor_used = true \
-                     WHERE token_sha256 = $7 AND NOT successor_used AND EXISTS (SELECT 1 FROM spent) RETURNING 1) \
-                 INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
-                 SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM spent)",
-            )
-            .bind(successor_sha256)
-            .bind(presented_sha256)
-            .bind(grant.grant_id)
-            .bind(&token_scope)
-            .bind(&resource)
-            .bind(successor_expiry)
-            .bind(parent.as_deref())
-            .execute(&self.pool)
-            .await?
+            "WITH spent AS (\
+                 UPDATE refresh_tokens SET rotated_at = now() \
+                 WHERE token_sha256 = $2 AND rotated_at IS NULL RETURNING 1), \
+             parent AS (\
+                 UPDATE refresh_tokens SET successor_used = true \
+                 WHERE token_sha256 = $7 AND NOT successor_used AND EXISTS (SELECT 1 FROM spent) RETURNING 1) \
+             INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
+             SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM spent)"
         } else {
             // Within the grace period: a sibling successor, as long as none of the presented
             // token's successors has been used.
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
-                 SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (\
-                     SELECT 1 FROM refresh_tokens WHERE token_sha256 = $2 AND NOT successor_used)",
-            )
+            "INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
+             SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (\
+                 SELECT 1 FROM refresh_tokens WHERE token_sha256 = $2 AND NOT successor_used)"
+        };
+        let mut query = sqlx::query(sql)
             .bind(successor_sha256)
             .bind(presented_sha256)
             .bind(grant.grant_id)
             .bind(&token_scope)
             .bind(&resource)
-            .bind(successor_expiry)
-            .execute(&self.pool)
-            .await?
-        };
+            .bind(successor_expiry);
+        if rotate {
+            query = query.bind(parent.as_deref());
+        }
+        let stored = query.execute(&self.pool).await?;
         if stored.rows_affected() == 0 {
             return Ok(None);
         }
