@@ -18,7 +18,7 @@ pub struct Grant {
     pub resource: String,
 }
 
-/// The state of a presented refresh token, read under a row lock.
+/// A refresh token and its grant, as a rotation issued it.
 #[derive(Debug, Clone)]
 pub struct RefreshTokenRow {
     pub grant: Grant,
