@@ -1,6 +1,7 @@
 //! Grants and their refresh-token families. Only SHA-256 digests of refresh tokens are stored.
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -26,6 +27,33 @@ pub struct RefreshTokenRow {
     pub resource: String,
     pub expires_at: DateTime<Utc>,
     pub grant_revoked: bool,
+}
+
+impl Grant {
+    /// From a row of `refresh_tokens JOIN grants` that names the grant's scope and resource
+    /// `grant_scope` and `grant_resource` (the token's own are `scope` and `resource`).
+    fn from_joined_row(row: &PgRow) -> Result<Self, StoreError> {
+        Ok(Grant {
+            grant_id: row.try_get("grant_id")?,
+            user_id: row.try_get("user_id")?,
+            client_id: row.try_get("client_id")?,
+            scope: row.try_get("grant_scope")?,
+            resource: row.try_get("grant_resource")?,
+        })
+    }
+}
+
+impl RefreshTokenRow {
+    /// From such a row with the token's `scope`, `resource` and `expires_at`, of a live grant.
+    fn from_joined_row(row: &PgRow) -> Result<Self, StoreError> {
+        Ok(RefreshTokenRow {
+            grant: Grant::from_joined_row(row)?,
+            scope: row.try_get("scope")?,
+            resource: row.try_get("resource")?,
+            expires_at: row.try_get("expires_at")?,
+            grant_revoked: false,
+        })
+    }
 }
 
 /// Outcome of a refresh attempt.
@@ -162,20 +190,9 @@ impl GrantStore {
         .bind(r.refresh_ttl_secs as f64)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(RefreshTokenRow {
-            grant: Grant {
-                grant_id: row.try_get("grant_id")?,
-                user_id: row.try_get("user_id")?,
-                client_id: row.try_get("client_id")?,
-                scope: row.try_get("grant_scope")?,
-                resource: row.try_get("grant_resource")?,
-            },
-            scope: row.try_get("scope")?,
-            resource: row.try_get("resource")?,
-            expires_at: row.try_get("expires_at")?,
-            grant_revoked: false,
-        }))
+        row.as_ref()
+            .map(RefreshTokenRow::from_joined_row)
+            .transpose()
     }
 
     /// One read-decide-write attempt of [`Self::refresh`]; `None` when a concurrent use got
@@ -206,13 +223,7 @@ impl GrantStore {
         let Some(row) = row else {
             return Ok(Some(RefreshOutcome::Invalid));
         };
-        let grant = Grant {
-            grant_id: row.try_get("grant_id")?,
-            user_id: row.try_get("user_id")?,
-            client_id: row.try_get("client_id")?,
-            scope: row.try_get("grant_scope")?,
-            resource: row.try_get("grant_resource")?,
-        };
+        let grant = Grant::from_joined_row(&row)?;
         let now: DateTime<Utc> = row.try_get("now")?;
         let expires_at: DateTime<Utc> = row.try_get("expires_at")?;
         let grant_revoked: bool = row.try_get("grant_revoked")?;
@@ -316,19 +327,7 @@ impl GrantStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some((
-            RefreshTokenRow {
-                grant: Grant {
-                    grant_id: row.try_get("grant_id")?,
-                    user_id: row.try_get("user_id")?,
-                    client_id: row.try_get("client_id")?,
-                    scope: row.try_get("grant_scope")?,
-                    resource: row.try_get("grant_resource")?,
-                },
-                scope: row.try_get("scope")?,
-                resource: row.try_get("resource")?,
-                expires_at: row.try_get("expires_at")?,
-                grant_revoked: false,
-            },
+            RefreshTokenRow::from_joined_row(&row)?,
             row.try_get("created_at")?,
         )))
     }
@@ -336,22 +335,13 @@ impl GrantStore {
     /// The grant a refresh token belongs to, whatever the token's state (for revocation).
     pub async fn grant_of_refresh(&self, sha256: &[u8]) -> Result<Option<Grant>, StoreError> {
         let row = sqlx::query(
-            "SELECT g.grant_id, g.user_id, g.client_id, g.scope, g.resource FROM refresh_tokens rt \
-             JOIN grants g USING (grant_id) WHERE rt.token_sha256 = $1",
+            "SELECT g.grant_id, g.user_id, g.client_id, g.scope AS grant_scope, g.resource AS grant_resource \
+             FROM refresh_tokens rt JOIN grants g USING (grant_id) WHERE rt.token_sha256 = $1",
         )
         .bind(sha256)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(Grant {
-                grant_id: row.try_get("grant_id")?,
-                user_id: row.try_get("user_id")?,
-                client_id: row.try_get("client_id")?,
-                scope: row.try_get("scope")?,
-                resource: row.try_get("resource")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(Grant::from_joined_row).transpose()
     }
 
     /// Marks a grant revoked (its refresh tokens stop working at once).
