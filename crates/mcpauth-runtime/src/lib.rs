@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
+pub mod batch;
 pub mod grpc_client;
 pub mod per_thread;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mcpauth_runtime::batch::{Batching, write_batches};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -121,9 +122,7 @@ pub struct AuditLog {
 
 const CHANNEL: usize = 65_536;
 const BATCH: usize = 2_000;
-/// How long the writer lets events gather after the first one of a batch. On a busy server this
-/// turns many small inserts (each a commit, and a wake-up of the writer per event) into one,
-/// while the trail stays a few milliseconds behind the requests.
+/// How long the writer lets events gather after the first one of a batch (see [`Batching`]).
 const LINGER: Duration = Duration::from_millis(10);
 
 impl AuditLog {
@@ -147,31 +146,17 @@ impl AuditLog {
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::Receiver<AuditEvent>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        if batch.len() < BATCH {
-            tokio::time::sleep(LINGER).await;
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match insert(&pool, &batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, events = batch.len(), "audit batch failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        batch.clear();
-    }
+async fn writer(pool: PgPool, rx: mpsc::Receiver<AuditEvent>) {
+    let batching = Batching {
+        max: BATCH,
+        linger: LINGER,
+    };
+    write_batches(rx, batching, "audit", |batch| {
+        // A pool handle per batch (an `Arc` clone): the future may not borrow the closure.
+        let pool = pool.clone();
+        Box::pin(async move { insert(&pool, batch).await })
+    })
+    .await;
 }
 
 async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mcpauth_runtime::batch::{Batching, write_batches};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -50,6 +51,9 @@ pub struct AuditLog {
 
 const CHANNEL: usize = 65_536;
 const BATCH: usize = 1_000;
+/// How long the writer lets events gather after the first one of a batch (see [`Batching`]):
+/// without it, every `GetAccessToken` at moderate load cost a Postgres commit.
+const LINGER: Duration = Duration::from_millis(10);
 
 impl AuditLog {
     /// Starts the writer; it ends once every handle is dropped and the channel is drained.
@@ -69,22 +73,17 @@ impl AuditLog {
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::Receiver<AuditEvent>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut backoff = Duration::from_millis(50);
-        for _ in 0..20 {
-            match insert(&pool, &batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, events = batch.len(), "audit batch failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        batch.clear();
-    }
+async fn writer(pool: PgPool, rx: mpsc::Receiver<AuditEvent>) {
+    let batching = Batching {
+        max: BATCH,
+        linger: LINGER,
+    };
+    write_batches(rx, batching, "vault audit", |batch| {
+        // A pool handle per batch (an `Arc` clone): the future may not borrow the closure.
+        let pool = pool.clone();
+        Box::pin(async move { insert(&pool, batch).await })
+    })
+    .await;
 }
 
 async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> {
