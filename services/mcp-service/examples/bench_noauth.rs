@@ -1,12 +1,13 @@
 //! For benchmarks only: mcp-service's `/mcp` **without authentication**, to measure what
 //! authentication costs (`scripts/bench.sh`, scenario `mcp_whoami_noauth`). Never deploy it.
 //!
-//! It serves the same rmcp service as mcp-service (the same `McpServer`, `whoami` tool, sessions
-//! in Redis through `ClusterSessionManager`, Origin/Host checks, the same bridge from actix to
-//! rmcp in `http::forward`) from the same configuration file, on the same number of actix
-//! workers. What it leaves out is exactly the authentication step of `http::mcp`: reading the
-//! bearer token, verifying it (introspection cache or gRPC), and the scope gate. Every request
-//! runs as one fixed principal instead, so `whoami` answers as usual.
+//! It serves `/mcp` as mcp-service does (Origin/Host checks, then `http::serve_as`: the scope
+//! gate, `tools/call` answered directly or through the same rmcp service — `McpServer`, the
+//! `whoami` tool, sessions in Redis through `ClusterSessionManager`) from the same configuration
+//! file, on the same number of actix workers. What it leaves out is exactly the authentication
+//! step of `http::mcp`: reading the bearer token and verifying it (introspection cache or gRPC).
+//! Every request runs as one fixed principal instead, holding every supported scope, so
+//! `whoami` answers as usual.
 //!
 //! ```sh
 //! cargo build --release -p mcp-service --example bench_noauth
@@ -27,7 +28,7 @@ use futures_util::future::BoxFuture;
 use mcp_service::app::AppState;
 use mcp_service::auth::{Principal, ScopePolicy, TokenVerifier, VerifyError};
 use mcp_service::config::Config;
-use mcp_service::http::{McpHttpService, check_origin_and_host, forward, mcp_service};
+use mcp_service::http::{McpHttpService, check_origin_and_host, mcp_service, serve_as};
 use mcp_service::sessions::SessionHub;
 use mcp_service::tools::{ToolRegistry, WhoAmI};
 use serde_json::json;
@@ -47,9 +48,6 @@ struct Cli {
     addr: SocketAddr,
 }
 
-/// Largest accepted request body (as mcp-service).
-const MAX_BODY: usize = 4 * 1024 * 1024;
-
 /// `AppState` needs a verifier; this one is never called (nothing here verifies a token).
 struct NoVerifier;
 
@@ -63,7 +61,7 @@ impl TokenVerifier for NoVerifier {
     }
 }
 
-/// `/mcp` as `http::mcp` serves it, minus the bearer token, its verification and the scope gate.
+/// `/mcp` as `http::mcp` serves it, minus the bearer token and its verification.
 async fn mcp(
     req: HttpRequest,
     payload: web::Payload,
@@ -76,18 +74,7 @@ async fn mcp(
             json!({"error": "forbidden", "error_description": format!("{what} is not allowed")}),
         ));
     }
-    let body = payload
-        .to_bytes_limited(MAX_BODY)
-        .await
-        .map_err(|_| actix_web::error::ErrorPayloadTooLarge("request body too large"))??;
-    forward(
-        &req,
-        body,
-        principal.get_ref().clone(),
-        &state.revoked,
-        &svc,
-    )
-    .await
+    serve_as(&req, payload, principal.get_ref().clone(), &state, &svc).await
 }
 
 fn main() -> anyhow::Result<()> {

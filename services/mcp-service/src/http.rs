@@ -239,7 +239,23 @@ pub async fn mcp(
         }
     };
     metrics::counter!("mcpauth_mcp_auth_total", "result" => "ok").increment(1);
+    serve_as(&req, payload, principal, &state, &svc).await
+}
 
+/// Serves an authenticated `/mcp` request as `principal`: session ownership for GET and
+/// DELETE, the scope gate, then a `tools/call` answered directly (`crate::direct`) or the
+/// request handed to rmcp ([`forward`]).
+///
+/// Public for the benchmark example that serves `/mcp` without authentication
+/// (`examples/bench_noauth.rs`); the service itself only calls it from [`mcp`], after the token
+/// has been verified.
+pub async fn serve_as(
+    req: &HttpRequest,
+    payload: web::Payload,
+    principal: Principal,
+    state: &AppState,
+    svc: &McpHttpService,
+) -> actix_web::Result<HttpResponse> {
     // Sessions (2025-06-18 / 2025-11-25) are bound to the user who created them: rmcp asks the
     // session manager (`has_session`) and the store (`load`), which answer only for the owner
     // (see `sessions`). DELETE does not ask them, so it is checked here.
@@ -272,13 +288,21 @@ pub async fn mcp(
         .await
         .map_err(|_| actix_web::error::ErrorPayloadTooLarge("request body too large"))??;
 
+    let mut direct = None;
     if req.method() == actix_web::http::Method::POST {
-        let needed = needed_scopes(&state, &body);
+        // A plain `tools/call` in a session is parsed once, typed; anything else as JSON.
+        if session.is_some() {
+            direct = crate::direct::parse(&state.tools, &body);
+        }
+        let needed = match &direct {
+            Some(call) => call.required_scopes().to_vec(),
+            None => needed_scopes(state, &body),
+        };
         let missing = state.scopes.missing(&principal.scopes, &needed);
         if !missing.is_empty() {
             metrics::counter!("mcpauth_mcp_auth_total", "result" => "insufficient_scope")
                 .increment(1);
-            let scope = challenge_scope(&state, &needed);
+            let scope = challenge_scope(state, &needed);
             let metadata_url = state.config.metadata_url();
             let c = Challenge {
                 resource_metadata: &metadata_url,
@@ -291,19 +315,21 @@ pub async fn mcp(
             return Ok(r.json(json!({"error": "insufficient_scope", "error_description": description, "scope": scope})));
         }
     }
+    // Unless the headers or the session rule it out after all: then rmcp answers.
+    if let Some(call) = direct
+        && let Some(response) = crate::direct::answer(state, req, &principal, call).await
+    {
+        return Ok(response);
+    }
 
-    forward(&req, body, principal, &state.revoked, &svc).await
+    forward(req, body, principal, &state.revoked, svc).await
 }
 
 /// Hands an authenticated `/mcp` request to rmcp as `principal` (sessions are bound to its
 /// subject; tools find it in the request's extensions) and turns rmcp's answer into an actix
 /// response. The `Authorization` header is not passed on. Event streams end when the
 /// principal's token expires or a revocation in `revoked` covers it.
-///
-/// Public for the benchmark example that serves `/mcp` without authentication
-/// (`examples/bench_noauth.rs`); the service itself only calls it after [`mcp`] has verified
-/// the token and the scopes.
-pub async fn forward(
+async fn forward(
     req: &HttpRequest,
     body: web::Bytes,
     principal: Principal,

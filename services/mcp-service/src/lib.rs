@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod connectors;
+pub mod direct;
 pub mod http;
 pub mod revocations;
 pub mod sessions;

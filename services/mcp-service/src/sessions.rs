@@ -140,6 +140,15 @@ pub enum HubError {
     Json(#[from] serde_json::Error),
 }
 
+/// rmcp's in-process session registry, without rmcp's own idle limit: a local worker lives as
+/// long as the session's Redis entry (see [`SessionHub::run`]). rmcp's limit counts only the
+/// messages that pass through the worker, and most `tools/call`s do not (`crate::direct`).
+fn local_sessions() -> LocalSessionManager {
+    let mut local = LocalSessionManager::default();
+    local.session_config.keep_alive = None;
+    local
+}
+
 impl SessionHub {
     /// `prefix` is `redis.key_prefix`; `idle` is how long an unused session lives.
     pub fn new(redis: deadpool_redis::Pool, prefix: &str, idle: Duration) -> Self {
@@ -149,7 +158,7 @@ impl SessionHub {
                 prefix: prefix.to_owned(),
                 idle: idle.max(Duration::from_secs(1)),
                 recheck: SESSION_RECHECK.min(idle.max(Duration::from_secs(1)) / 4),
-                local: LocalSessionManager::default(),
+                local: local_sessions(),
                 owners: Mutex::default(),
                 get_streams: Mutex::default(),
                 listeners: Mutex::default(),
@@ -384,9 +393,10 @@ impl SessionHub {
         }
     }
 
-    /// Follows the cluster channel until `cancel`: delivers messages, and keeps the sessions
-    /// whose GET streams this replica holds alive in Redis (a session gone from Redis is
-    /// closed here, so expiry ends its stream even if a message was missed).
+    /// Follows the cluster channel until `cancel`: delivers messages, and every third of the idle
+    /// timeout keeps the sessions whose GET streams this replica holds alive in Redis and drops
+    /// the local workers of sessions gone from Redis (expiry ends their streams even if a
+    /// message was missed; rmcp's own idle limit is off, see `local_sessions`).
     pub async fn run(self, url: String, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let refresh_every = (self.inner.idle / 3).max(Duration::from_millis(500));
@@ -423,7 +433,7 @@ impl SessionHub {
                                 Err(e) => tracing::warn!(error = %e, "unreadable session channel message"),
                             }
                         }
-                        _ = refresh.tick() => self.refresh_streamed().await,
+                        _ = refresh.tick() => self.sweep().await,
                         () = cancel.cancelled() => return,
                     }
                 }
@@ -440,34 +450,51 @@ impl SessionHub {
         }
     }
 
-    /// Refreshes the Redis entries of the sessions this replica streams to; closes those gone.
-    async fn refresh_streamed(&self) {
+    /// Refreshes the Redis entries of the sessions this replica streams to, and closes every
+    /// local session (streamed or not) whose entry is gone.
+    async fn sweep(&self) {
         {
             let recheck = self.inner.recheck;
             let mut owners = self.inner.owners.lock().expect("owners");
             owners.retain(|_, c| c.checked.elapsed() < recheck);
         }
-        let ids: Vec<SessionId> = {
+        let streamed: std::collections::HashSet<SessionId> = {
             let mut streams = self.inner.get_streams.lock().expect("get streams");
             streams.retain(|_, g| !g.tx.is_closed());
             streams.keys().cloned().collect()
         };
-        if ids.is_empty() {
-            return;
-        }
-        let Ok(mut c) = self.inner.redis.get().await else {
-            return;
-        };
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("EXPIRE").arg(self.key(id)).arg(self.idle_secs());
-        }
-        let Ok(alive): Result<Vec<i64>, _> = pipe.query_async(&mut c).await else {
-            return;
-        };
-        for (id, alive) in ids.iter().zip(alive) {
-            if alive == 0 {
-                self.close_local(id).await;
+        let mut ids: std::collections::HashSet<SessionId> = self
+            .inner
+            .local
+            .sessions
+            .read()
+            .await
+            .keys()
+            .cloned()
+            .collect();
+        ids.extend(streamed.iter().cloned());
+        let ids: Vec<SessionId> = ids.into_iter().collect();
+        // Bounded pipelines: a replica may hold many sessions.
+        for chunk in ids.chunks(1_000) {
+            let Ok(mut c) = self.inner.redis.get().await else {
+                return;
+            };
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                if streamed.contains(id) {
+                    pipe.cmd("EXPIRE").arg(self.key(id)).arg(self.idle_secs());
+                } else {
+                    pipe.cmd("EXISTS").arg(self.key(id));
+                }
+            }
+            let Ok(alive): Result<Vec<i64>, _> = pipe.query_async(&mut c).await else {
+                return;
+            };
+            drop(c);
+            for (id, alive) in chunk.iter().zip(alive) {
+                if alive == 0 {
+                    self.close_local(id).await;
+                }
             }
         }
     }

@@ -32,7 +32,8 @@ pub trait McpTool: Send + Sync + 'static {
         arguments: JsonObject,
     ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>>;
     /// Runs the tool with the session's peer at hand (for tools that send requests to the
-    /// client, such as elicitations). Default: [`McpTool::call`].
+    /// client, such as elicitations). Default: [`McpTool::call`]. A tool that overrides it must
+    /// also answer `true` from [`McpTool::uses_peer`].
     fn call_with_peer<'a>(
         &'a self,
         principal: &'a Principal,
@@ -40,6 +41,12 @@ pub trait McpTool: Send + Sync + 'static {
         _peer: Peer<RoleServer>,
     ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
         self.call(principal, arguments)
+    }
+    /// Whether a call talks back to the client through the session (see
+    /// [`McpTool::call_with_peer`]). Calls of tools that do not are answered by the HTTP bridge
+    /// itself (`crate::direct`); the others go through rmcp's session worker.
+    fn uses_peer(&self) -> bool {
+        false
     }
     /// When `tools/list` shows this tool to a user.
     fn availability(&self) -> Availability<'_> {
@@ -135,24 +142,62 @@ impl ToolRegistry {
 #[derive(Clone)]
 pub struct RequestSpan(pub tracing::Span);
 
-/// A `tools/call` span, a child of the HTTP request's span; disabled when traces are off.
-fn tool_span(ctx: &RequestContext<RoleServer>, tool: &str) -> tracing::Span {
-    let Some(parent) = ctx
-        .extensions
+/// The span of the HTTP request that carried `ctx`, when traces are on.
+fn request_span(ctx: &RequestContext<RoleServer>) -> Option<&tracing::Span> {
+    ctx.extensions
         .get::<http::request::Parts>()
         .and_then(|p| p.extensions.get::<RequestSpan>())
-    else {
+        .map(|s| &s.0)
+}
+
+/// A `tools/call` span, a child of the HTTP request's span; disabled without one (traces off).
+fn tool_span(parent: Option<&tracing::Span>, tool: &str) -> tracing::Span {
+    let Some(parent) = parent else {
         return tracing::Span::none();
     };
     tracing::info_span!(
         target: mcpauth_runtime::telemetry::TARGET,
-        parent: &parent.0,
+        parent: parent,
         "tools/call",
         otel.name = format!("tools/call {tool}"),
         otel.status_code = tracing::field::Empty,
         mcp.method.name = "tools/call",
         gen_ai.tool.name = tool,
     )
+}
+
+/// Runs `tool` (registered as `name`) as `principal`: the one `tools/call` step shared by rmcp's
+/// handler ([`McpServer::call_tool`]) and the bridge's direct path (`crate::direct`). Scopes are
+/// checked again here (the HTTP layer already answered 403 for a missing one: defence in depth).
+/// `parent` is the HTTP request's span when traces are on.
+pub async fn invoke(
+    scopes: &ScopePolicy,
+    principal: &Principal,
+    name: &str,
+    tool: &dyn McpTool,
+    arguments: Option<JsonObject>,
+    peer: Option<Peer<RoleServer>>,
+    parent: Option<&tracing::Span>,
+) -> Result<CallToolResult, ErrorData> {
+    let missing = scopes.missing(&principal.scopes, tool.required_scopes());
+    if !missing.is_empty() {
+        return Err(ErrorData::invalid_request(
+            format!("insufficient scope: {}", missing.join(" ")),
+            None,
+        ));
+    }
+    let args = arguments.unwrap_or_default();
+    // `name` is a registered tool's name (looked up by the caller), never caller text.
+    let span = tool_span(parent, name);
+    let call = match peer {
+        Some(peer) => tool.call_with_peer(principal, args, peer),
+        None => tool.call(principal, args),
+    };
+    let result = call.instrument(span.clone()).await;
+    if result.as_ref().map_or(true, |r| r.is_error == Some(true)) {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
 }
 
 /// The principal of the HTTP request that carried this JSON-RPC request.
@@ -243,27 +288,18 @@ impl ServerHandler for McpServer {
         let tool = self.tools.get(&request.name).ok_or_else(|| {
             ErrorData::invalid_params(format!("unknown tool {}", request.name), None)
         })?;
-        // The HTTP layer already answered 403 for a missing scope; this is defence in depth.
-        let missing = self
-            .scopes
-            .missing(&principal.scopes, tool.required_scopes());
-        if !missing.is_empty() {
-            return Err(ErrorData::invalid_request(
-                format!("insufficient scope: {}", missing.join(" ")),
-                None,
-            ));
-        }
-        let args = request.arguments.unwrap_or_default();
-        // The tool's name is a registered one (looked up above), never caller text.
-        let span = tool_span(&context, &request.name);
-        let result = tool
-            .call_with_peer(&principal, args, context.peer.clone())
-            .instrument(span.clone())
-            .await;
-        if result.as_ref().map_or(true, |r| r.is_error == Some(true)) {
-            span.record("otel.status_code", "ERROR");
-        }
-        Ok(result?.into())
+        metrics::counter!("mcpauth_mcp_tool_calls_total", "path" => "rmcp").increment(1);
+        let result = invoke(
+            &self.scopes,
+            &principal,
+            &request.name,
+            tool.as_ref(),
+            request.arguments,
+            Some(context.peer.clone()),
+            request_span(&context),
+        )
+        .await?;
+        Ok(result.into())
     }
 }
 

@@ -374,6 +374,11 @@ impl McpTool for ConnectTool {
         Box::pin(async move { Ok(self.run(principal, None).await) })
     }
 
+    /// The connect tool may ask the client to open the link (URL-mode elicitation).
+    fn uses_peer(&self) -> bool {
+        true
+    }
+
     fn call_with_peer<'a>(
         &'a self,
         principal: &'a Principal,

@@ -84,7 +84,12 @@ async fn a_session_started_on_one_replica_works_on_another() {
     let r = s.post_at(&b_base, Some(at), whoami(), Some(&sid)).await;
     assert_eq!(r.status().as_u16(), 200);
     let on_b = subject_of(&messages(r).await);
-    // Restored on B, not created anew: the same session id, served by a worker on B.
+    // A tool call needs no worker (the bridge answers it); anything else restores the session
+    // on B, not created anew: the same session id, served by a worker on B.
+    assert_eq!(b.state.sessions.local_sessions().await, 0);
+    let r = s.post_at(&b_base, Some(at), list(), Some(&sid)).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(messages(r).await[0]["result"]["tools"].is_array());
     assert_eq!(b.state.sessions.local_sessions().await, 1);
     let r = s.post(Some(at), whoami(), Some(&sid)).await;
     assert_eq!(r.status().as_u16(), 200);
@@ -342,6 +347,53 @@ async fn an_expired_or_unknown_session_is_404_everywhere() {
     let again = s.session(at).await;
     assert_ne!(again, sid);
     b.shutdown().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn local_workers_live_as_long_as_the_sessions_redis_entry() {
+    let s = Stack::start_with(StackOptions {
+        mcp_env: vec![("MCPAUTH__SESSIONS__IDLE_TIMEOUT_SECS", "3".into())],
+        ..Default::default()
+    })
+    .await;
+    let a = &s.mcp.as_ref().unwrap().state;
+    let t = s.token(None, &s.resource).await;
+    let at = t["access_token"].as_str().unwrap();
+    let sid = s.session(at).await;
+    assert_eq!(a.sessions.local_sessions().await, 1);
+    // Used only through tool calls (which the bridge answers without the worker) for longer
+    // than the idle timeout: the session and its worker stay.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let r = s.post(Some(at), whoami(), Some(&sid)).await;
+        assert_eq!(r.status().as_u16(), 200);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(a.sessions.local_sessions().await, 1);
+    assert_eq!(
+        s.post(Some(at), list(), Some(&sid)).await.status().as_u16(),
+        200
+    );
+    // The entry vanishes (as on expiry) and no request comes: the sweep (every third of the
+    // idle timeout) drops the worker anyway.
+    let mut redis = redis::Client::open(s.mcp_config.redis.url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{}:session:{sid}", s.mcp_config.redis.key_prefix);
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.sessions.local_sessions().await > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.sessions.local_sessions().await, 0);
     s.stop().await;
 }
 

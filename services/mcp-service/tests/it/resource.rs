@@ -251,6 +251,138 @@ async fn whoami_returns_the_caller_and_never_the_token() {
     s.stop().await;
 }
 
+/// The value of `mcpauth_mcp_tool_calls_total{path="<path>"}` in mcp-service's `/metrics`.
+async fn tool_calls(s: &Stack, path: &str) -> u64 {
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.mcp_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("mcpauth_mcp_tool_calls_total{{path=\"{path}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_sessions_tools_call_is_answered_directly_exactly_as_rmcp_answers_it() {
+    let s = Stack::start().await;
+    let t = s.token(None, &s.resource).await;
+    let at = t["access_token"].as_str().unwrap();
+    let sid = s.session(at).await;
+    let call = |id: Value, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+
+    // The plain call is answered by the bridge; the same call with a progress token goes
+    // through rmcp's session worker. Both answers are the same message.
+    let direct = s
+        .post(
+            Some(at),
+            call(json!("d-1"), json!({"name": "whoami", "arguments": {}})),
+            Some(&sid),
+        )
+        .await;
+    assert_eq!(direct.status().as_u16(), 200);
+    assert_eq!(direct.headers()["content-type"], "application/json");
+    let direct = messages(direct).await;
+    assert_eq!(
+        (tool_calls(&s, "direct").await, tool_calls(&s, "rmcp").await),
+        (1, 0)
+    );
+    let via_rmcp = messages(
+        s.post(
+            Some(at),
+            call(
+                json!("d-1"),
+                json!({"name": "whoami", "arguments": {}, "_meta": {"progressToken": "p"}}),
+            ),
+            Some(&sid),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (tool_calls(&s, "direct").await, tool_calls(&s, "rmcp").await),
+        (1, 1)
+    );
+    assert_eq!(direct, via_rmcp);
+    assert_eq!(direct[0]["id"], "d-1");
+    assert!(
+        direct[0]["result"]["content"][0]["text"].is_string(),
+        "{direct:?}"
+    );
+
+    // Malformed arguments are rmcp's to answer (the bridge does not parse them as a call).
+    let refused = messages(
+        s.post(
+            Some(at),
+            call(json!(9), json!({"name": "whoami", "arguments": []})),
+            Some(&sid),
+        )
+        .await,
+    )
+    .await;
+    let refused_rmcp = messages(
+        s.post(
+            Some(at),
+            call(
+                json!(9),
+                json!({"name": "whoami", "arguments": [], "_meta": {"progressToken": 1}}),
+            ),
+            Some(&sid),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(refused, refused_rmcp);
+
+    // An unknown tool, another user's session and an unknown session are rmcp's to answer.
+    let unknown = messages(
+        s.post(
+            Some(at),
+            call(json!(10), json!({"name": "nope"})),
+            Some(&sid),
+        )
+        .await,
+    )
+    .await;
+    assert!(unknown[0]["error"].is_object(), "{unknown:?}");
+    let bob = machine_token(&s).await;
+    let whoami = call(json!(11), json!({"name": "whoami", "arguments": {}}));
+    assert_eq!(
+        s.post(Some(&bob), whoami.clone(), Some(&sid))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        s.post(Some(at), whoami.clone(), Some("no-such-session"))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    // A client that does not accept event streams gets rmcp's 406, as for any request.
+    let r = s
+        .http
+        .post(format!("{}/mcp", s.mcp_base))
+        .bearer_auth(at)
+        .header("accept", "application/json")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&whoami)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 406);
+    assert_eq!(tool_calls(&s, "direct").await, 1);
+    s.stop().await;
+}
+
 async fn auth_service_introspect(s: &Stack, token: &str) -> Value {
     let state = &s.auth.as_ref().unwrap().state;
     let t = state.tokens.introspect(token, None).await.unwrap().unwrap();
