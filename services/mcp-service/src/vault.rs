@@ -86,12 +86,13 @@ impl VaultClient {
         r
     }
 
-    /// A valid upstream access token of the user for `provider`.
+    /// A valid upstream access token of the user for `provider`, and when it expires (unix
+    /// seconds; 0 when the upstream did not say).
     pub async fn access_token(
         &self,
         user: &BearerToken,
         provider: &str,
-    ) -> Result<Secret, VaultError> {
+    ) -> Result<(Secret, i64), VaultError> {
         let resp = self
             .client
             .get()
@@ -104,7 +105,7 @@ impl VaultClient {
         if resp.access_token.is_empty() {
             return Err(VaultError::Unavailable("empty upstream token".into()));
         }
-        Ok(Secret::new(resp.access_token))
+        Ok((Secret::new(resp.access_token), resp.expires_at))
     }
 
     /// The user's connections.

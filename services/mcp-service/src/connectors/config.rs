@@ -25,6 +25,11 @@ pub struct VaultConfig {
     /// it at once; this bounds staleness when an event is missed).
     #[serde(default = "default_connections_ttl")]
     pub connections_cache_ttl_ms: u64,
+    /// How long an upstream access token from the vault is reused by the same MCP token
+    /// (connection events drop it at once; never past the token's expiry minus 60 s). 0: every
+    /// tool call asks the vault. See `connectors::connections::UpstreamTokens`.
+    #[serde(default = "default_upstream_token_ttl")]
+    pub upstream_token_cache_ttl_ms: u64,
     /// `[vault.tls]`: CA (and client certificate for mTLS) for an `https://` addr.
     #[serde(default)]
     pub tls: Option<mcpauth_runtime::GrpcClientTls>,
@@ -34,6 +39,9 @@ fn default_vault_prefix() -> String {
     "mcpauth-vault".into()
 }
 fn default_connections_ttl() -> u64 {
+    30_000
+}
+fn default_upstream_token_ttl() -> u64 {
     30_000
 }
 

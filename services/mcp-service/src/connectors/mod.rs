@@ -65,6 +65,7 @@ pub fn install(config: &Config, registry: &ToolRegistry) -> anyhow::Result<Optio
     let cache = ConnectionCache::new(
         vault.clone(),
         Duration::from_millis(vault_cfg.connections_cache_ttl_ms),
+        Duration::from_millis(vault_cfg.upstream_token_cache_ttl_ms),
     );
     let mut specs = vec![];
     let mut unlocks: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -135,64 +135,76 @@ impl ConnectorTool {
         };
         let provider = self.spec.provider.as_str();
         let display = self.deps.display(provider);
-        let upstream = match self.deps.vault.access_token(token, provider).await {
-            Ok(t) => t,
-            Err(e @ (VaultError::NotConnected | VaultError::ReauthorizationRequired)) => {
-                self.deps.cache.invalidate(&p.subject);
-                let why = if e == VaultError::NotConnected {
-                    format!("{display} is not connected.")
-                } else {
-                    format!("{display} needs you to sign in again.")
-                };
-                return error_result(self.deps.connect_hint(token, provider, &why).await);
+        let tokens = &self.deps.cache.tokens;
+        let mut fresh = false;
+        let (resp, started) = loop {
+            let (upstream, reused) = match tokens.access_token(p, token, provider, fresh).await {
+                Ok(t) => t,
+                Err(e @ (VaultError::NotConnected | VaultError::ReauthorizationRequired)) => {
+                    self.deps.cache.invalidate(&p.subject);
+                    let why = if e == VaultError::NotConnected {
+                        format!("{display} is not connected.")
+                    } else {
+                        format!("{display} needs you to sign in again.")
+                    };
+                    return error_result(self.deps.connect_hint(token, provider, &why).await);
+                }
+                Err(VaultError::Unauthenticated) => {
+                    return error_result(
+                        "the token vault did not accept your session's token; sign in again",
+                    );
+                }
+                Err(VaultError::Refused(code)) => {
+                    tracing::warn!(provider, code, "token-vault refused a GetAccessToken call");
+                    return error_result(format!(
+                        "{display} cannot be used right now: the token vault refused the request ({code})"
+                    ));
+                }
+                Err(VaultError::Unavailable(why)) => {
+                    tracing::warn!(provider, why, "token-vault unavailable");
+                    return error_result(format!(
+                        "{display} is temporarily unavailable (the token vault could not provide a token); try again shortly"
+                    ));
+                }
+            };
+            let mut req = self
+                .deps
+                .http
+                .get()
+                .request(self.spec.method.clone(), plan.url.clone())
+                .headers(self.spec.headers.clone())
+                .bearer_auth(upstream.expose())
+                .timeout(self.spec.timeout);
+            if !self.spec.headers.contains_key(reqwest::header::ACCEPT) {
+                req = req.header(reqwest::header::ACCEPT, "application/json");
             }
-            Err(VaultError::Unauthenticated) => {
-                return error_result(
-                    "the token vault did not accept your session's token; sign in again",
-                );
+            if let Some(body) = &plan.body {
+                req = req.json(body);
             }
-            Err(VaultError::Refused(code)) => {
-                tracing::warn!(provider, code, "token-vault refused a GetAccessToken call");
-                return error_result(format!(
-                    "{display} cannot be used right now: the token vault refused the request ({code})"
-                ));
-            }
-            Err(VaultError::Unavailable(why)) => {
-                tracing::warn!(provider, why, "token-vault unavailable");
-                return error_result(format!(
-                    "{display} is temporarily unavailable (the token vault could not provide a token); try again shortly"
-                ));
-            }
-        };
-        let mut req = self
-            .deps
-            .http
-            .get()
-            .request(self.spec.method.clone(), plan.url)
-            .headers(self.spec.headers.clone())
-            .bearer_auth(upstream.expose())
-            .timeout(self.spec.timeout);
-        if !self.spec.headers.contains_key(reqwest::header::ACCEPT) {
-            req = req.header(reqwest::header::ACCEPT, "application/json");
-        }
-        if let Some(body) = &plan.body {
-            req = req.json(body);
-        }
-        let started = std::time::Instant::now();
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let what = if e.is_timeout() {
-                    format!(
-                        "{display} did not answer within {} s",
-                        self.spec.timeout.as_secs_f32()
-                    )
-                } else {
-                    format!("{display} cannot be reached")
-                };
-                tracing::warn!(tool = %self.spec.name, provider, error = %e.without_url(), "upstream call failed");
-                return error_result(what);
-            }
+            let started = std::time::Instant::now();
+            let resp = match req.send().await {
+                // A reused token the upstream no longer takes: forget it and ask the vault once
+                // (a 401 means the request was not acted on, so sending it again is safe).
+                Ok(r) if reused && r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                    tokens.forget(token, provider);
+                    fresh = true;
+                    continue;
+                }
+                Ok(r) => r,
+                Err(e) => {
+                    let what = if e.is_timeout() {
+                        format!(
+                            "{display} did not answer within {} s",
+                            self.spec.timeout.as_secs_f32()
+                        )
+                    } else {
+                        format!("{display} cannot be reached")
+                    };
+                    tracing::warn!(tool = %self.spec.name, provider, error = %e.without_url(), "upstream call failed");
+                    return error_result(what);
+                }
+            };
+            break (resp, started);
         };
         let status = resp.status();
         metrics::histogram!("mcpauth_mcp_connector_seconds", "tool" => self.spec.name.clone(), "status" => status.as_u16().to_string())

@@ -2,7 +2,7 @@
 //! database, the same Redis under a unique prefix) and an in-test upstream API that accepts only
 //! the users' upstream tokens and records every Authorization header it receives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,13 +54,19 @@ struct Seen {
 struct Upstream {
     base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Tokens the upstream stopped accepting (as after a revocation at the provider).
+    revoked: Revoked,
     handle: actix_web::dev::ServerHandle,
 }
+
+#[derive(Clone, Default)]
+struct Revoked(Arc<Mutex<HashSet<String>>>);
 
 async fn upstream_handler(
     req: HttpRequest,
     body: web::Bytes,
     seen: web::Data<Arc<Mutex<Vec<Seen>>>>,
+    revoked: web::Data<Revoked>,
 ) -> HttpResponse {
     let authorization = req
         .headers()
@@ -89,7 +95,13 @@ async fn upstream_handler(
             "refresh_token": "ghr_alice-refresh-token-2", "scope": "repo",
         }));
     }
+    let refused = authorization
+        .strip_prefix("Bearer ")
+        .is_some_and(|t| revoked.0.lock().unwrap().contains(t));
     let user = match authorization.as_str() {
+        _ if refused => {
+            return HttpResponse::Unauthorized().json(json!({"message": "Bad credentials"}));
+        }
         a if a == format!("Bearer {ALICE_UPSTREAM}") => "alice",
         a if a == format!("Bearer {ALICE_REFRESHED}") => "alice",
         a if a == format!("Bearer {BOB_UPSTREAM}") => "bob",
@@ -120,12 +132,15 @@ async fn upstream_handler(
 impl Upstream {
     async fn start() -> Upstream {
         let seen: Arc<Mutex<Vec<Seen>>> = Default::default();
+        let revoked = Revoked::default();
         let data = web::Data::new(seen.clone());
+        let revoked_data = web::Data::new(revoked.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(revoked_data.clone())
                 .default_service(web::to(upstream_handler))
         })
         .workers(1)
@@ -135,11 +150,20 @@ impl Upstream {
         .run();
         let handle = server.handle();
         tokio::spawn(server);
-        Upstream { base, seen, handle }
+        Upstream {
+            base,
+            seen,
+            revoked,
+            handle,
+        }
     }
 
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    fn revoke(&self, token: &str) {
+        self.revoked.0.lock().unwrap().insert(token.to_owned());
     }
 }
 
@@ -688,6 +712,100 @@ async fn each_user_calls_upstream_with_their_own_upstream_token_never_the_mcp_to
         assert!(!x.path_and_query.contains(&alice) && !x.path_and_query.contains(&bob));
     }
     auth2.shutdown().await;
+    e.stop().await;
+}
+
+/// How many `GetAccessToken` calls token-vault has answered (its audit trail, written in
+/// batches: waited for until it stops growing).
+async fn vault_gets(e: &Env) -> i64 {
+    let url = format!("{}/{}", admin_url().rsplit_once('/').unwrap().0, e.vault_db);
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut last = -1;
+    loop {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM vault_audit WHERE action = 'get'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if n == last {
+            db.close().await;
+            return n;
+        }
+        last = n;
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_token_is_reused_by_the_same_mcp_token_until_the_vault_says_otherwise() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = s.session(&token).await;
+    let user = subject(s, &token, &sid).await;
+    e.put_credential(&user, ALICE_UPSTREAM).await;
+    let args = json!({"owner": "o", "repo": "r"});
+    let last_token = || {
+        e.upstream
+            .seen()
+            .last()
+            .map(|x| x.authorization.clone())
+            .unwrap_or_default()
+    };
+
+    // Three calls with one MCP token: the vault is asked once.
+    for _ in 0..3 {
+        let r = call_tool(s, &token, &sid, "github_get_repo", args.clone()).await;
+        assert_eq!(r["structuredContent"]["as"], "alice", "{r}");
+    }
+    assert_eq!(vault_gets(&e).await, 1);
+    assert_eq!(last_token(), format!("Bearer {ALICE_UPSTREAM}"));
+
+    // Another MCP token of the same user does not reach that entry: the vault decides again.
+    let token2 = s.token(None, &s.resource).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid2 = s.session(&token2).await;
+    let r = call_tool(s, &token2, &sid2, "github_get_repo", args.clone()).await;
+    assert_eq!(r["structuredContent"]["as"], "alice", "{r}");
+    assert_eq!(vault_gets(&e).await, 2);
+
+    // The credential changes at the vault (a reconnect): its connection event drops the reused
+    // tokens, so the next calls carry the new upstream token.
+    e.put_credential(&user, ALICE_REFRESHED).await;
+    let mut switched = false;
+    for _ in 0..40 {
+        call_tool(s, &token, &sid, "github_get_repo", args.clone()).await;
+        if last_token() == format!("Bearer {ALICE_REFRESHED}") {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        switched,
+        "a replaced credential was still served from the cache"
+    );
+
+    // The upstream stops accepting the reused token (revoked at the provider, no event): the
+    // call asks the vault once more instead of failing on the stale copy, then tells the user.
+    let before = vault_gets(&e).await;
+    let seen_before = e.upstream.seen().len();
+    e.upstream.revoke(ALICE_REFRESHED);
+    let r = call_tool(s, &token, &sid, "github_get_repo", args.clone()).await;
+    assert_eq!(r["isError"], true, "{r}");
+    assert!(text_of(&r).contains("401"), "{r}");
+    assert_eq!(vault_gets(&e).await, before + 1);
+    let tries: Vec<Seen> = e.upstream.seen()[seen_before..].to_vec();
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert!(
+        tries
+            .iter()
+            .all(|x| x.authorization == format!("Bearer {ALICE_REFRESHED}"))
+    );
     e.stop().await;
 }
 
