@@ -587,10 +587,7 @@ async fn token_at(s: &Stack, base: &str) -> String {
 async fn the_authorize_tool_stands_in_until_the_provider_is_connected() {
     let e = Env::start().await;
     let s = &e.s;
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let sid = s.session(&token).await;
     let names = tool_names(s, &token, &sid).await;
     assert!(names.contains(&"whoami".to_owned()), "{names:?}");
@@ -671,10 +668,7 @@ async fn each_user_calls_upstream_with_their_own_upstream_token_never_the_mcp_to
     let auth2 = auth_service::app::start(cfg, mcpauth_runtime::init_metrics())
         .await
         .unwrap();
-    let alice = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice = s.access_token().await;
     let bob = token_at(s, &format!("http://{}", auth2.http_addr)).await;
     let alice_sid = s.session(&alice).await;
     let bob_sid = s.session(&bob).await;
@@ -739,10 +733,7 @@ async fn vault_gets(e: &Env) -> i64 {
 async fn an_upstream_token_is_reused_by_the_same_mcp_token_until_the_vault_says_otherwise() {
     let e = Env::start().await;
     let s = &e.s;
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let sid = s.session(&token).await;
     let user = subject(s, &token, &sid).await;
     e.put_credential(&user, ALICE_UPSTREAM).await;
@@ -764,10 +755,7 @@ async fn an_upstream_token_is_reused_by_the_same_mcp_token_until_the_vault_says_
     assert_eq!(last_token(), format!("Bearer {ALICE_UPSTREAM}"));
 
     // Another MCP token of the same user does not reach that entry: the vault decides again.
-    let token2 = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token2 = s.access_token().await;
     let sid2 = s.session(&token2).await;
     let r = call_tool(s, &token2, &sid2, "github_get_repo", args.clone()).await;
     assert_eq!(r["structuredContent"]["as"], "alice", "{r}");
@@ -813,10 +801,7 @@ async fn an_upstream_token_is_reused_by_the_same_mcp_token_until_the_vault_says_
 async fn failures_are_tool_errors_that_say_what_to_do() {
     let e = Env::start().await;
     let s = &e.s;
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let sid = s.session(&token).await;
 
     // Not connected (a client with a stale list): a tool error with a connect URL.
@@ -950,10 +935,7 @@ async fn a_connector_that_needs_another_scope_gets_a_step_up_challenge() {
 async fn a_connection_event_tells_the_users_stream_that_the_tools_changed() {
     let e = Env::start().await;
     let s = &e.s;
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let sid = s.session(&token).await;
     let user = subject(s, &token, &sid).await;
     let mut stream = s
@@ -1001,10 +983,7 @@ async fn a_connection_event_tells_the_users_stream_that_the_tools_changed() {
 async fn connect_sends_a_url_elicitation_to_clients_that_declare_it() {
     let e = Env::start().await;
     let s = &e.s;
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
         "clientInfo": {"name": "it", "version": "1"}}});
@@ -1092,10 +1071,7 @@ async fn concurrent_tool_calls_through_two_vault_replicas_refresh_the_upstream_t
         .unwrap();
     let base2 = format!("http://{}", mcp2.http_addr);
 
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let sid = s.session(&token).await;
     let user = subject(s, &token, &sid).await;
     // The upstream access token expires within the vault's refresh buffer (60 s).
@@ -1177,10 +1153,7 @@ async fn a_connector_call_works_with_every_internal_hop_over_mtls() {
     let pki = crate::internal_tls::Pki::new();
     let e = Env::start_with(Some(&pki)).await;
     let s = &e.s;
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let sid = s.session(&token).await;
     // UpstreamConnect at auth-service (the [connect] defaults: verifier.grpc's address and TLS).
     let r = call_tool(s, &token, &sid, "connect_github", json!({})).await;

@@ -195,6 +195,14 @@ impl Stack {
         (r, base)
     }
 
+    /// A dev-login access token for this resource (default scopes).
+    pub async fn access_token(&self) -> String {
+        self.token(None, &self.resource).await["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
     /// Dev-login authorization code flow; returns the token response.
     pub async fn token(&self, scope: Option<&str>, resource: &str) -> Value {
         let reg: Value = self
@@ -288,6 +296,16 @@ impl Stack {
                 .header("mcp-protocol-version", "2025-11-25");
         }
         r.send().await.unwrap()
+    }
+
+    /// The HTTP status of POSTing `body` to /mcp.
+    pub async fn post_status(
+        &self,
+        token: Option<&str>,
+        body: Value,
+        session: Option<&str>,
+    ) -> u16 {
+        self.post(token, body, session).await.status().as_u16()
     }
 
     /// initialize + notifications/initialized; returns the session id.

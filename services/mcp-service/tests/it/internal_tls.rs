@@ -118,10 +118,7 @@ async fn tokens_are_verified_at_an_auth_service_that_requires_client_certificate
         ..Default::default()
     })
     .await;
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
 
     // Client certificate + service credential: the token is introspected, the tool runs.
     let sid = s.session(&token).await;

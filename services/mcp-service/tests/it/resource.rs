@@ -127,10 +127,7 @@ async fn expired_token_is_refused() {
     .await;
     let t = s.token(None, &s.resource).await;
     let at = t["access_token"].as_str().unwrap();
-    assert_eq!(
-        s.post(Some(at), initialize(), None).await.status().as_u16(),
-        200
-    );
+    assert_eq!(s.post_status(Some(at), initialize(), None).await, 200);
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     // Cached as valid a moment ago: the cache still honours the token's own expiry.
     let r = s.post(Some(at), initialize(), None).await;
@@ -353,17 +350,12 @@ async fn a_sessions_tools_call_is_answered_directly_exactly_as_rmcp_answers_it()
     let bob = machine_token(&s).await;
     let whoami = call(json!(11), json!({"name": "whoami", "arguments": {}}));
     assert_eq!(
-        s.post(Some(&bob), whoami.clone(), Some(&sid))
-            .await
-            .status()
-            .as_u16(),
+        s.post_status(Some(&bob), whoami.clone(), Some(&sid)).await,
         404
     );
     assert_eq!(
-        s.post(Some(at), whoami.clone(), Some("no-such-session"))
-            .await
-            .status()
-            .as_u16(),
+        s.post_status(Some(at), whoami.clone(), Some("no-such-session"))
+            .await,
         404
     );
     // A client that does not accept event streams gets rmcp's 406, as for any request.
@@ -458,10 +450,7 @@ async fn missing_scope_gets_403_step_up_and_broader_scope_works() {
     let broad = s.token(Some("mcp:tools"), &s.resource).await;
     let at = broad["access_token"].as_str().unwrap();
     let sid = s.session(at).await;
-    assert_eq!(
-        s.post(Some(at), call, Some(&sid)).await.status().as_u16(),
-        200
-    );
+    assert_eq!(s.post_status(Some(at), call, Some(&sid)).await, 200);
     s.stop().await;
 }
 
@@ -470,10 +459,7 @@ async fn revoked_token_is_refused_within_a_second_despite_the_cache() {
     let s = Stack::start().await;
     let t = s.token(None, &s.resource).await;
     let at = t["access_token"].as_str().unwrap();
-    assert_eq!(
-        s.post(Some(at), initialize(), None).await.status().as_u16(),
-        200
-    );
+    assert_eq!(s.post_status(Some(at), initialize(), None).await, 200);
     // Now cached. Revoke at auth-service (RFC 7009, by the token's own public client).
     let state = &s.auth.as_ref().unwrap().state;
     let claims = state.tokens.validate_access(at).unwrap();
@@ -488,7 +474,7 @@ async fn revoked_token_is_refused_within_a_second_despite_the_cache() {
         .unwrap();
     let started = std::time::Instant::now();
     loop {
-        let status = s.post(Some(at), initialize(), None).await.status().as_u16();
+        let status = s.post_status(Some(at), initialize(), None).await;
         if status == 401 {
             break;
         }
@@ -517,27 +503,17 @@ async fn static_keys_mode() {
         ..Default::default()
     })
     .await;
+    assert_eq!(s.post_status(Some(key), initialize(), None).await, 200);
     assert_eq!(
-        s.post(Some(key), initialize(), None)
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
-    assert_eq!(
-        s.post(Some("static-service-key-0123456788"), initialize(), None)
-            .await
-            .status()
-            .as_u16(),
+        s.post_status(Some("static-service-key-0123456788"), initialize(), None)
+            .await,
         401
     );
     // Tokens from the authorization server are not static keys.
     let t = s.token(None, &s.resource).await;
     assert_eq!(
-        s.post(t["access_token"].as_str(), initialize(), None)
-            .await
-            .status()
-            .as_u16(),
+        s.post_status(t["access_token"].as_str(), initialize(), None)
+            .await,
         401
     );
     s.stop().await;
@@ -585,18 +561,12 @@ async fn sessions_are_bound_to_the_user_who_created_them() {
     let sid = s.session(&alice).await;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     assert_eq!(
-        s.post(Some(&alice), list.clone(), Some(&sid))
-            .await
-            .status()
-            .as_u16(),
+        s.post_status(Some(&alice), list.clone(), Some(&sid)).await,
         200
     );
     // Bob holds Alice's session id: it is not a credential.
     assert_eq!(
-        s.post(Some(&bob), list.clone(), Some(&sid))
-            .await
-            .status()
-            .as_u16(),
+        s.post_status(Some(&bob), list.clone(), Some(&sid)).await,
         404
     );
     let del = |t: String, id: String| {
@@ -625,10 +595,8 @@ async fn sessions_are_bound_to_the_user_who_created_them() {
         404
     );
     assert_eq!(
-        s.post(Some(&alice), list.clone(), Some("no-such-session"))
-            .await
-            .status()
-            .as_u16(),
+        s.post_status(Some(&alice), list.clone(), Some("no-such-session"))
+            .await,
         404
     );
     // The owner ends it; afterwards it is gone for everyone.
@@ -639,13 +607,7 @@ async fn sessions_are_bound_to_the_user_who_created_them() {
             .status()
             .is_success()
     );
-    assert_eq!(
-        s.post(Some(&alice), list, Some(&sid))
-            .await
-            .status()
-            .as_u16(),
-        404
-    );
+    assert_eq!(s.post_status(Some(&alice), list, Some(&sid)).await, 404);
     s.stop().await;
 }
 

@@ -415,19 +415,13 @@ async fn one_tool_call_is_one_trace_across_mcp_auth_and_vault() {
 
     let e = Env::start().await;
     let s = &e.s;
-    let first = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = s.access_token().await;
     let sid = s.session(&first).await;
     let user = subject(s, &first, &sid).await;
     e.put_credential(&user).await;
     // A second token of the same user: nothing has introspected it yet, so the traced call
     // below goes to auth-service from mcp-service and from token-vault.
-    let token = s.token(None, &s.resource).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.access_token().await;
     let (header, trace_id, caller_span) = traceparent();
     let mut result = Value::Null;
     for _ in 0..50 {
