@@ -1,8 +1,10 @@
 //! The vault access trail: who (caller) did what (action) to which user's credential for which
 //! provider, and how it ended. Never a token or secret. Written to `vault_audit` in batches by a
-//! background task so that the request path never waits on an insert, and also emitted as a
+//! background task so that the request path never waits on an insert (identical accesses within
+//! a batch are one row with their `count`), and also emitted as a
 //! structured log event (target `audit`). A full channel applies back-pressure; shutdown drains.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -86,17 +88,66 @@ async fn writer(pool: PgPool, rx: mpsc::Receiver<AuditEvent>) {
     .await;
 }
 
+/// One row of the trail: `count` identical accesses, the first at `first`, the last at `last`.
+struct Row<'a> {
+    event: &'a AuditEvent,
+    count: i32,
+    last: DateTime<Utc>,
+}
+
+/// Folds identical accesses of a batch (same caller, action, user, provider, outcome and detail)
+/// into one row each, in the order of their first occurrence.
+fn coalesce(batch: &[AuditEvent]) -> Vec<Row<'_>> {
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    let mut index: HashMap<(&str, &str, &str, &str, &str), Vec<usize>> = HashMap::new();
+    for e in batch {
+        let key = (
+            e.caller.as_str(),
+            e.action,
+            e.user_id.as_str(),
+            e.provider.as_str(),
+            e.outcome,
+        );
+        let same = index.get(&key).and_then(|ids| {
+            ids.iter()
+                .copied()
+                .find(|&i| rows[i].event.detail == e.detail)
+        });
+        match same {
+            Some(i) => {
+                rows[i].count += 1;
+                rows[i].last = rows[i].last.max(e.at);
+            }
+            None => {
+                index.entry(key).or_default().push(rows.len());
+                rows.push(Row {
+                    event: e,
+                    count: 1,
+                    last: e.at,
+                });
+            }
+        }
+    }
+    rows
+}
+
 async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> {
-    let at: Vec<DateTime<Utc>> = batch.iter().map(|e| e.at).collect();
-    let caller: Vec<&str> = batch.iter().map(|e| e.caller.as_str()).collect();
-    let action: Vec<&str> = batch.iter().map(|e| e.action).collect();
-    let user: Vec<&str> = batch.iter().map(|e| e.user_id.as_str()).collect();
-    let provider: Vec<&str> = batch.iter().map(|e| e.provider.as_str()).collect();
-    let outcome: Vec<&str> = batch.iter().map(|e| e.outcome).collect();
-    let detail: Vec<serde_json::Value> = batch.iter().map(|e| e.detail.clone()).collect();
+    let rows = coalesce(batch);
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.event.at).collect();
+    let caller: Vec<&str> = rows.iter().map(|r| r.event.caller.as_str()).collect();
+    let action: Vec<&str> = rows.iter().map(|r| r.event.action).collect();
+    let user: Vec<&str> = rows.iter().map(|r| r.event.user_id.as_str()).collect();
+    let provider: Vec<&str> = rows.iter().map(|r| r.event.provider.as_str()).collect();
+    let outcome: Vec<&str> = rows.iter().map(|r| r.event.outcome).collect();
+    let detail: Vec<&serde_json::Value> = rows.iter().map(|r| &r.event.detail).collect();
+    let count: Vec<i32> = rows.iter().map(|r| r.count).collect();
+    let last: Vec<Option<DateTime<Utc>>> = rows
+        .iter()
+        .map(|r| (r.count > 1).then_some(r.last))
+        .collect();
     sqlx::query(
-        "INSERT INTO vault_audit (occurred_at, caller, action, user_id, provider, outcome, detail) \
-         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])",
+        "INSERT INTO vault_audit (occurred_at, caller, action, user_id, provider, outcome, detail, count, last_occurred_at) \
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::int[], $9::timestamptz[])",
     )
     .bind(at)
     .bind(caller)
@@ -105,7 +156,58 @@ async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> 
     .bind(provider)
     .bind(outcome)
     .bind(detail)
+    .bind(count)
+    .bind(last)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_accesses_of_a_batch_are_one_row_with_their_count() {
+        let get = |user: &str| AuditEvent::new("mcp-service", "get", user, "github");
+        let mut later = get("alice");
+        later.at += chrono::Duration::milliseconds(5);
+        let batch = vec![
+            get("alice"),
+            get("bob"),
+            later.clone(),
+            get("alice").outcome("not_found"),
+            AuditEvent::new("mcp-service", "put", "alice", "github")
+                .detail(serde_json::json!({"version": 2})),
+            AuditEvent::new("mcp-service", "put", "alice", "github")
+                .detail(serde_json::json!({"version": 3})),
+        ];
+        let rows = coalesce(&batch);
+        let seen: Vec<(&str, &str, &str, i32)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.event.action,
+                    r.event.user_id.as_str(),
+                    r.event.outcome,
+                    r.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("get", "alice", "ok", 2),
+                ("get", "bob", "ok", 1),
+                ("get", "alice", "not_found", 1),
+                ("put", "alice", "ok", 1),
+                ("put", "alice", "ok", 1),
+            ]
+        );
+        assert_eq!(rows[0].last, later.at);
+        assert_eq!(
+            rows.iter().map(|r| r.count).sum::<i32>() as usize,
+            batch.len()
+        );
+    }
 }

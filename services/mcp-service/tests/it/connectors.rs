@@ -717,10 +717,12 @@ async fn vault_gets(e: &Env) -> i64 {
     let mut last = -1;
     loop {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM vault_audit WHERE action = 'get'")
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(count), 0)::bigint FROM vault_audit WHERE action = 'get'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
         if n == last {
             db.close().await;
             return n;
