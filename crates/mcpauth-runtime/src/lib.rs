@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 pub mod batch;
 pub mod grpc_client;
 pub mod per_thread;
+pub mod pubsub;
 pub mod telemetry;
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint};
 pub use per_thread::PerThread;

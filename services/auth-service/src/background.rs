@@ -1,10 +1,10 @@
 //! Background work of every replica: keeping the revocation deny list and client cache in step
 //! with the other replicas, recording client use, and sweeping expired rows.
 
+use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -35,47 +35,26 @@ pub fn spawn(state: &AppState, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
 /// reconnecting with backoff. Anything missed meanwhile arrives through `resync_revocations`.
 async fn listen_events(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let channel = state.ephemeral.events_channel();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let client = match redis::Client::open(state.config.redis.url.expose()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "invalid redis url for event subscription");
-                return;
-            }
-        };
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if let Err(e) = pubsub.subscribe(&channel).await {
-                    tracing::warn!(error = %e, "event subscription failed");
-                } else {
-                    backoff = Duration::from_millis(100);
-                    let mut stream = pubsub.on_message();
-                    loop {
-                        tokio::select! {
-                            msg = stream.next() => {
-                                let Some(msg) = msg else { break };
-                                let Ok(payload) = msg.get_payload::<String>() else { continue };
-                                match serde_json::from_str::<ReplicaEvent>(&payload) {
-                                    Ok(ReplicaEvent::Revoked(r)) => state.tokens.deny.insert(&r),
-                                    Ok(ReplicaEvent::ClientChanged(id)) => state.clients.invalidate(&id),
-                                    Err(e) => tracing::warn!(error = %e, "ignoring malformed replica event"),
-                                }
-                            }
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                    tracing::warn!("event subscription closed, reconnecting");
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    follow_channel(
+        state.config.redis.url.expose(),
+        &channel,
+        "replica events",
+        stop,
+        |event| {
+            if let ChannelEvent::Message(payload) = event {
+                match serde_json::from_str::<ReplicaEvent>(&payload) {
+                    Ok(ReplicaEvent::Revoked(r)) => state.tokens.deny.insert(&r),
+                    Ok(ReplicaEvent::ClientChanged(id)) => state.clients.invalidate(&id),
+                    Err(e) => tracing::warn!(error = %e, "ignoring malformed replica event"),
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to replica events, retrying"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+            std::future::ready(())
+        },
+    )
+    .await;
 }
 
 /// Re-reads recent revocations from Postgres every `revocation_resync_ms`: the guarantee

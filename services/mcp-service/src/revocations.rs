@@ -3,9 +3,8 @@
 //! is refused everywhere within a second. While the subscription is down the cache is emptied
 //! on reconnect, so nothing revoked meanwhile survives.
 
-use std::time::Duration;
+use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
 
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::verify::cache::IntrospectionCache;
@@ -37,6 +36,9 @@ impl Revoked {
     }
 }
 
+/// Follows auth-service's event channel until `cancel`: each revocation evicts the tokens it
+/// covers from `cache` and goes to `notify` (open event streams end). While the subscription is
+/// down the cache is emptied (and again when it is back).
 pub async fn follow(
     url: String,
     channel: String,
@@ -44,52 +46,26 @@ pub async fn follow(
     notify: tokio::sync::broadcast::Sender<Revoked>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
     let mut first = true;
-    loop {
-        let client = match redis::Client::open(url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "invalid redis url for revocation fan-out");
-                return;
-            }
-        };
-        let subscribed = match client.get_async_pubsub().await {
-            Ok(mut pubsub) => pubsub.subscribe(&channel).await.is_ok().then_some(pubsub),
-            Err(_) => None,
-        };
-        match subscribed {
-            Some(mut pubsub) => {
+    follow_channel(&url, &channel, "revocations", cancel.cancelled(), |event| {
+        match event {
+            ChannelEvent::Subscribed => {
+                // Revocations published while we were away were missed: forget everything.
                 if !first {
-                    // Revocations published while we were away were missed: forget everything.
                     cache.clear();
                 }
                 first = false;
-                backoff = Duration::from_millis(100);
-                let mut stream = pubsub.on_message();
-                loop {
-                    tokio::select! {
-                        msg = stream.next() => {
-                            let Some(msg) = msg else { break };
-                            let Ok(payload) = msg.get_payload::<String>() else { continue };
-                            if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload) {
-                                cache.evict(&kind, &id);
-                                // Open event streams of the revoked token end too.
-                                let _ = notify.send(Revoked { kind, id });
-                            }
-                        }
-                        () = cancel.cancelled() => return,
-                    }
-                }
-                tracing::warn!("revocation subscription closed, reconnecting");
             }
-            None => tracing::warn!("cannot subscribe to revocations, retrying"),
+            ChannelEvent::Message(payload) => {
+                if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload) {
+                    cache.evict(&kind, &id);
+                    // Open event streams of the revoked token end too.
+                    let _ = notify.send(Revoked { kind, id });
+                }
+            }
+            ChannelEvent::Lost => cache.clear(),
         }
-        cache.clear();
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = cancel.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+        std::future::ready(())
+    })
+    .await;
 }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
+use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::service::SubscriptionSink;
 use rmcp::transport::streamable_http_server::SessionManager;
@@ -398,55 +399,45 @@ impl SessionHub {
     /// the local workers of sessions gone from Redis (expiry ends their streams even if a
     /// message was missed; rmcp's own idle limit is off, see `local_sessions`).
     pub async fn run(self, url: String, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
         let refresh_every = (self.inner.idle / 3).max(Duration::from_millis(500));
-        let mut refresh = tokio::time::interval(refresh_every);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let client = match redis::Client::open(url.as_str()) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "invalid redis url for the session channel");
-                    return;
-                }
-            };
-            let subscribed = match client.get_async_pubsub().await {
-                Ok(mut pubsub) => pubsub
-                    .subscribe(self.channel())
-                    .await
-                    .is_ok()
-                    .then_some(pubsub),
-                Err(_) => None,
-            };
-            if let Some(mut pubsub) = subscribed {
-                backoff = Duration::from_millis(100);
-                // Close messages may have been missed while unsubscribed.
-                self.forget_owners();
-                let mut messages = pubsub.on_message();
+        let sweeper = {
+            let hub = self.clone();
+            async move {
+                let mut refresh = tokio::time::interval(refresh_every);
+                refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    tokio::select! {
-                        msg = messages.next() => {
-                            let Some(msg) = msg else { break };
-                            let Ok(payload) = msg.get_payload::<String>() else { continue };
+                    refresh.tick().await;
+                    hub.sweep().await;
+                }
+            }
+        };
+        let channel = self.channel();
+        let follower = follow_channel(
+            &url,
+            &channel,
+            "session channel",
+            cancel.cancelled(),
+            |event| {
+                let hub = self.clone();
+                async move {
+                    match event {
+                        // Close messages may have been missed while unsubscribed.
+                        ChannelEvent::Subscribed | ChannelEvent::Lost => hub.forget_owners(),
+                        ChannelEvent::Message(payload) => {
                             match serde_json::from_str::<ClusterMessage>(&payload) {
-                                Ok(m) => self.deliver(m).await,
-                                Err(e) => tracing::warn!(error = %e, "unreadable session channel message"),
+                                Ok(m) => hub.deliver(m).await,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "unreadable session channel message")
+                                }
                             }
                         }
-                        _ = refresh.tick() => self.sweep().await,
-                        () = cancel.cancelled() => return,
                     }
                 }
-                self.forget_owners();
-                tracing::warn!("session channel subscription closed, reconnecting");
-            } else {
-                tracing::warn!("cannot subscribe to the session channel, retrying");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = cancel.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            },
+        );
+        tokio::select! {
+            () = follower => {}
+            () = sweeper => {}
         }
     }
 

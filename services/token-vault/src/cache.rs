@@ -17,13 +17,13 @@
 //! Keys are the SHA-256 of `user_id ‖ 0 ‖ provider` (user ids have no control characters), so
 //! the channel carries no user id.
 
+use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::Pool;
-use futures_util::StreamExt;
 use ring::digest;
 use tokio_util::sync::CancellationToken;
 
@@ -196,52 +196,28 @@ pub async fn follow(
     cache: CredentialCache,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let client = match redis::Client::open(url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "invalid redis url for credential invalidations");
-                return;
-            }
-        };
-        let subscribed = match client.get_async_pubsub().await {
-            Ok(mut pubsub) => pubsub.subscribe(&channel).await.is_ok().then_some(pubsub),
-            Err(_) => None,
-        };
-        match subscribed {
-            Some(mut pubsub) => {
+    follow_channel(
+        &url,
+        &channel,
+        "credential invalidations",
+        cancel.cancelled(),
+        |event| {
+            match event {
                 // Whatever was published while we were away is unknown: start empty.
-                cache.set_live(true);
-                backoff = Duration::from_millis(100);
-                let mut stream = pubsub.on_message();
-                loop {
-                    tokio::select! {
-                        msg = stream.next() => {
-                            let Some(msg) = msg else { break };
-                            let Ok(payload) = msg.get_payload::<String>() else { continue };
-                            match unhex(&payload).and_then(|k| Key::try_from(k).ok()) {
-                                Some(k) => cache.evict(&k),
-                                None => cache.clear(),
-                            }
-                        }
-                        () = cancel.cancelled() => {
-                            cache.set_live(false);
-                            return;
-                        }
+                ChannelEvent::Subscribed => cache.set_live(true),
+                ChannelEvent::Message(payload) => {
+                    match unhex(&payload).and_then(|k| Key::try_from(k).ok()) {
+                        Some(k) => cache.evict(&k),
+                        None => cache.clear(),
                     }
                 }
-                tracing::warn!("credential invalidation subscription closed, reconnecting");
+                ChannelEvent::Lost => cache.set_live(false),
             }
-            None => tracing::warn!("cannot subscribe to credential invalidations, retrying"),
-        }
-        cache.set_live(false);
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = cancel.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+            std::future::ready(())
+        },
+    )
+    .await;
+    cache.set_live(false);
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 //! token-vault's connection events, which also tell the user's sessions that their tool list
 //! changed.
 
+use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -293,48 +293,27 @@ pub async fn follow(
     changed: ToolsChanged,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let client = match redis::Client::open(url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "invalid redis url for connection events");
-                return;
-            }
-        };
-        let subscribed = match client.get_async_pubsub().await {
-            Ok(mut pubsub) => pubsub.subscribe(&channel).await.is_ok().then_some(pubsub),
-            Err(_) => None,
-        };
-        match subscribed {
-            Some(mut pubsub) => {
-                cache.clear();
-                backoff = Duration::from_millis(100);
-                let mut stream = pubsub.on_message();
-                loop {
-                    tokio::select! {
-                        msg = stream.next() => {
-                            let Some(msg) = msg else { break };
-                            let Ok(payload) = msg.get_payload::<String>() else { continue };
-                            match serde_json::from_str::<ConnectionEvent>(&payload) {
-                                Ok(ev) => {
-                                    cache.invalidate(&ev.user_id);
-                                    changed(&ev.user_id);
-                                }
-                                Err(_) => tracing::warn!("malformed connection event ignored"),
-                            }
+    follow_channel(
+        &url,
+        &channel,
+        "connection events",
+        cancel.cancelled(),
+        |event| {
+            match event {
+                ChannelEvent::Subscribed => cache.clear(),
+                ChannelEvent::Message(payload) => {
+                    match serde_json::from_str::<ConnectionEvent>(&payload) {
+                        Ok(ev) => {
+                            cache.invalidate(&ev.user_id);
+                            changed(&ev.user_id);
                         }
-                        () = cancel.cancelled() => return,
+                        Err(_) => tracing::warn!("malformed connection event ignored"),
                     }
                 }
-                tracing::warn!("connection event subscription closed, reconnecting");
+                ChannelEvent::Lost => {}
             }
-            None => tracing::warn!("cannot subscribe to connection events, retrying"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = cancel.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+            std::future::ready(())
+        },
+    )
+    .await;
 }
