@@ -46,16 +46,11 @@ pub async fn follow(
     notify: tokio::sync::broadcast::Sender<Revoked>,
     cancel: CancellationToken,
 ) {
-    let mut first = true;
     follow_channel(&url, &channel, "revocations", cancel.cancelled(), |event| {
         match event {
-            ChannelEvent::Subscribed => {
-                // Revocations published while we were away were missed: forget everything.
-                if !first {
-                    cache.clear();
-                }
-                first = false;
-            }
+            // Revocations published before now were not seen (the subscription was lost, or
+            // has only now been made): forget everything cached so far.
+            ChannelEvent::Subscribed => cache.clear(),
             ChannelEvent::Message(payload) => {
                 if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload) {
                     cache.evict(&kind, &id);

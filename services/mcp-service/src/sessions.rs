@@ -102,6 +102,14 @@ struct Listener {
 /// `docs/mcp-service.md`.
 pub const SESSION_RECHECK: Duration = Duration::from_secs(1);
 
+/// A local worker unused on this replica this long (and without a GET stream here) is dropped,
+/// at most (the idle timeout if shorter); its session lives on in Redis and is restored by its
+/// next request. rmcp's own limit of the same length is off (see `local_sessions`).
+pub const LOCAL_IDLE: Duration = Duration::from_secs(300);
+
+/// How often, at most, the dispatcher sweeps local workers and refreshes streamed sessions.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// Entries beyond which the owner cache is swept of stale pairs on insert.
 const OWNER_CACHE_SWEEP_AT: usize = 50_000;
 
@@ -118,6 +126,8 @@ struct HubInner {
     local: LocalSessionManager,
     /// Sessions recently confirmed live in Redis, with their owner (see [`SESSION_RECHECK`]).
     owners: Mutex<HashMap<SessionId, CachedOwner>>,
+    /// When each session was last used on this replica (either path), for [`LOCAL_IDLE`].
+    last_use: Mutex<HashMap<SessionId, Instant>>,
     get_streams: Mutex<HashMap<SessionId, GetStream>>,
     listeners: Mutex<HashMap<u64, Listener>>,
     next_id: AtomicU64,
@@ -161,6 +171,7 @@ impl SessionHub {
                 recheck: SESSION_RECHECK.min(idle.max(Duration::from_secs(1)) / 4),
                 local: local_sessions(),
                 owners: Mutex::default(),
+                last_use: Mutex::default(),
                 get_streams: Mutex::default(),
                 listeners: Mutex::default(),
                 next_id: AtomicU64::new(1),
@@ -261,13 +272,17 @@ impl SessionHub {
             })
         };
         match cached {
-            Some(owner) if &*owner == subject => return Ok(Ownership::Owned),
+            Some(owner) if &*owner == subject => {
+                self.used(session);
+                return Ok(Ownership::Owned);
+            }
             Some(_) => return Ok(Ownership::NotFound),
             None => {}
         }
         let checked = Instant::now();
         let found = self.ownership(session, subject).await?;
         if found == Ownership::Owned {
+            self.used(session);
             let mut owners = self.inner.owners.lock().expect("owners");
             if owners.len() >= OWNER_CACHE_SWEEP_AT {
                 let recheck = self.inner.recheck;
@@ -297,6 +312,11 @@ impl SessionHub {
     /// Ends this replica's worker and GET stream of `session` (not the Redis entry).
     pub async fn close_local(&self, session: &str) {
         self.forget_owner(session);
+        self.inner
+            .last_use
+            .lock()
+            .expect("last use")
+            .remove(session);
         let id: SessionId = Arc::from(session);
         self.inner
             .get_streams
@@ -399,7 +419,9 @@ impl SessionHub {
     /// the local workers of sessions gone from Redis (expiry ends their streams even if a
     /// message was missed; rmcp's own idle limit is off, see `local_sessions`).
     pub async fn run(self, url: String, cancel: CancellationToken) {
-        let refresh_every = (self.inner.idle / 3).max(Duration::from_millis(500));
+        let refresh_every = (self.inner.idle / 3)
+            .min(SWEEP_EVERY)
+            .max(Duration::from_millis(500));
         let sweeper = {
             let hub = self.clone();
             async move {
@@ -441,8 +463,17 @@ impl SessionHub {
         }
     }
 
-    /// Refreshes the Redis entries of the sessions this replica streams to, and closes every
-    /// local session (streamed or not) whose entry is gone.
+    fn used(&self, session: &SessionId) {
+        self.inner
+            .last_use
+            .lock()
+            .expect("last use")
+            .insert(session.clone(), Instant::now());
+    }
+
+    /// Refreshes the Redis entries of the sessions this replica streams to, drops the local
+    /// workers unused here for [`LOCAL_IDLE`] (without a GET stream here), and closes every
+    /// local session whose entry is gone.
     async fn sweep(&self) {
         {
             let recheck = self.inner.recheck;
@@ -464,6 +495,26 @@ impl SessionHub {
             .cloned()
             .collect();
         ids.extend(streamed.iter().cloned());
+        let local_idle = LOCAL_IDLE.min(self.inner.idle);
+        let idle: Vec<SessionId> = {
+            let mut last_use = self.inner.last_use.lock().expect("last use");
+            let now = Instant::now();
+            // A worker seen for the first time (just initialized) counts as used now.
+            let idle = ids
+                .iter()
+                .filter(|id| !streamed.contains(*id))
+                .filter(|id| {
+                    now.duration_since(*last_use.entry((*id).clone()).or_insert(now)) >= local_idle
+                })
+                .cloned()
+                .collect();
+            last_use.retain(|id, _| ids.contains(id));
+            idle
+        };
+        for id in &idle {
+            ids.remove(id);
+            self.close_local(id).await;
+        }
         let ids: Vec<SessionId> = ids.into_iter().collect();
         // Bounded pipelines: a replica may hold many sessions.
         for chunk in ids.chunks(1_000) {

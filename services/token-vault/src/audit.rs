@@ -88,10 +88,12 @@ async fn writer(pool: PgPool, rx: mpsc::Receiver<AuditEvent>) {
     .await;
 }
 
-/// One row of the trail: `count` identical accesses, the first at `first`, the last at `last`.
+/// One row of the trail: `count` identical accesses, the earliest at `first`, the latest at
+/// `last` (events may reach the writer slightly out of order).
 struct Row<'a> {
     event: &'a AuditEvent,
     count: i32,
+    first: DateTime<Utc>,
     last: DateTime<Utc>,
 }
 
@@ -116,6 +118,7 @@ fn coalesce(batch: &[AuditEvent]) -> Vec<Row<'_>> {
         match same {
             Some(i) => {
                 rows[i].count += 1;
+                rows[i].first = rows[i].first.min(e.at);
                 rows[i].last = rows[i].last.max(e.at);
             }
             None => {
@@ -123,6 +126,7 @@ fn coalesce(batch: &[AuditEvent]) -> Vec<Row<'_>> {
                 rows.push(Row {
                     event: e,
                     count: 1,
+                    first: e.at,
                     last: e.at,
                 });
             }
@@ -133,7 +137,7 @@ fn coalesce(batch: &[AuditEvent]) -> Vec<Row<'_>> {
 
 async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> {
     let rows = coalesce(batch);
-    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.event.at).collect();
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.first).collect();
     let caller: Vec<&str> = rows.iter().map(|r| r.event.caller.as_str()).collect();
     let action: Vec<&str> = rows.iter().map(|r| r.event.action).collect();
     let user: Vec<&str> = rows.iter().map(|r| r.event.user_id.as_str()).collect();
@@ -172,10 +176,13 @@ mod tests {
         let get = |user: &str| AuditEvent::new("mcp-service", "get", user, "github");
         let mut later = get("alice");
         later.at += chrono::Duration::milliseconds(5);
+        let mut earlier = get("alice");
+        earlier.at -= chrono::Duration::milliseconds(5);
         let batch = vec![
             get("alice"),
             get("bob"),
             later.clone(),
+            earlier.clone(),
             get("alice").outcome("not_found"),
             AuditEvent::new("mcp-service", "put", "alice", "github")
                 .detail(serde_json::json!({"version": 2})),
@@ -197,14 +204,14 @@ mod tests {
         assert_eq!(
             seen,
             vec![
-                ("get", "alice", "ok", 2),
+                ("get", "alice", "ok", 3),
                 ("get", "bob", "ok", 1),
                 ("get", "alice", "not_found", 1),
                 ("put", "alice", "ok", 1),
                 ("put", "alice", "ok", 1),
             ]
         );
-        assert_eq!(rows[0].last, later.at);
+        assert_eq!((rows[0].first, rows[0].last), (earlier.at, later.at));
         assert_eq!(
             rows.iter().map(|r| r.count).sum::<i32>() as usize,
             batch.len()

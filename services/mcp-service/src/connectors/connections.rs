@@ -191,6 +191,10 @@ impl UpstreamTokens {
 
     fn store(&self, key: [u8; 32], subject: &str, token: &Secret, expires_at: i64, epoch: u64) {
         let mut life = self.ttl;
+        // Negative: nonsense from upstream; treat as expired.
+        if expires_at < 0 {
+            return;
+        }
         if expires_at > 0 {
             let left = expires_at - EXPIRY_MARGIN - crate::verify::cache::now_secs();
             match u64::try_from(left) {
@@ -310,7 +314,8 @@ pub async fn follow(
                         Err(_) => tracing::warn!("malformed connection event ignored"),
                     }
                 }
-                ChannelEvent::Lost => {}
+                // Events are being missed: nothing cached can be trusted until resubscribed.
+                ChannelEvent::Lost => cache.clear(),
             }
             std::future::ready(())
         },

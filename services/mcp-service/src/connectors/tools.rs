@@ -183,10 +183,13 @@ impl ConnectorTool {
             }
             let started = std::time::Instant::now();
             let resp = match req.send().await {
-                // A reused token the upstream no longer takes: forget it and ask the vault once
-                // (a 401 means the request was not acted on, so sending it again is safe).
+                // A reused token the upstream no longer takes: forget it; an idempotent call
+                // asks the vault once more and is sent again.
                 Ok(r) if reused && r.status() == reqwest::StatusCode::UNAUTHORIZED => {
                     tokens.forget(token, provider);
+                    if !self.spec.method.is_idempotent() {
+                        break (r, started);
+                    }
                     fresh = true;
                     continue;
                 }

@@ -398,6 +398,45 @@ async fn local_workers_live_as_long_as_the_sessions_redis_entry() {
 }
 
 #[tokio::test]
+async fn a_replica_drops_a_worker_it_no_longer_uses_while_the_session_lives_on() {
+    let s = Stack::start_with(StackOptions {
+        mcp_env: vec![("MCPAUTH__SESSIONS__IDLE_TIMEOUT_SECS", "3".into())],
+        ..Default::default()
+    })
+    .await;
+    let (b, b_base) = s.replica().await;
+    let at = s.access_token().await;
+    let sid = s.session(&at).await;
+    // B restores the session once, then sees no more of it; A keeps using it.
+    assert_eq!(
+        s.post_at(&b_base, Some(&at), list(), Some(&sid))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(b.state.sessions.local_sessions().await, 1);
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until && b.state.sessions.local_sessions().await > 0 {
+        assert_eq!(s.post_status(Some(&at), whoami(), Some(&sid)).await, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Local idle limit = the idle timeout here (3 s; 300 s by default).
+    assert_eq!(b.state.sessions.local_sessions().await, 0);
+    assert_eq!(s.post_status(Some(&at), list(), Some(&sid)).await, 200);
+    // Still B's to serve whenever a request comes: restored again.
+    assert_eq!(
+        s.post_at(&b_base, Some(&at), list(), Some(&sid))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    b.shutdown().await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_ends_open_event_streams_promptly() {
     let s = Stack::start().await;
     let (b, b_base) = s.replica().await;
