@@ -300,6 +300,9 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::refuse_control_characters_in_path,
+            ))
             .wrap(actix_web::middleware::from_fn(crate::http::cors))
             .wrap(actix_web::middleware::from_fn(
                 crate::http::issuer_path_prefix,

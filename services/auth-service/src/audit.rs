@@ -1,12 +1,19 @@
 //! The audit trail: every security event, written to Postgres in batches by a background task
-//! so that the request path never waits on an insert. Events are never dropped: the channel is
-//! bounded (a burst applies back-pressure instead of growing memory), a failed batch is retried,
-//! and shutdown drains the channel before exiting.
+//! so that the request path never waits on an insert. The channel is bounded (a burst applies
+//! back-pressure instead of growing memory, for at most [`RECORD_WAIT`]; past that an event is
+//! dropped, counted and logged rather than holding requests up), a batch that fails to reach the
+//! database is retried until it does, an event the database refuses on its own is quarantined
+//! (logged, counted) without holding up the rest, and shutdown drains the channel before
+//! exiting. Recorded strings are sanitized: a control character in a client-supplied value
+//! cannot poison the trail.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mcpauth_runtime::batch::{Batching, write_batches};
+use futures_util::future::BoxFuture;
+use mcpauth_runtime::batch::{
+    Batching, Recorder, Sink, postgres_rejects, sanitize, sanitize_json, write_batches,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -92,8 +99,13 @@ impl AuditEvent {
             detail: Value::Null,
         }
     }
+    /// The client; control characters are replaced (the value may come from a request).
     pub fn client(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
+        let id = id.into();
+        self.client_id = Some(match sanitize(&id) {
+            std::borrow::Cow::Borrowed(_) => id,
+            std::borrow::Cow::Owned(clean) => clean,
+        });
         self
     }
     pub fn user(mut self, id: Uuid) -> Self {
@@ -105,10 +117,12 @@ impl AuditEvent {
         self
     }
     pub fn ip(mut self, ip: Option<String>) -> Self {
-        self.ip = ip;
+        self.ip = ip.map(|ip| sanitize(&ip).into_owned());
         self
     }
-    pub fn detail(mut self, detail: Value) -> Self {
+    /// Free-form detail; every string in it is sanitized like [`AuditEvent::client`].
+    pub fn detail(mut self, mut detail: Value) -> Self {
+        sanitize_json(&mut detail);
         self.detail = detail;
         self
     }
@@ -117,10 +131,13 @@ impl AuditEvent {
 /// Handle used by request handlers to record events.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<AuditEvent>,
+    recorder: Recorder<AuditEvent>,
 }
 
 const CHANNEL: usize = 65_536;
+/// Longest a request waits for room in a full channel before its event is dropped (and
+/// counted in `mcpauth_batch_dropped_total{trail="audit"}`).
+pub const RECORD_WAIT: Duration = Duration::from_secs(1);
 const BATCH: usize = 2_000;
 /// How long the writer lets events gather after the first one of a batch (see [`Batching`]).
 const LINGER: Duration = Duration::from_millis(10);
@@ -129,34 +146,53 @@ impl AuditLog {
     /// Starts the writer task; it ends after every handle is dropped and the channel is drained.
     pub fn start(pool: PgPool) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let handle = tokio::spawn(writer(pool, rx));
-        (Self { tx }, handle)
+        let batching = Batching {
+            max: BATCH,
+            linger: LINGER,
+        };
+        let handle = tokio::spawn(write_batches(rx, batching, "audit", AuditTable { pool }));
+        let recorder = Recorder::new(tx, "audit", RECORD_WAIT);
+        (Self { recorder }, handle)
     }
 
-    /// Records an event. Waits only when the writer is `CHANNEL` events behind.
+    /// Records an event. Waits only when the writer is `CHANNEL` events behind, and then at
+    /// most [`RECORD_WAIT`].
     pub async fn record(&self, event: AuditEvent) {
-        metrics::counter!("mcpauth_audit_events_total", "kind" => event.kind.as_str()).increment(1);
-        if let Err(e) = self.tx.send(event).await {
-            // Only possible after shutdown began; the event is still logged.
-            tracing::error!(
-                kind = e.0.kind.as_str(),
-                "audit writer stopped; event logged only"
-            );
+        let kind = event.kind.as_str();
+        metrics::counter!("mcpauth_audit_events_total", "kind" => kind).increment(1);
+        if !self.recorder.record(event).await {
+            tracing::error!(kind, "audit event not recorded");
         }
     }
 }
 
-async fn writer(pool: PgPool, rx: mpsc::Receiver<AuditEvent>) {
-    let batching = Batching {
-        max: BATCH,
-        linger: LINGER,
-    };
-    write_batches(rx, batching, "audit", |batch| {
-        // A pool handle per batch (an `Arc` clone): the future may not borrow the closure.
-        let pool = pool.clone();
-        Box::pin(async move { insert(&pool, batch).await })
-    })
-    .await;
+/// The `audit_events` table.
+struct AuditTable {
+    pool: PgPool,
+}
+
+impl Sink<AuditEvent> for AuditTable {
+    type Error = sqlx::Error;
+    fn write<'a>(&'a mut self, batch: &'a [AuditEvent]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(insert(&self.pool, batch))
+    }
+    fn rejects(&self, error: &sqlx::Error) -> bool {
+        postgres_rejects(error)
+    }
+    fn quarantine(&mut self, e: &AuditEvent, error: &sqlx::Error) {
+        // What the row would have said, minus `detail` (free-form; its strings are the likely
+        // culprit). Values are escaped by the log encoder.
+        tracing::error!(
+            target: "audit",
+            error = %error,
+            kind = e.kind.as_str(),
+            at = %e.at,
+            client_id = e.client_id.as_deref().map(|c| sanitize(c).into_owned()),
+            user_id = ?e.user_id,
+            grant_id = ?e.grant_id,
+            "audit event refused by the database; quarantined in this log"
+        );
+    }
 }
 
 async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> {

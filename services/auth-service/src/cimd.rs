@@ -549,6 +549,11 @@ fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, Cimd
     let obj = raw
         .as_object()
         .ok_or_else(|| invalid("not a json object"))?;
+    if let Some(at) = crate::domain::input::first_control_character(&raw) {
+        return Err(CimdError::InvalidDocument(format!(
+            "{at} contains a control character"
+        )));
+    }
 
     let client_id = opt_string(obj, "client_id")?.ok_or_else(|| invalid("client_id is missing"))?;
     if client_id != url {

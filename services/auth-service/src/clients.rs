@@ -216,5 +216,9 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAut
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default()
     };
-    Ok(Some((unescape(id), unescape(secret))))
+    let (id, secret) = (unescape(id), unescape(secret));
+    if crate::domain::input::has_control(&id) || crate::domain::input::has_control(&secret) {
+        return Err(bad());
+    }
+    Ok(Some((id, secret)))
 }

@@ -2,13 +2,19 @@
 //! provider, and how it ended. Never a token or secret. Written to `vault_audit` in batches by a
 //! background task so that the request path never waits on an insert (identical accesses within
 //! a batch are one row with their `count`), and also emitted as a
-//! structured log event (target `audit`). A full channel applies back-pressure; shutdown drains.
+//! structured log event (target `audit`). A full channel applies back-pressure for at most
+//! [`RECORD_WAIT`] (then the row is dropped, counted and logged; the log event above is still
+//! written); a row the database refuses on its own is quarantined without holding up the rest
+//! (see `mcpauth_runtime::batch`); shutdown drains.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mcpauth_runtime::batch::{Batching, write_batches};
+use futures_util::future::BoxFuture;
+use mcpauth_runtime::batch::{
+    Batching, Recorder, Sink, postgres_rejects, sanitize, sanitize_json, write_batches,
+};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -25,13 +31,15 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// An access; control characters in the names are replaced (they are checked at the edge,
+    /// but the trail must not depend on every caller having done so).
     pub fn new(caller: &str, action: &'static str, user_id: &str, provider: &str) -> Self {
         Self {
             at: Utc::now(),
-            caller: caller.to_owned(),
+            caller: sanitize(caller).into_owned(),
             action,
-            user_id: user_id.to_owned(),
-            provider: provider.to_owned(),
+            user_id: sanitize(user_id).into_owned(),
+            provider: sanitize(provider).into_owned(),
             outcome: "ok",
             detail: serde_json::json!({}),
         }
@@ -40,7 +48,8 @@ impl AuditEvent {
         self.outcome = outcome;
         self
     }
-    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+    pub fn detail(mut self, mut detail: serde_json::Value) -> Self {
+        sanitize_json(&mut detail);
         self.detail = detail;
         self
     }
@@ -48,8 +57,12 @@ impl AuditEvent {
 
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<AuditEvent>,
+    recorder: Recorder<AuditEvent>,
 }
+
+/// Longest a request waits for room in a full channel before its row is dropped (and counted in
+/// `mcpauth_batch_dropped_total{trail="vault audit"}`).
+pub const RECORD_WAIT: Duration = Duration::from_secs(1);
 
 const CHANNEL: usize = 65_536;
 const BATCH: usize = 1_000;
@@ -61,7 +74,13 @@ impl AuditLog {
     /// Starts the writer; it ends once every handle is dropped and the channel is drained.
     pub fn start(pool: PgPool) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL);
-        (Self { tx }, tokio::spawn(writer(pool, rx)))
+        let batching = Batching {
+            max: BATCH,
+            linger: LINGER,
+        };
+        let writer = write_batches(rx, batching, "vault audit", AuditTable { pool });
+        let recorder = Recorder::new(tx, "vault audit", RECORD_WAIT);
+        (Self { recorder }, tokio::spawn(writer))
     }
 
     pub async fn record(&self, e: AuditEvent) {
@@ -69,23 +88,30 @@ impl AuditLog {
             provider = %e.provider, outcome = e.outcome, "vault access");
         metrics::counter!("mcpauth_vault_access_total", "action" => e.action, "outcome" => e.outcome)
             .increment(1);
-        if self.tx.send(e).await.is_err() {
-            tracing::error!("audit writer stopped; event logged only");
+        if !self.recorder.record(e).await {
+            tracing::error!("vault audit row not recorded; the access is in the log above");
         }
     }
 }
 
-async fn writer(pool: PgPool, rx: mpsc::Receiver<AuditEvent>) {
-    let batching = Batching {
-        max: BATCH,
-        linger: LINGER,
-    };
-    write_batches(rx, batching, "vault audit", |batch| {
-        // A pool handle per batch (an `Arc` clone): the future may not borrow the closure.
-        let pool = pool.clone();
-        Box::pin(async move { insert(&pool, batch).await })
-    })
-    .await;
+/// The `vault_audit` table.
+struct AuditTable {
+    pool: PgPool,
+}
+
+impl Sink<AuditEvent> for AuditTable {
+    type Error = sqlx::Error;
+    fn write<'a>(&'a mut self, batch: &'a [AuditEvent]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(insert(&self.pool, batch))
+    }
+    fn rejects(&self, error: &sqlx::Error) -> bool {
+        postgres_rejects(error)
+    }
+    fn quarantine(&mut self, e: &AuditEvent, error: &sqlx::Error) {
+        tracing::error!(target: "audit", error = %error, caller = %e.caller, action = e.action,
+            user_id = %e.user_id, provider = %e.provider, outcome = e.outcome, at = %e.at,
+            "vault audit row refused by the database; quarantined in this log");
+    }
 }
 
 /// One row of the trail: `count` identical accesses, the earliest at `first`, the latest at

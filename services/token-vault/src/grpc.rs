@@ -179,6 +179,16 @@ impl TokenVault for VaultService {
                 "upstream_issuer or upstream_subject too long",
             ));
         }
+        let names = [&req.upstream_issuer, &req.upstream_subject, &t.token_type];
+        if names
+            .into_iter()
+            .chain(&t.scopes)
+            .any(|s| s.chars().any(char::is_control))
+        {
+            return Err(Status::invalid_argument(
+                "upstream_issuer, upstream_subject, token_type and scopes take no control characters",
+            ));
+        }
         let tokens = UpstreamTokens {
             access_token: t.access_token,
             refresh_token: t.refresh_token,

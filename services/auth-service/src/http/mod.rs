@@ -20,6 +20,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, web};
 
 use crate::app::AppState;
+use crate::domain::input::has_control;
 use crate::error::OAuthError;
 
 /// Registers every route.
@@ -55,10 +56,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Parses an `application/x-www-form-urlencoded` body or query. RFC 6749 §3.1: parameters
-/// MUST NOT be included more than once.
+/// MUST NOT be included more than once. No name or value may hold a control character
+/// (`domain::input`).
 pub(crate) fn parse_params(raw: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(raw) {
+        if has_control(&k) || has_control(&v) {
+            let name = if has_control(&k) {
+                "a parameter name"
+            } else {
+                &*k
+            };
+            return Err(OAuthError::invalid_request(format!(
+                "{name} contains a control character"
+            )));
+        }
         if out.insert(k.to_string(), v.into_owned()).is_some() {
             return Err(OAuthError::invalid_request(format!(
                 "parameter {k} was given more than once"
@@ -161,6 +173,20 @@ pub(crate) async fn rate_limit(
             Err(OAuthError::rate_limited(retry))
         }
     }
+}
+
+/// A path whose decoded form holds a control character (`/register/a%00b`) names nothing this
+/// server has and must not reach a lookup: 400 `invalid_request` before routing.
+pub(crate) async fn refuse_control_characters_in_path(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    if crate::domain::input::percent_decoded_has_control(req.path()) {
+        let e = OAuthError::invalid_request("the path contains a control character");
+        let resp = actix_web::ResponseError::error_response(&e);
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Request count and latency per route pattern (bounded label cardinality).

@@ -61,6 +61,11 @@ fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
             "body must be a JSON object",
         ));
     }
+    if let Some(at) = crate::domain::input::first_control_character(&raw) {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "{at} contains a control character"
+        )));
+    }
     let m: Metadata = serde_json::from_value(raw).map_err(|e| {
         OAuthError::invalid_client_metadata(format!("invalid client metadata: {e}"))
     })?;

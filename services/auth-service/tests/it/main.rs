@@ -1,6 +1,7 @@
 //! Integration tests: the real auth-service against the real Postgres and Redis on this machine
 //! (fresh database and Redis prefix per test), driven over HTTP and gRPC.
 
+mod audit;
 mod authorize;
 mod consent;
 mod grpc;
