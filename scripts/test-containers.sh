@@ -114,7 +114,7 @@ for s in auth-service token-vault mcp-service; do
   image="mcpauth/$s:latest"
   user="$("$DOCKER" image inspect -f '{{.Config.User}}' "$image")"
   [ "$user" = "10001:10001" ] || die "$image: USER is '$user', expected 10001:10001"
-  uids="$("$DOCKER" top "$(cid "$s")" -eo uid | awk 'NR>1{print $1}' | sort -u | tr '\n' ' ')"
+  uids="$("$DOCKER" top "$(cid "$s")" -eo pid,uid | awk 'NR>1{print $2}' | sort -u | tr '\n' ' ')"
   [ "$uids" = "10001 " ] || die "$s: its processes run as uid(s) $uids, expected only 10001"
   labels="$("$DOCKER" image inspect -f '{{index .Config.Labels "org.opencontainers.image.version"}} {{index .Config.Labels "org.opencontainers.image.revision"}} {{index .Config.Labels "org.opencontainers.image.source"}}' "$image")"
   read -r l_version l_revision l_source <<<"$labels"
@@ -158,10 +158,11 @@ start=$SECONDS
 compose restart auth-service >/dev/null 2>&1 || die "compose restart auth-service failed"
 restart_s=$((SECONDS - start))
 [ $restart_s -lt 25 ] || die "restart auth-service took $restart_s s: SIGTERM did not stop it (stop_grace_period is 30 s)"
-compose logs --no-color auth-service 2>&1 | grep -q '"auth-service stopped"' \
+auth_log="$(compose logs --no-color auth-service 2>&1)"
+grep -q '"shutdown signal received, draining"' <<<"$auth_log" && grep -q '"auth-service stopped"' <<<"$auth_log" \
   || die "auth-service did not log a graceful stop on SIGTERM"
 wait_healthy 60
-say "restart auth-service: stopped gracefully on SIGTERM, healthy again $((SECONDS - start)) s after the restart"
+say "restart auth-service: ${restart_s} s (graceful stop on SIGTERM), healthy again $((SECONDS - start)) s after the restart began"
 flow after-restart
 
 compose down >/dev/null 2>&1 || die "compose down failed"
