@@ -40,12 +40,30 @@ debian() {
   cp -a /etc/apt/sources.list.d/*.sources "$dir/etc/apt/sources.list.d/" 2>/dev/null || true
   [ -f /etc/apt/sources.list ] && cp -a /etc/apt/sources.list "$dir/etc/apt/" || true
   for f in /etc/apt/apt.conf.d/*; do
-    case "$(basename "$f")" in docker-*|*packagekit*|*appstream*|*needrestart*) ;; *) cp -a "$f" "$dir/etc/apt/apt.conf.d/" ;; esac
+    case "$(basename "$f")" in *packagekit*|*appstream*|*needrestart*) ;; *) cp -a "$f" "$dir/etc/apt/apt.conf.d/" ;; esac
   done
+  # Slim like the official image: no caches after apt runs, and no docs, man pages or
+  # translations (now, and from packages installed later).
+  cat >"$dir/etc/apt/apt.conf.d/docker-clean" <<'CONF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+CONF
+  cat >"$dir/etc/dpkg/dpkg.cfg.d/docker-slim" <<'CONF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+CONF
+  find "$dir/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+  find "$dir/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete 2>/dev/null || true
   mkdir -p "$dir/usr/local/share/ca-certificates"
   cp -a /usr/local/share/ca-certificates/. "$dir/usr/local/share/ca-certificates/" 2>/dev/null || true
   # Like the official slim image: no apt caches or package lists.
-  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/usr/share/doc/* "$dir"/usr/share/man/*
+  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/cache/apt/*.bin "$dir"/var/lib/apt/lists/* "$dir"/usr/share/man/* "$dir"/usr/share/info/*
   tar -C "$dir" -c . | "$DOCKER" import -c 'CMD ["bash"]' - debian:bookworm-slim >/dev/null
   rm -rf "$dir"
   say "debian:bookworm-slim stand-in imported in $((SECONDS - start)) s"
