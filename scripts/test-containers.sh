@@ -110,6 +110,8 @@ run_image() { # image, args… (no network; compose configs and generated secret
     -v "$ROOT/deploy/compose:/etc/mcpauth:ro" "$image" "$@"
 }
 version="$(awk -F'"' '/^\[workspace.package\]/{p=1} p && /^version *=/{print $2; exit}' Cargo.toml)"
+printf '[redis]\npool_size = "many"\n' >"$STATE/broken.toml"
+chmod 0644 "$STATE/broken.toml"
 for s in auth-service token-vault mcp-service; do
   image="mcpauth/$s:latest"
   user="$("$DOCKER" image inspect -f '{{.Config.User}}' "$image")"
@@ -128,9 +130,8 @@ for s in auth-service token-vault mcp-service; do
   out="$(run_image "$image" --config "/etc/mcpauth/$s.toml" check-config 2>&1)" \
     || die "$image check-config on deploy/compose/$s.toml: $out"
   [ "$out" = "configuration ok" ] || die "$image check-config: $out"
-  rc=0; out="$("$DOCKER" run --rm --network none -e MCPAUTH__REDIS__POOL_SIZE=many \
-    -v "$secrets_volume:/var/lib/mcpauth/secrets:ro" -v "$ROOT/deploy/compose:/etc/mcpauth:ro" \
-    "$image" --config "/etc/mcpauth/$s.toml" check-config 2>&1)" || rc=$?
+  rc=0; out="$("$DOCKER" run --rm --network none -v "$STATE/broken.toml:/etc/mcpauth/broken.toml:ro" \
+    "$image" --config /etc/mcpauth/broken.toml check-config 2>&1)" || rc=$?
   [ $rc = 2 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q 'redis.pool_size' <<<"$out" \
     || die "$image check-config with a bad value: exit $rc, '$out' (expected exit 2, one line naming redis.pool_size)"
   hc="$("$DOCKER" exec "$(cid "$s")" "/usr/local/bin/$s" --config "/etc/mcpauth/$s.toml" healthcheck 2>&1)" \
