@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 
 pub mod batch;
 pub mod grpc_client;
+pub mod healthcheck;
 pub mod per_thread;
 pub mod pubsub;
 pub mod telemetry;
@@ -99,15 +100,25 @@ impl fmt::Debug for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        match raw.strip_prefix("file:") {
-            Some(path) => std::fs::read_to_string(path)
-                .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| {
-                    serde::de::Error::custom(format!("cannot read secret file {path}: {e}"))
-                }),
-            None => Ok(Secret(raw)),
-        }
+        resolve_file(raw, "secret file").map(Secret)
     }
+}
+
+/// `file:/path` → the file's content without its trailing newline; anything else as given.
+fn resolve_file<E: serde::de::Error>(raw: String, what: &str) -> Result<String, E> {
+    match raw.strip_prefix("file:") {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| E::custom(format!("cannot read {what} {path}: {e}"))),
+        None => Ok(raw),
+    }
+}
+
+/// For `#[serde(deserialize_with)]` on a string that is not secret but may be generated into a
+/// file next to the secrets, such as a caller's `credential_sha256`: inline, or `file:/path`
+/// read at load time like a [`Secret`].
+pub fn string_or_file<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    resolve_file(String::deserialize(d)?, "file")
 }
 
 /// Log output format.
@@ -236,6 +247,28 @@ mod tests {
         let s: Sample = load_config(DEFAULTS, None, &HashMap::new()).unwrap();
         assert_eq!(format!("{:?}", s.secret), "[redacted]");
         assert_eq!(s.secret.expose(), "s3cr3t");
+    }
+
+    #[test]
+    fn string_or_file_reads_a_file_or_takes_the_value() {
+        #[derive(Debug, Deserialize)]
+        struct Hashed {
+            #[serde(deserialize_with = "string_or_file")]
+            sha: String,
+        }
+        let path = std::env::temp_dir().join(format!("mcpauth-sha-{}", std::process::id()));
+        std::fs::write(&path, "abc123\n").unwrap();
+        let env = |v: String| HashMap::from([("MCPAUTH__SHA".to_owned(), v)]);
+        let h: Hashed = load_config("", None, &env(format!("file:{}", path.display()))).unwrap();
+        assert_eq!(h.sha, "abc123");
+        let h: Hashed = load_config("", None, &env("def456".into())).unwrap();
+        assert_eq!(h.sha, "def456");
+        let _ = std::fs::remove_file(&path);
+        let e = load_config::<Hashed>("", None, &env(format!("file:{}", path.display())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read file"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -84,7 +84,9 @@ pub struct GrpcTlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct GrpcCaller {
     pub name: String,
-    /// Hex SHA-256 of the caller's bearer credential (`auth-service hash-secret`).
+    /// Hex SHA-256 of the caller's bearer credential (`auth-service hash-secret`), inline or
+    /// `file:/path` (as `init-secrets` writes it).
+    #[serde(deserialize_with = "mcpauth_runtime::string_or_file")]
     pub credential_sha256: String,
 }
 
@@ -591,6 +593,11 @@ impl Config {
         Ok(())
     }
 
+    /// The listener `auth-service healthcheck` probes for `/readyz`.
+    pub fn health_addr(&self) -> SocketAddr {
+        self.http.addr
+    }
+
     /// The configured resource identifiers.
     pub fn resource_uris(&self) -> Vec<String> {
         self.resources.iter().map(|r| r.uri.clone()).collect()
@@ -805,6 +812,37 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn caller_hash_can_come_from_a_file() {
+        let hash_file =
+            std::env::temp_dir().join(format!("mcpauth-caller-{}", uuid::Uuid::new_v4()));
+        let callers = format!(
+            "[[grpc.callers]]\nname = \"mcp-service\"\ncredential_sha256 = \"file:{}\"\n",
+            hash_file.display()
+        );
+        std::fs::write(&hash_file, format!("{}\n", "ab".repeat(32))).unwrap();
+        let path = std::env::temp_dir().join(format!("mcpauth-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, &callers).unwrap();
+        let env = env(&[("MCPAUTH__DEV_MODE", "true")]);
+        let cfg = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(cfg.grpc.callers[0].credential_sha256, "ab".repeat(32));
+        // The file's content is validated like an inline value, and a missing file is named.
+        std::fs::write(&hash_file, "not-hex\n").unwrap();
+        let e = Config::load(Some(&path), &env).unwrap_err().to_string();
+        assert!(
+            e.contains("grpc.callers[0].credential_sha256: must be 64 hex"),
+            "{e}"
+        );
+        std::fs::remove_file(&hash_file).unwrap();
+        let e = Config::load(Some(&path), &env).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("cannot read file {}", hash_file.display())),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod grpc_connect;
 pub mod http;
+pub mod init_secrets;
 pub mod login;
 pub mod ratelimit;
 pub mod store;

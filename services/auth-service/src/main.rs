@@ -37,6 +37,20 @@ enum Command {
     GenerateKey,
     /// Check the configuration and exit.
     CheckConfig,
+    /// Exit 0 iff this configuration's listener answers GET /readyz with 200 (container probes).
+    Healthcheck,
+    /// Generate the keys and service credentials a single-host deployment needs into DIR, once.
+    InitSecrets {
+        /// Directory of the generated files (created if needed; existing files are kept).
+        #[arg(long)]
+        dir: PathBuf,
+        /// NAME=postgres://USER@HOST:PORT/DB: also write file NAME with a generated password.
+        #[arg(long = "database-url", value_parser = auth_service::init_secrets::parse_database_url)]
+        database_urls: Vec<(String, String)>,
+        /// A local login user; its password comes from $MCPAUTH_INIT_USER_PASSWORD.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 fn read_stdin() -> String {
@@ -70,6 +84,29 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
+        Command::InitSecrets {
+            dir,
+            database_urls,
+            user,
+        } => {
+            let password = std::env::var(auth_service::init_secrets::USER_PASSWORD_ENV);
+            let request = auth_service::init_secrets::Request {
+                database_urls,
+                user: user.map(|u| (u, password.unwrap_or_default())),
+            };
+            return match auth_service::init_secrets::run(&dir, &request) {
+                Ok(done) => {
+                    for outcome in done {
+                        println!("{outcome}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("auth-service: init-secrets: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         _ => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -83,6 +120,9 @@ fn main() -> ExitCode {
     if matches!(command, Command::CheckConfig) {
         println!("configuration ok");
         return ExitCode::SUCCESS;
+    }
+    if matches!(command, Command::Healthcheck) {
+        return mcpauth_runtime::healthcheck::run("auth-service", Ok(config.health_addr()));
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

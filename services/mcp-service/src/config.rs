@@ -239,6 +239,11 @@ impl Config {
         }
     }
 
+    /// The listener `mcp-service healthcheck` probes for `/readyz`.
+    pub fn health_addr(&self) -> SocketAddr {
+        self.http.addr
+    }
+
     /// Path of the MCP endpoint (from `resource`).
     pub fn mcp_path(&self) -> String {
         url::Url::parse(&self.resource)

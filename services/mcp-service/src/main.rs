@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use mcp_service::config::Config;
 
 #[derive(Parser)]
@@ -16,8 +16,20 @@ use mcp_service::config::Config;
 )]
 struct Cli {
     /// TOML configuration file (environment variables MCPAUTH__… override it).
-    #[arg(long, short, env = "MCPAUTH_CONFIG")]
+    #[arg(long, short, global = true, env = "MCPAUTH_CONFIG")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, PartialEq, Eq)]
+enum Command {
+    /// Serve the MCP endpoint (the default).
+    Serve,
+    /// Check the configuration and exit.
+    CheckConfig,
+    /// Exit 0 iff the HTTP listener answers GET /readyz with 200 (container probes).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -30,6 +42,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            println!("configuration ok");
+            return ExitCode::SUCCESS;
+        }
+        Command::Healthcheck => {
+            return mcpauth_runtime::healthcheck::run("mcp-service", Ok(config.health_addr()));
+        }
+        Command::Serve => {}
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -66,7 +66,8 @@ pub enum Permission {
 #[serde(deny_unknown_fields)]
 pub struct Caller {
     pub name: String,
-    /// Hex SHA-256 of the caller's bearer credential.
+    /// Hex SHA-256 of the caller's bearer credential, inline or `file:/path`.
+    #[serde(deserialize_with = "mcpauth_runtime::string_or_file")]
     pub credential_sha256: String,
     pub permissions: Vec<Permission>,
 }
@@ -247,6 +248,18 @@ impl Config {
         Ok(())
     }
 
+    /// The listener `token-vault healthcheck` probes for `/readyz`: `http.addr` (gRPC has no
+    /// `/readyz`), an error when there is none.
+    pub fn health_addr(&self) -> Result<SocketAddr, String> {
+        if self.http.addr.is_empty() {
+            return Err("no HTTP listener to probe: set http.addr (e.g. 0.0.0.0:8182)".into());
+        }
+        self.http
+            .addr
+            .parse()
+            .map_err(|e| format!("http.addr: {e}"))
+    }
+
     /// The key ring from `encryption`.
     pub fn key_ring(&self) -> Result<crate::crypto::KeyRing, ConfigError> {
         let pairs: Vec<(String, String)> = self
@@ -267,4 +280,54 @@ pub fn valid_provider_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid configuration with `extra` appended, loaded from a temporary file.
+    fn load(extra: &str) -> Result<Config, String> {
+        let toml = format!(
+            "[introspection]\ncredential = \"c\"\naccepted_resources = [\"http://localhost:8081/mcp\"]\n\
+             [encryption]\ncurrent_key = \"k1\"\n[[encryption.keys]]\nid = \"k1\"\nsecret = \"{}\"\n{extra}",
+            crate::crypto::generate_key()
+        );
+        let path = std::env::temp_dir().join(format!("mcpauth-vault-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, toml).unwrap();
+        let r = Config::load(Some(&path), &HashMap::new()).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    #[test]
+    fn caller_hash_can_come_from_a_file() {
+        let hash_file =
+            std::env::temp_dir().join(format!("mcpauth-vault-caller-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&hash_file, format!("{}\n", "cd".repeat(32))).unwrap();
+        let callers = format!(
+            "[[grpc.callers]]\nname = \"auth-service\"\npermissions = [\"put\"]\ncredential_sha256 = \"file:{}\"\n",
+            hash_file.display()
+        );
+        let cfg = load(&callers).unwrap();
+        assert_eq!(cfg.grpc.callers[0].credential_sha256, "cd".repeat(32));
+        std::fs::write(&hash_file, "short\n").unwrap();
+        let e = load(&callers).unwrap_err();
+        assert!(
+            e.contains("grpc.callers[0].credential_sha256: must be 64 hex"),
+            "{e}"
+        );
+        std::fs::remove_file(&hash_file).unwrap();
+        let e = load(&callers).unwrap_err();
+        assert!(e.contains("cannot read file"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn healthcheck_probes_the_http_listener() {
+        let cfg = load("[http]\naddr = \"0.0.0.0:8182\"\n").unwrap();
+        assert_eq!(cfg.health_addr(), Ok("0.0.0.0:8182".parse().unwrap()));
+        let e = load("").unwrap().health_addr().unwrap_err();
+        assert!(e.contains("set http.addr"), "{e}");
+    }
 }

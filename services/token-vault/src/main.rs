@@ -42,6 +42,8 @@ enum Command {
     HashSecret,
     /// Check the configuration and exit.
     CheckConfig,
+    /// Exit 0 iff the HTTP listener (http.addr) answers GET /readyz with 200 (container probes).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,9 @@ fn main() -> ExitCode {
     if matches!(command, Command::CheckConfig) {
         println!("configuration ok");
         return ExitCode::SUCCESS;
+    }
+    if matches!(command, Command::Healthcheck) {
+        return mcpauth_runtime::healthcheck::run("token-vault", config.health_addr());
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
