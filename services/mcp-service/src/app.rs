@@ -31,29 +31,43 @@ pub struct AppState {
     pub sessions: crate::sessions::SessionHub,
     /// Revocations received from auth-service, for open event streams to watch.
     pub revoked: tokio::sync::broadcast::Sender<crate::revocations::Revoked>,
+    /// Set at the shutdown signal: `/readyz` answers 503 while the service drains.
+    pub drain: mcpauth_runtime::Drain,
 }
 
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), when `admin.addr` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub state: AppState,
+    admin: Option<mcpauth_runtime::ops::AdminServer>,
     handle: actix_web::dev::ServerHandle,
     http: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Ends MCP sessions and SSE streams, then drains in-flight requests.
+    /// Ends MCP sessions and SSE streams, then drains in-flight requests. The admin listener
+    /// closes last, so probes see the drain until the end.
     pub async fn shutdown(self) {
+        self.state.drain.begin();
         self.state.cancel.cancel();
         self.handle.stop(true).await;
         let _ = self.http.await;
         for t in self.tasks {
             t.abort();
         }
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
     }
 
+    /// Runs until `signal` resolves, then drains (`/readyz` 503 for `shutdown.drain_delay_secs`
+    /// while serving goes on) and shuts down gracefully.
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;
+        let delay = self.state.config.shutdown.drain_delay();
+        mcpauth_runtime::ops::drain(&self.state.drain, delay).await;
         self.shutdown().await;
     }
 }
@@ -108,6 +122,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         cancel: CancellationToken::new(),
         sessions,
         revoked: tokio::sync::broadcast::channel(1024).0,
+        drain: mcpauth_runtime::Drain::default(),
     };
     let mut tasks = vec![];
     if let Some(cache) = &state.cache {
@@ -137,6 +152,12 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let listener = std::net::TcpListener::bind(config.http.addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on http.addr {}: {e}", config.http.addr))?;
     let http_addr = listener.local_addr()?;
+    let admin_addr = config
+        .admin
+        .socket_addr("admin.addr")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // With an admin listener the public port serves MCP only; without, the ops paths too.
+    let public_ops = admin_addr.is_none();
     let data = web::Data::new(state.clone());
     let svc = web::Data::new(crate::http::mcp_service(&state));
     let routes_state = state.clone();
@@ -156,6 +177,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
                 mcpauth_runtime::telemetry::http_span,
             ))
             .configure(move |c| crate::http::routes(c, &st))
+            .configure(|c| {
+                if public_ops {
+                    crate::http::ops_routes(c)
+                }
+            })
     })
     .workers(workers)
     // actix keeps the OS default (Nagle on). An event-stream answer goes out in several writes
@@ -168,10 +194,27 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     .run();
     let handle = server.handle();
     let http = tokio::spawn(server);
-    tracing::info!(%http_addr, resource = %config.resource, verifier = ?config.verifier.mode, "mcp-service started");
+    let admin = match admin_addr {
+        Some(addr) => {
+            let data = web::Data::new(state.clone());
+            Some(mcpauth_runtime::ops::AdminServer::start(
+                "admin.addr",
+                addr,
+                move |c| {
+                    c.app_data(data.clone());
+                    crate::http::ops_routes(c);
+                },
+            )?)
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|a| a.addr);
+    tracing::info!(%http_addr, ?admin_addr, resource = %config.resource, verifier = ?config.verifier.mode, "mcp-service started");
     Ok(Running {
         http_addr,
+        admin_addr,
         state,
+        admin,
         handle,
         http,
         tasks,

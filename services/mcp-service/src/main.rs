@@ -1,11 +1,12 @@
-//! mcp-service binary: configuration → logs → `app::start` → serve until SIGTERM/Ctrl-C.
+//! mcp-service binary: configuration → logs → `app::start` → serve until SIGTERM/Ctrl-C; and
+//! `check-config`.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use mcp_service::config::Config;
 
 #[derive(Parser)]
@@ -15,21 +16,40 @@ use mcp_service::config::Config;
     about = "mcpauth MCP server: an OAuth protected resource"
 )]
 struct Cli {
-    /// TOML configuration file (environment variables MCPAUTH__… override it).
-    #[arg(long, short, env = "MCPAUTH_CONFIG")]
+    /// TOML configuration file; default: $MCPAUTH_MCP_CONFIG (or the older $MCPAUTH_CONFIG).
+    /// Environment variables MCPAUTH_MCP__… override it.
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Check the configuration and exit.
+    CheckConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(cli.config.as_deref(), &env) {
+    let (file, legacy_file) =
+        mcpauth_runtime::service_env::MCP.config_file(cli.config.as_deref(), &env);
+    let (config, mut env_report) = match Config::load_reporting(file.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcp-service: {e}");
             return ExitCode::from(2);
         }
     };
+    env_report.legacy_config_file = legacy_file;
+    if matches!(command, Command::CheckConfig) {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,6 +72,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    env_report.warn();
     let result = runtime.block_on(async move {
         let running = mcp_service::app::start(config, mcpauth_runtime::init_metrics()).await?;
         running.run_until(mcpauth_runtime::shutdown_signal()).await;
