@@ -2,6 +2,7 @@
 //! (fresh database and Redis prefix per test), driven over HTTP and gRPC.
 
 mod authorize;
+mod cluster_ops;
 mod consent;
 mod grpc;
 mod grpc_tls;
