@@ -33,6 +33,8 @@ pub struct AppState {
     pub revoked: tokio::sync::broadcast::Sender<crate::revocations::Revoked>,
     /// Set at the shutdown signal: `/readyz` answers 503 while the service drains.
     pub drain: mcpauth_runtime::Drain,
+    /// Requests in flight (but event streams), which shutdown lets finish before ending sessions.
+    pub in_flight: crate::inflight::InFlight,
 }
 
 pub struct Running {
@@ -47,12 +49,26 @@ pub struct Running {
 }
 
 impl Running {
-    /// Ends MCP sessions and SSE streams, then drains in-flight requests. The admin listener
-    /// closes last, so probes see the drain until the end.
+    /// Closes the listener, lets the requests in flight finish (within
+    /// `http.shutdown_timeout_secs`), then ends MCP sessions and event streams. The admin
+    /// listener closes last, so probes see the drain until the end.
     pub async fn shutdown(self) {
         self.state.drain.begin();
+        // Sent at once: the listener closes now, connections drain from here on.
+        let stopped = self.handle.stop(true);
+        let timeout = std::time::Duration::from_secs(self.state.config.http.shutdown_timeout_secs);
+        if tokio::time::timeout(timeout, self.state.in_flight.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.state.in_flight.count(),
+                "shutdown timeout: ending requests still in flight"
+            );
+        }
+        // Open event streams would otherwise hold the server until its shutdown timeout.
         self.state.cancel.cancel();
-        self.handle.stop(true).await;
+        stopped.await;
         let _ = self.http.await;
         for t in self.tasks {
             t.abort();
@@ -123,6 +139,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         sessions,
         revoked: tokio::sync::broadcast::channel(1024).0,
         drain: mcpauth_runtime::Drain::default(),
+        in_flight: crate::inflight::InFlight::default(),
     };
     let mut tasks = vec![];
     if let Some(cache) = &state.cache {
@@ -172,6 +189,8 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         App::new()
             .app_data(data.clone())
             .app_data(svc.clone())
+            // Requests in flight, for the graceful stop (inflight.rs).
+            .wrap(actix_web::middleware::from_fn(crate::inflight::track))
             // One span per request (method, route pattern, status), when traced.
             .wrap(actix_web::middleware::from_fn(
                 mcpauth_runtime::telemetry::http_span,
