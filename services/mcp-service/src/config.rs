@@ -232,16 +232,6 @@ impl Config {
                 }
             }
         }
-        for (section, addr, credential) in self.grpc_clients() {
-            // The built-in default credential is public: only dev mode may use it.
-            if !self.dev_mode && credential.expose() == DEV_SERVICE_CREDENTIAL {
-                return Err(dev_secret_refused(
-                    &format!("{section}.credential"),
-                    "dev-service-credential",
-                ));
-            }
-            mcpauth_runtime::grpc_plaintext_check(section, addr, self.allow_plaintext_grpc)?;
-        }
         match url::Url::parse(&self.resource) {
             Ok(u) if u.fragment().is_none() && !self.resource.ends_with('/') => {}
             _ => {
@@ -291,6 +281,16 @@ impl Config {
             }
             let (section, addr, tls) = self.connect_target();
             mcpauth_runtime::grpc_endpoint(section, addr, tls)?;
+        }
+        for (section, addr, credential) in self.grpc_clients() {
+            // The built-in default credential is public: only dev mode may use it.
+            if !self.dev_mode && credential.expose() == DEV_SERVICE_CREDENTIAL {
+                return Err(dev_secret_refused(
+                    &format!("{section}.credential"),
+                    "dev-service-credential",
+                ));
+            }
+            mcpauth_runtime::grpc_plaintext_check(section, addr, self.allow_plaintext_grpc)?;
         }
         Ok(())
     }
