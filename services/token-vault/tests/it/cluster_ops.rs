@@ -121,8 +121,7 @@ async fn sigterm_drains_readyz_503_then_the_listener_closes_and_calls_in_flight_
     put(&mut client, "alice", "plain", fresh.clone()).await;
 
     // A call in flight: its refresh waits on a slow upstream across the whole drain.
-    w.upstream
-        .set(|s| s.delay_ms = (delay * 1000 + 1500) as u64);
+    w.upstream.set(|s| s.delay_ms = delay * 1000 + 1500);
     let pending = {
         let mut c = client.clone();
         let mcp = mcp.clone();
@@ -309,7 +308,9 @@ fn refusals_are_one_line_and_stop_the_start() {
         )
     };
     let dev_key = "[[encryption.keys]]\nid = \"dev-1\"\nsecret = \"ZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGQ=\"\n";
-    let cases: Vec<(String, Vec<(&str, &str)>, String)> = vec![
+    /// A configuration, environment overrides, and the line it is refused with.
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
         (
             production("", dev_key),
             vec![],
