@@ -112,6 +112,17 @@ impl ServiceEnv {
         file: Option<&Path>,
         env: &HashMap<String, String>,
     ) -> Result<(T, EnvReport), ConfigError> {
+        self.load_part::<T, T>(defaults, file, env)
+    }
+
+    /// [`ServiceEnv::load`] of a part `T` of the service's configuration (what one command
+    /// reads), deciding which `MCPAUTH__…` keys the service has by its whole configuration `K`.
+    pub fn load_part<T: DeserializeOwned, K: DeserializeOwned>(
+        &self,
+        defaults: &str,
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<(T, EnvReport), ConfigError> {
         if let Some(path) = file
             && !path.exists()
         {
@@ -143,7 +154,7 @@ impl ServiceEnv {
                 self.prefix,
                 &HashMap::new(),
             )
-            .and_then(|c| c.try_deserialize::<T>().map(|_| ()));
+            .and_then(|c| c.try_deserialize::<K>().map(|_| ()));
             match probe {
                 // serde's message for a key the type does not have; every other error (a bad
                 // value, a section still missing fields) belongs to a key the service knows.

@@ -35,8 +35,9 @@ impl MigrateConfig {
         file: Option<&Path>,
         env: &HashMap<String, String>,
     ) -> Result<(Self, EnvReport), ConfigError> {
-        let (cfg, report): (MigrateConfig, _) =
-            mcpauth_runtime::service_env::VAULT.load(DEFAULTS, file, env)?;
+        // Which older-prefix variables belong to this service is decided by the whole Config.
+        let (cfg, report) = mcpauth_runtime::service_env::VAULT
+            .load_part::<MigrateConfig, Config>(DEFAULTS, file, env)?;
         cfg.telemetry.validate()?;
         Ok((cfg, report))
     }

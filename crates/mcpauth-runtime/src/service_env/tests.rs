@@ -160,3 +160,23 @@ fn a_missing_file_is_one_line() {
         "configuration error: config file /nonexistent/x.toml does not exist"
     );
 }
+
+#[test]
+fn a_part_of_the_configuration_reports_by_the_whole() {
+    // What `migrate` reads (no deny_unknown_fields: the rest of the file is not looked at); the
+    // report still says which older-prefix variables are another service's.
+    #[derive(Debug, Deserialize)]
+    struct LogOnly {
+        log: Log,
+    }
+    let shared = env(&[
+        ("MCPAUTH__RATE_LIMIT__TOKEN", "10"),
+        ("MCPAUTH__LOG__FORMAT", "pretty"),
+    ]);
+    let (part, report): (LogOnly, _) = VAULT
+        .load_part::<LogOnly, Vault>(VAULT_DEFAULTS, None, &shared)
+        .unwrap();
+    assert_eq!(part.log.format, "pretty");
+    assert_eq!(report.legacy_applied, vec!["MCPAUTH__LOG__FORMAT"]);
+    assert_eq!(report.legacy_ignored, vec!["MCPAUTH__RATE_LIMIT__TOKEN"]);
+}
