@@ -151,7 +151,7 @@ async fn sigterm_drains_readyz_503_then_listeners_close_and_in_flight_requests_f
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDb::create().await;
     let prefix = format!("mcpauth-test-{}", uuid::Uuid::new_v4().simple());
-    let (http_port, admin_port) = (free_port(), free_port());
+    let (http_port, grpc_port, admin_port) = (free_port(), free_port(), free_port());
     let delay = 3;
     let file = std::env::temp_dir().join(format!("{prefix}.toml"));
     std::fs::write(
@@ -159,7 +159,7 @@ async fn sigterm_drains_readyz_503_then_listeners_close_and_in_flight_requests_f
         format!(
             "dev_mode = true\nissuer = \"http://127.0.0.1:{http_port}\"\n\
              [http]\naddr = \"127.0.0.1:{http_port}\"\nworkers = 2\nshutdown_timeout_secs = 20\n\
-             [grpc]\naddr = \"127.0.0.1:0\"\n\
+             [grpc]\naddr = \"127.0.0.1:{grpc_port}\"\n\
              [admin]\naddr = \"127.0.0.1:{admin_port}\"\n\
              [shutdown]\ndrain_delay_secs = {delay}\n\
              [database]\nurl = \"{}\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
@@ -240,6 +240,23 @@ async fn sigterm_drains_readyz_503_then_listeners_close_and_in_flight_requests_f
     assert_eq!(
         status(&http, format!("http://127.0.0.1:{admin_port}/healthz")).await,
         200
+    );
+    // gRPC health checks see it too.
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "mcpauth.v1.TokenIntrospection".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status(),
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
     );
     // Requests that still arrive during the delay are served.
     let during = reqwest::Client::builder()
