@@ -116,7 +116,7 @@ pub fn grpc_plaintext_check(section: &str, addr: &str, allow: bool) -> Result<()
 }
 
 /// `localhost`, or a loopback IP address (IPv6 with or without brackets).
-pub fn is_loopback_host(host: &str) -> bool {
+fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
         || bare

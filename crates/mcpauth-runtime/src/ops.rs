@@ -25,9 +25,6 @@ use tokio::task::JoinHandle;
 
 use crate::ConfigError;
 
-/// The paths an admin listener serves (and the public listener then does not).
-pub const OPS_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-
 /// `[admin]`: where the ops paths are served.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
