@@ -19,7 +19,8 @@ use crate::ConfigError;
 /// The older prefix every service read (`MCPAUTH__HTTP__ADDR`).
 pub const LEGACY_PREFIX: &str = "MCPAUTH";
 
-/// The environment of one service: its prefix and the variable naming its configuration file.
+/// The environment of one service: its prefix, from which its variables and the variable naming
+/// its configuration file follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceEnv {
     /// Prefix of its variables, without the `__` separator (`MCPAUTH_AUTH`).
