@@ -290,7 +290,7 @@ wait_line() { # name, file, pid
 "$MCP" --config "$MCFG" >>"$OUT/mcp-service.log" 2>&1 &
 mpid=$!; extra_pids+=("$mpid")
 # The same configuration, every call introspected: cache_ttl_ms = 0 stores nothing (verify/cache.rs).
-MCPAUTH__HTTP__ADDR="127.0.0.1:$COLD_PORT" MCPAUTH__VERIFIER__GRPC__CACHE_TTL_MS=0 \
+MCPAUTH_MCP__HTTP__ADDR="127.0.0.1:$COLD_PORT" MCPAUTH_MCP__VERIFIER__GRPC__CACHE_TTL_MS=0 \
   "$MCP" --config "$MCFG" >>"$OUT/mcp-service-cold.log" 2>&1 &
 cpid=$!; extra_pids+=("$cpid")
 "$NOAUTH" --config "$MCFG" --addr "127.0.0.1:$NOAUTH_PORT" >>"$OUT/bench-noauth.log" 2>&1 &

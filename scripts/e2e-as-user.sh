@@ -91,9 +91,9 @@ wait_port() { # name, port, pid, log
   done
   tail -n 30 "$4" >&2; say "$1 did not start listening"; exit 1
 }
-# Services read only their own file: none of the caller's MCPAUTH__ variables.
+# Services read only their own file: none of the caller's MCPAUTH_ variables.
 clean_env=()
-while IFS='=' read -r name _; do case "$name" in MCPAUTH__*) clean_env+=(-u "$name") ;; esac; done < <(env)
+while IFS='=' read -r name _; do case "$name" in MCPAUTH_*) clean_env+=(-u "$name") ;; esac; done < <(env)
 
 start_node upstream-corp tests/e2e/upstream-idp.mjs "$P_CORP" --redirect-uri "$ISSUER/upstream/callback"
 start_node upstream-crm tests/e2e/upstream-idp.mjs "$P_CRM" --redirect-uri "$ISSUER/upstream/callback"

@@ -77,6 +77,8 @@ EOF
 # introspection with the dev credential), its revocations through the same Redis prefix, and the
 # conformance proxy's origin allowed (dns-rebinding-protection sends Origin http://127.0.0.1:<proxy>).
 cat >"$TMP/mcp-service.toml" <<EOF
+# Loopback only, with the public dev credential: dev mode.
+dev_mode = true
 resource = "$MCP_URL"
 authorization_servers = ["$ISSUER"]
 
@@ -97,9 +99,9 @@ key_prefix = "$PREFIX-mcp"
 EOF
 
 psql "$PGADMIN" -qc "CREATE DATABASE $DB" >/dev/null
-export MCPAUTH__DATABASE__URL="$DBURL" MCPAUTH__REDIS__KEY_PREFIX="$PREFIX" \
-  MCPAUTH__HTTP__ADDR="127.0.0.1:$HTTP_PORT" MCPAUTH__GRPC__ADDR="127.0.0.1:$GRPC_PORT" \
-  MCPAUTH__ISSUER="$ISSUER" MCPAUTH__LOG__FORMAT=json
+export MCPAUTH_AUTH__DATABASE__URL="$DBURL" MCPAUTH_AUTH__REDIS__KEY_PREFIX="$PREFIX" \
+  MCPAUTH_AUTH__HTTP__ADDR="127.0.0.1:$HTTP_PORT" MCPAUTH_AUTH__GRPC__ADDR="127.0.0.1:$GRPC_PORT" \
+  MCPAUTH_AUTH__ISSUER="$ISSUER" MCPAUTH_AUTH__LOG__FORMAT=json
 "$BIN" --config "$TMP/auth-service.toml" migrate >>"$LOG" 2>&1
 "$BIN" --config "$TMP/auth-service.toml" serve >>"$LOG" 2>&1 &
 pid=$!
@@ -110,10 +112,10 @@ for _ in $(seq 1 100); do
 done
 say "auth-service up at $ISSUER"
 
-# mcp-service reads only its own file: none of the MCPAUTH__ variables above (or the caller's).
+# mcp-service reads only its own file: none of the MCPAUTH_ variables above (or the caller's).
 unset_env=()
 while IFS='=' read -r name _; do
-  case "$name" in MCPAUTH__*) unset_env+=(-u "$name") ;; esac
+  case "$name" in MCPAUTH_*) unset_env+=(-u "$name") ;; esac
 done < <(env)
 env "${unset_env[@]}" "$MCP_BIN" --config "$TMP/mcp-service.toml" >>"$MCP_LOG" 2>&1 &
 mcp_pid=$!

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the local stack in dev mode, logs of both services in this terminal, Ctrl-C stops all.
 #   auth-service  http://127.0.0.1:8080 (issuer), gRPC 127.0.0.1:9090
-#   mcp-service   http://127.0.0.1:8081/mcp (protected resource)
+#   mcp-service   http://127.0.0.1:8081/mcp (protected resource, config/mcp-service.dev.toml)
+# Each service reads its own environment prefix (MCPAUTH_AUTH__, MCPAUTH_VAULT__, MCPAUTH_MCP__),
+# so one shell can configure all three: MCPAUTH_AUTH__RATE_LIMIT__TOKEN=100 make run.
 #   token-vault   gRPC 127.0.0.1:9091 (config/token-vault.dev.toml: a public dev-only key)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,7 +26,7 @@ for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1
 "$VAULT" --config config/token-vault.dev.toml migrate
 "$VAULT" --config config/token-vault.dev.toml serve 2>&1 | sed -u 's/^/[vault] /' &
 pids+=($!)
-MCPAUTH__LOG__FORMAT=pretty "$MCP" 2>&1 | sed -u 's/^/[mcp]  /' &
+"$MCP" --config config/mcp-service.dev.toml serve 2>&1 | sed -u 's/^/[mcp]  /' &
 pids+=($!)
 cat <<'TXT'
 mcpauth dev stack:

@@ -142,14 +142,25 @@ for s in auth-service token-vault mcp-service; do
     || die "$s healthcheck with nothing listening: exit $rc, '$hc'"
   say "image $image: user 10001:10001 (processes too), labels, --help, check-config, healthcheck ok"
 done
-for url in http://localhost:8080/readyz http://localhost:8081/readyz; do
-  code="$(curl -s -o /dev/null -w '%{http_code}' "$url")"
-  [ "$code" = 200 ] || die "GET $url from the host answered $code"
+# The ops endpoints live on the admin listeners (8180/8181/8182), which are never published: the
+# published ports serve OAuth and MCP only.
+for port in 8080 8081; do
+  for path in /readyz /healthz /metrics; do
+    code="$(curl -s -o /dev/null -w '%{http_code}' "http://localhost:$port$path")"
+    [ "$code" = 404 ] || die "GET http://localhost:$port$path from the host answered $code (the admin paths must not be public)"
+  done
 done
-for s in postgres redis; do
+code="$(curl -s -o /dev/null -w '%{http_code}' http://localhost:8080/.well-known/oauth-authorization-server)"
+[ "$code" = 200 ] || die "the AS metadata answered $code from the host"
+for s in auth-service mcp-service; do
+  published="$("$DOCKER" port "$(cid "$s")" | awk '{print $1}' | sort | tr '\n' ' ')"
+  case "$s" in auth-service) want="8080/tcp " ;; mcp-service) want="8081/tcp " ;; esac
+  [ "$published" = "$want" ] || die "$s publishes '$published', expected only '$want'"
+done
+for s in postgres redis token-vault; do
   [ -z "$("$DOCKER" port "$(cid "$s")")" ] || die "compose publishes $s on the host: $("$DOCKER" port "$(cid "$s")")"
 done
-say "health endpoints answer 200 from the host; postgres and redis are not published"
+say "admin paths 404 on the published ports; only 8080 and 8081 published; postgres, redis, token-vault not"
 
 # --- the MCP flow, restarts, persistence ----------------------------------------------------------
 say "SDK flow: discovery → registration → login form → token → tools/list → tools/call"

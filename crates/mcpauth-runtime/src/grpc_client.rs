@@ -82,6 +82,48 @@ pub fn grpc_endpoint(
     })
 }
 
+/// The gRPC credential of local services in the repository's dev configurations
+/// (`config/*.dev.toml`, mcp-service's built-in defaults). Public: refused outside dev mode.
+pub const DEV_SERVICE_CREDENTIAL: &str = "dev-service-credential";
+/// Hex SHA-256 of [`DEV_SERVICE_CREDENTIAL`], as `grpc.callers` lists it.
+pub const DEV_SERVICE_CREDENTIAL_SHA256: &str =
+    "c596eb6ef20588532554c4d110fedeb8b1e07c8578a88a443947a4a78ddef76c";
+
+/// The one-line refusal of a public dev credential or key at `key` outside dev mode.
+pub fn dev_secret_refused(key: &str, what: &str) -> ConfigError {
+    ConfigError::new(format!(
+        "{key}: is the public {what} from the repository's dev configuration, refused outside dev mode (set dev_mode = true on loopback, or configure your own)"
+    ))
+}
+
+/// Refuses a plaintext `http://` gRPC address whose host is not loopback, unless `allow`
+/// (the service's `allow_plaintext_grpc = true`): service credentials and users' tokens would
+/// cross the network unencrypted. `section` names the setting (`vault`, `verifier.grpc`).
+pub fn grpc_plaintext_check(section: &str, addr: &str, allow: bool) -> Result<(), ConfigError> {
+    let Ok(uri) = addr.parse::<http::Uri>() else {
+        return Ok(()); // grpc_endpoint reports the malformed address
+    };
+    if allow || uri.scheme_str() != Some("http") {
+        return Ok(());
+    }
+    let host = uri.host().unwrap_or_default();
+    if is_loopback_host(host) {
+        return Ok(());
+    }
+    Err(ConfigError::new(format!(
+        "{section}.addr: plaintext http:// to non-loopback host {host}; use https:// with [{section}.tls], or set allow_plaintext_grpc = true to accept an unencrypted network"
+    )))
+}
+
+/// `localhost`, or a loopback IP address (IPv6 with or without brackets).
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `grpc_endpoint` with the timeouts every internal client uses, connecting on first use.
 pub fn grpc_channel(
     section: &str,

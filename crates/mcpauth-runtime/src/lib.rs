@@ -2,25 +2,23 @@
 //! Prometheus metrics and shutdown signals. Services call these from `main.rs`; nothing here knows about OAuth.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 pub mod batch;
 pub mod grpc_client;
 pub mod healthcheck;
+pub mod ops;
 pub mod per_thread;
 pub mod pubsub;
+pub mod service_env;
 pub mod telemetry;
-pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint};
+pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint, grpc_plaintext_check};
+pub use ops::{AdminConfig, Drain, ShutdownConfig};
 pub use per_thread::PerThread;
+pub use service_env::{EnvReport, ServiceEnv};
 pub use telemetry::{Telemetry, TelemetryConfig};
-
-/// Prefix of environment variables that override configuration (`MCPAUTH__HTTP__ADDR`).
-pub const ENV_PREFIX: &str = "MCPAUTH";
 
 /// A configuration that could not be loaded, rendered as one line naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -32,47 +30,6 @@ impl ConfigError {
     pub fn new(msg: impl Into<String>) -> Self {
         Self(msg.into())
     }
-}
-
-/// Loads a typed configuration: built-in `defaults` (TOML text) → optional `file` (TOML) →
-/// environment variables `MCPAUTH__SECTION__KEY`. The environment is passed in so that tests
-/// never mutate the process environment.
-pub fn load_config<T: DeserializeOwned>(
-    defaults: &str,
-    file: Option<&Path>,
-    env: &HashMap<String, String>,
-) -> Result<T, ConfigError> {
-    let mut builder = config::Config::builder()
-        .add_source(config::File::from_str(defaults, config::FileFormat::Toml));
-    if let Some(path) = file {
-        if !path.exists() {
-            return Err(ConfigError(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-    }
-    let env_source = config::Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true)
-        .source(Some(
-            env.iter()
-                .filter(|(k, _)| k.starts_with("MCPAUTH__"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ));
-    builder = builder.add_source(env_source);
-    let cfg = builder
-        .build()
-        .map_err(|e| ConfigError(one_line(&e.to_string())))?;
-    cfg.try_deserialize::<T>()
-        .map_err(|e| ConfigError(one_line(&e.to_string())))
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A secret value from configuration. `Debug` and `Display` never show it; it can be given
@@ -198,7 +155,22 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
     use super::*;
+
+    /// The loader of a service whose own prefix is `MCPAUTH_TEST`.
+    fn load_config<T: serde::de::DeserializeOwned>(
+        defaults: &str,
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<T, ConfigError> {
+        const TEST: ServiceEnv = ServiceEnv {
+            prefix: "MCPAUTH_TEST",
+        };
+        TEST.load(defaults, file, env).map(|(t, _)| t)
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -217,7 +189,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults() {
-        let env = HashMap::from([("MCPAUTH__HTTP__WORKERS".to_owned(), "8".to_owned())]);
+        let env = HashMap::from([("MCPAUTH_TEST__HTTP__WORKERS".to_owned(), "8".to_owned())]);
         let s: Sample = load_config(DEFAULTS, None, &env).unwrap();
         assert_eq!(s.http.workers, 8);
         assert_eq!(s.http.addr, "127.0.0.1:1");
@@ -225,7 +197,7 @@ mod tests {
 
     #[test]
     fn bad_value_names_the_key_in_one_line() {
-        let env = HashMap::from([("MCPAUTH__HTTP__WORKERS".to_owned(), "many".to_owned())]);
+        let env = HashMap::from([("MCPAUTH_TEST__HTTP__WORKERS".to_owned(), "many".to_owned())]);
         let err = load_config::<Sample>(DEFAULTS, None, &env)
             .unwrap_err()
             .to_string();
@@ -235,7 +207,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused() {
-        let env = HashMap::from([("MCPAUTH__HTTP__WORKRES".to_owned(), "8".to_owned())]);
+        let env = HashMap::from([("MCPAUTH_TEST__HTTP__WORKRES".to_owned(), "8".to_owned())]);
         let err = load_config::<Sample>(DEFAULTS, None, &env)
             .unwrap_err()
             .to_string();
@@ -276,7 +248,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mcpauth-secret-{}", std::process::id()));
         std::fs::write(&dir, "from-file\n").unwrap();
         let env = HashMap::from([(
-            "MCPAUTH__SECRET".to_owned(),
+            "MCPAUTH_TEST__SECRET".to_owned(),
             format!("file:{}", dir.display()),
         )]);
         let s: Sample = load_config(DEFAULTS, None, &env).unwrap();

@@ -48,6 +48,8 @@ pub struct AppState {
     pub vault: Option<crate::vault::VaultClient>,
     /// Union of the scopes of every configured resource (metadata `scopes_supported`).
     pub supported_scopes: Vec<String>,
+    /// Set at the shutdown signal: `/readyz` answers 503 while the service drains.
+    pub drain: mcpauth_runtime::Drain,
     resources: Arc<Vec<String>>,
 }
 
@@ -139,7 +141,10 @@ impl AppState {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), when `admin.addr` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub state: AppState,
+    admin: Option<mcpauth_runtime::ops::AdminServer>,
     handle: actix_web::dev::ServerHandle,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -149,14 +154,19 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests, flushes the audit trail.
+    /// Stops accepting, drains in-flight requests, flushes the audit trail. The admin listener
+    /// closes last, so probes see the drain until the end.
     pub async fn shutdown(self) {
+        self.state.drain.begin();
         let _ = self.shutdown.send(true);
         self.handle.stop(true).await;
         let _ = self.http.await;
         let _ = self.grpc.await;
         for t in self.tasks {
             t.abort();
+        }
+        if let Some(admin) = self.admin {
+            admin.stop().await;
         }
         let Running {
             state,
@@ -168,9 +178,12 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(30), audit_writer).await;
     }
 
-    /// Runs until `signal` resolves, then shuts down gracefully.
+    /// Runs until `signal` resolves, then drains (`/readyz` 503 for `shutdown.drain_delay_secs`
+    /// while serving goes on) and shuts down gracefully.
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
         signal.await;
+        let delay = self.state.config.shutdown.drain_delay();
+        mcpauth_runtime::ops::drain(&self.state.drain, delay).await;
         self.shutdown().await;
     }
 }
@@ -271,6 +284,7 @@ pub async fn build_state(
         pool,
         metrics,
         supported_scopes: supported,
+        drain: mcpauth_runtime::Drain::default(),
         resources: Arc::new(config.resource_uris()),
         config,
     };
@@ -296,6 +310,13 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
             .unwrap_or(2),
         n => n,
     };
+    let admin_addr = state
+        .config
+        .admin
+        .socket_addr("admin.addr")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // With an admin listener the public port serves OAuth only; without, the ops paths too.
+    let public_ops = admin_addr.is_none();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -313,6 +334,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
                 mcpauth_runtime::telemetry::http_span,
             ))
             .configure(crate::http::routes)
+            .configure(|c| {
+                if public_ops {
+                    crate::http::ops_routes(c)
+                }
+            })
     })
     .workers(workers)
     .shutdown_timeout(state.config.http.shutdown_timeout_secs)
@@ -339,11 +365,28 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         grpc_listener,
         shutdown_rx,
     ));
-    tracing::info!(%http_addr, %grpc_addr, issuer = %state.config.issuer, dev_mode = state.config.dev_mode, "auth-service started");
+    let admin = match admin_addr {
+        Some(addr) => {
+            let data = web::Data::new(state.clone());
+            Some(mcpauth_runtime::ops::AdminServer::start(
+                "admin.addr",
+                addr,
+                move |c| {
+                    c.app_data(data.clone());
+                    crate::http::ops_routes(c);
+                },
+            )?)
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|a| a.addr);
+    tracing::info!(%http_addr, %grpc_addr, ?admin_addr, issuer = %state.config.issuer, dev_mode = state.config.dev_mode, "auth-service started");
     Ok(Running {
         http_addr,
         grpc_addr,
+        admin_addr,
         state,
+        admin,
         handle,
         shutdown,
         tasks,

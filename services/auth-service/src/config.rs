@@ -1,10 +1,14 @@
-//! auth-service configuration: built-in defaults → TOML file → `MCPAUTH__…` environment.
+//! auth-service configuration: built-in defaults → TOML file → `MCPAUTH_AUTH__…` environment
+//! (the older `MCPAUTH__…` still applies where this service knows the key).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use mcpauth_runtime::{ConfigError, LogConfig, Secret, TelemetryConfig};
+use mcpauth_runtime::grpc_client::{DEV_SERVICE_CREDENTIAL, DEV_SERVICE_CREDENTIAL_SHA256};
+use mcpauth_runtime::{
+    AdminConfig, ConfigError, EnvReport, LogConfig, Secret, ShutdownConfig, TelemetryConfig,
+};
 use serde::Deserialize;
 
 /// Built-in defaults; every key a deployment may set appears here (docs/configuration.md).
@@ -19,7 +23,13 @@ pub struct Config {
     /// Dev mode: the dev login, an ephemeral token key when none is configured. Refused unless
     /// every listener is on loopback.
     pub dev_mode: bool,
+    /// Accept plaintext `http://` gRPC addresses of non-loopback hosts (`vault.addr`).
+    pub allow_plaintext_grpc: bool,
     pub http: HttpConfig,
+    /// The admin listener of `/healthz`, `/readyz`, `/metrics`; empty: on `http.addr`.
+    pub admin: AdminConfig,
+    /// The drain between SIGTERM and closing the listeners.
+    pub shutdown: ShutdownConfig,
     pub grpc: GrpcConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
@@ -43,6 +53,30 @@ pub struct Config {
     /// token-vault, where upstream tokens are stored. Required once a provider is configured.
     #[serde(default)]
     pub vault: Option<VaultConfig>,
+}
+
+/// What `auth-service migrate` reads: the database, logs and traces. Every other section may be
+/// absent or incomplete (a migration Job has no signing keys) and is not looked at.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MigrateConfig {
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl MigrateConfig {
+    /// Loads the sections `migrate` needs from the same file and environment as [`Config`].
+    pub fn load_reporting(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<(Self, EnvReport), ConfigError> {
+        // Which older-prefix variables belong to this service is decided by the whole Config.
+        let (cfg, report) = mcpauth_runtime::service_env::AUTH
+            .load_part::<MigrateConfig, Config>(DEFAULTS, file, env)?;
+        cfg.telemetry.validate()?;
+        Ok((cfg, report))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -378,9 +412,18 @@ impl Config {
 
     /// Loads and checks the configuration.
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let cfg: Config = mcpauth_runtime::load_config(DEFAULTS, file, env)?;
+        Self::load_reporting(file, env).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], and what the environment contributed under the older prefix.
+    pub fn load_reporting(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<(Self, EnvReport), ConfigError> {
+        let (cfg, report): (Config, _) =
+            mcpauth_runtime::service_env::AUTH.load(DEFAULTS, file, env)?;
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, report))
     }
 
     /// Checks what serde cannot: one line naming the key.
@@ -475,14 +518,23 @@ impl Config {
         if self.login.provider == LoginProviderKind::Dev && !self.dev_mode {
             return err("login.provider: dev login requires dev_mode = true".into());
         }
+        let admin = self.admin.socket_addr("admin.addr")?;
         if self.dev_mode {
-            for (name, addr) in [("http.addr", self.http.addr), ("grpc.addr", self.grpc.addr)] {
-                if !addr.ip().is_loopback() {
+            for (name, addr) in [
+                ("http.addr", Some(self.http.addr)),
+                ("grpc.addr", Some(self.grpc.addr)),
+                ("admin.addr", admin),
+            ] {
+                if let Some(addr) = addr
+                    && !addr.ip().is_loopback()
+                {
                     return err(format!(
                         "{name}: dev mode refuses to listen on non-loopback {addr}"
                     ));
                 }
             }
+        } else {
+            self.refuse_dev_secrets()?;
         }
         if self.login.provider == LoginProviderKind::Local && self.login.users.is_empty() {
             return err("login.users: the local provider needs at least one user".into());
@@ -586,6 +638,7 @@ impl Config {
             };
             // Address and TLS files are read and checked now, not at the first stored credential.
             mcpauth_runtime::grpc_endpoint("vault", &v.addr, v.client_tls()?.as_ref())?;
+            mcpauth_runtime::grpc_plaintext_check("vault", &v.addr, self.allow_plaintext_grpc)?;
             if v.credential.expose().is_empty() {
                 return err("vault.credential: required".into());
             }
@@ -593,9 +646,38 @@ impl Config {
         Ok(())
     }
 
-    /// The listener `auth-service healthcheck` probes for `/readyz`.
+    /// The listener `auth-service healthcheck` probes for `/readyz`: the admin listener when
+    /// there is one, else the public HTTP listener.
     pub fn health_addr(&self) -> SocketAddr {
-        self.http.addr
+        self.admin
+            .socket_addr("admin.addr")
+            .ok()
+            .flatten()
+            .unwrap_or(self.http.addr)
+    }
+
+    /// Outside dev mode, the public credentials of the repository's dev configuration
+    /// (`config/dev.toml`) are refused wherever they would let someone in.
+    fn refuse_dev_secrets(&self) -> Result<(), ConfigError> {
+        for (i, c) in self.grpc.callers.iter().enumerate() {
+            if c.credential_sha256
+                .eq_ignore_ascii_case(DEV_SERVICE_CREDENTIAL_SHA256)
+            {
+                return Err(mcpauth_runtime::grpc_client::dev_secret_refused(
+                    &format!("grpc.callers[{i}].credential_sha256"),
+                    "dev-service-credential",
+                ));
+            }
+        }
+        if let Some(v) = &self.vault
+            && v.credential.expose() == DEV_SERVICE_CREDENTIAL
+        {
+            return Err(mcpauth_runtime::grpc_client::dev_secret_refused(
+                "vault.credential",
+                "dev-service-credential",
+            ));
+        }
+        Ok(())
     }
 
     /// The configured resource identifiers.

@@ -145,6 +145,20 @@ pub async fn serve(
     health_reporter
         .set_serving::<UpstreamConnectServer<crate::grpc_connect::Connect>>()
         .await;
+    // Draining: health checks see NOT_SERVING while calls are still served.
+    let drain = state.drain.clone();
+    tokio::spawn(async move {
+        drain.wait().await;
+        health_reporter
+            .set_not_serving::<TokenIntrospectionServer<Introspection>>()
+            .await;
+        health_reporter
+            .set_not_serving::<UpstreamConnectServer<crate::grpc_connect::Connect>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mcpauth_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use auth_service::config::Config;
+use auth_service::config::{Config, MigrateConfig};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -16,8 +16,9 @@ use clap::{Parser, Subcommand};
     about = "mcpauth OAuth 2.1 authorization server for MCP"
 )]
 struct Cli {
-    /// TOML configuration file (environment variables MCPAUTH__… override it).
-    #[arg(long, short, global = true, env = "MCPAUTH_CONFIG")]
+    /// TOML configuration file; default: $MCPAUTH_AUTH_CONFIG (or the older $MCPAUTH_CONFIG).
+    /// Environment variables MCPAUTH_AUTH__… override it.
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -27,7 +28,7 @@ struct Cli {
 enum Command {
     /// Serve HTTP and gRPC (the default).
     Serve,
-    /// Apply database migrations, then exit.
+    /// Apply database migrations, then exit (reads only the database, log and telemetry settings).
     Migrate,
     /// Print the SHA-256 (hex) of a secret read from stdin, for `grpc.callers` and `clients`.
     HashSecret,
@@ -37,7 +38,8 @@ enum Command {
     GenerateKey,
     /// Check the configuration and exit.
     CheckConfig,
-    /// Exit 0 iff this configuration's listener answers GET /readyz with 200 (container probes).
+    /// Exit 0 iff GET /readyz answers 200 on the admin listener (else the HTTP listener):
+    /// container probes.
     Healthcheck,
     /// Generate the keys and service credentials a single-host deployment needs into DIR, once.
     InitSecrets {
@@ -51,6 +53,12 @@ enum Command {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+/// The configuration a command needs.
+enum Loaded {
+    Full(Box<Config>),
+    Migrate(MigrateConfig),
 }
 
 fn read_stdin() -> String {
@@ -110,18 +118,27 @@ fn main() -> ExitCode {
         _ => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(cli.config.as_deref(), &env) {
+    let (file, legacy_file) =
+        mcpauth_runtime::service_env::AUTH.config_file(cli.config.as_deref(), &env);
+    // `migrate` needs the database only: a migration Job has no signing keys to give.
+    let loaded = if matches!(command, Command::Migrate) {
+        MigrateConfig::load_reporting(file.as_deref(), &env).map(|(c, r)| (Loaded::Migrate(c), r))
+    } else {
+        Config::load_reporting(file.as_deref(), &env).map(|(c, r)| (Loaded::Full(Box::new(c)), r))
+    };
+    let (config, mut env_report) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("auth-service: {e}");
             return ExitCode::from(2);
         }
     };
+    env_report.legacy_config_file = legacy_file;
     if matches!(command, Command::CheckConfig) {
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
-    if matches!(command, Command::Healthcheck) {
+    if let (Command::Healthcheck, Loaded::Full(config)) = (&command, &config) {
         return mcpauth_runtime::healthcheck::run("auth-service", Ok(config.health_addr()));
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -138,7 +155,11 @@ fn main() -> ExitCode {
     // Logs, and traces when telemetry.otlp_endpoint is set (the exporter lives on the runtime).
     let mut telemetry = {
         let _rt = runtime.enter();
-        match mcpauth_runtime::telemetry::init("auth-service", &config.log, &config.telemetry) {
+        let (log, traces) = match &config {
+            Loaded::Full(c) => (&c.log, &c.telemetry),
+            Loaded::Migrate(c) => (&c.log, &c.telemetry),
+        };
+        match mcpauth_runtime::telemetry::init("auth-service", log, traces) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("auth-service: {e}");
@@ -146,18 +167,19 @@ fn main() -> ExitCode {
             }
         }
     };
+    env_report.warn();
     let result = runtime.block_on(async move {
-        match command {
-            Command::Migrate => {
+        match config {
+            Loaded::Migrate(config) => {
                 let pool =
                     auth_service::store::connect_postgres(config.database.url.expose(), 2).await?;
                 auth_service::store::migrate(&pool).await?;
                 tracing::info!("migrations applied");
                 Ok(())
             }
-            _ => {
+            Loaded::Full(config) => {
                 let metrics = mcpauth_runtime::init_metrics();
-                let running = auth_service::app::start(config, metrics).await?;
+                let running = auth_service::app::start(*config, metrics).await?;
                 running.run_until(mcpauth_runtime::shutdown_signal()).await;
                 tracing::info!("auth-service stopped");
                 Ok::<(), anyhow::Error>(())

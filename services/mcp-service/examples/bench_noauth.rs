@@ -118,6 +118,8 @@ async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
         cancel: CancellationToken::new(),
         sessions,
         revoked: tokio::sync::broadcast::channel(1024).0,
+        drain: mcpauth_runtime::Drain::default(),
+        in_flight: Default::default(),
     };
     // The cluster channel, as mcp-service follows it.
     let hub = tokio::spawn(

@@ -31,29 +31,59 @@ pub struct AppState {
     pub sessions: crate::sessions::SessionHub,
     /// Revocations received from auth-service, for open event streams to watch.
     pub revoked: tokio::sync::broadcast::Sender<crate::revocations::Revoked>,
+    /// Set at the shutdown signal: `/readyz` answers 503 while the service drains.
+    pub drain: mcpauth_runtime::Drain,
+    /// Requests in flight (but event streams), which shutdown lets finish before ending sessions.
+    pub in_flight: crate::inflight::InFlight,
 }
 
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), when `admin.addr` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub state: AppState,
+    admin: Option<mcpauth_runtime::ops::AdminServer>,
     handle: actix_web::dev::ServerHandle,
     http: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Ends MCP sessions and SSE streams, then drains in-flight requests.
+    /// Closes the listener, lets the requests in flight finish (within
+    /// `http.shutdown_timeout_secs`), then ends MCP sessions and event streams. The admin
+    /// listener closes last, so probes see the drain until the end.
     pub async fn shutdown(self) {
+        self.state.drain.begin();
+        // Sent at once: the listener closes now, connections drain from here on.
+        let stopped = self.handle.stop(true);
+        let timeout = std::time::Duration::from_secs(self.state.config.http.shutdown_timeout_secs);
+        if tokio::time::timeout(timeout, self.state.in_flight.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.state.in_flight.count(),
+                "shutdown timeout: ending requests still in flight"
+            );
+        }
+        // Open event streams would otherwise hold the server until its shutdown timeout.
         self.state.cancel.cancel();
-        self.handle.stop(true).await;
+        stopped.await;
         let _ = self.http.await;
         for t in self.tasks {
             t.abort();
         }
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
     }
 
+    /// Runs until `signal` resolves, then drains (`/readyz` 503 for `shutdown.drain_delay_secs`
+    /// while serving goes on) and shuts down gracefully.
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;
+        let delay = self.state.config.shutdown.drain_delay();
+        mcpauth_runtime::ops::drain(&self.state.drain, delay).await;
         self.shutdown().await;
     }
 }
@@ -108,6 +138,8 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         cancel: CancellationToken::new(),
         sessions,
         revoked: tokio::sync::broadcast::channel(1024).0,
+        drain: mcpauth_runtime::Drain::default(),
+        in_flight: crate::inflight::InFlight::default(),
     };
     let mut tasks = vec![];
     if let Some(cache) = &state.cache {
@@ -137,6 +169,12 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let listener = std::net::TcpListener::bind(config.http.addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on http.addr {}: {e}", config.http.addr))?;
     let http_addr = listener.local_addr()?;
+    let admin_addr = config
+        .admin
+        .socket_addr("admin.addr")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // With an admin listener the public port serves MCP only; without, the ops paths too.
+    let public_ops = admin_addr.is_none();
     let data = web::Data::new(state.clone());
     let svc = web::Data::new(crate::http::mcp_service(&state));
     let routes_state = state.clone();
@@ -151,11 +189,18 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         App::new()
             .app_data(data.clone())
             .app_data(svc.clone())
+            // Requests in flight, for the graceful stop (inflight.rs).
+            .wrap(actix_web::middleware::from_fn(crate::inflight::track))
             // One span per request (method, route pattern, status), when traced.
             .wrap(actix_web::middleware::from_fn(
                 mcpauth_runtime::telemetry::http_span,
             ))
             .configure(move |c| crate::http::routes(c, &st))
+            .configure(|c| {
+                if public_ops {
+                    crate::http::ops_routes(c)
+                }
+            })
     })
     .workers(workers)
     // actix keeps the OS default (Nagle on). An event-stream answer goes out in several writes
@@ -168,10 +213,27 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     .run();
     let handle = server.handle();
     let http = tokio::spawn(server);
-    tracing::info!(%http_addr, resource = %config.resource, verifier = ?config.verifier.mode, "mcp-service started");
+    let admin = match admin_addr {
+        Some(addr) => {
+            let data = web::Data::new(state.clone());
+            Some(mcpauth_runtime::ops::AdminServer::start(
+                "admin.addr",
+                addr,
+                move |c| {
+                    c.app_data(data.clone());
+                    crate::http::ops_routes(c);
+                },
+            )?)
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|a| a.addr);
+    tracing::info!(%http_addr, ?admin_addr, resource = %config.resource, verifier = ?config.verifier.mode, "mcp-service started");
     Ok(Running {
         http_addr,
+        admin_addr,
         state,
+        admin,
         handle,
         http,
         tasks,

@@ -1,10 +1,14 @@
-//! mcp-service configuration: built-in defaults → TOML file → `MCPAUTH__…` environment.
+//! mcp-service configuration: built-in defaults → TOML file → `MCPAUTH_MCP__…` environment
+//! (the older `MCPAUTH__…` still applies where this service knows the key).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use mcpauth_runtime::{ConfigError, LogConfig, Secret, TelemetryConfig};
+use mcpauth_runtime::grpc_client::{DEV_SERVICE_CREDENTIAL, dev_secret_refused};
+use mcpauth_runtime::{
+    AdminConfig, ConfigError, EnvReport, LogConfig, Secret, ShutdownConfig, TelemetryConfig,
+};
 use serde::Deserialize;
 
 /// Built-in defaults; every key appears there.
@@ -13,6 +17,12 @@ pub const DEFAULTS: &str = include_str!("defaults.toml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Dev mode (`make run`): the built-in dev credential (`verifier.grpc.credential`) is
+    /// accepted, and every listener must be on loopback.
+    pub dev_mode: bool,
+    /// Accept plaintext `http://` gRPC addresses of non-loopback hosts (`verifier.grpc`,
+    /// `vault`, `connect`).
+    pub allow_plaintext_grpc: bool,
     /// Canonical URL of the MCP endpoint (the protected resource identifier).
     pub resource: String,
     /// Authorization servers for the protected-resource metadata.
@@ -23,6 +33,10 @@ pub struct Config {
     #[serde(default)]
     pub scope_implications: HashMap<String, Vec<String>>,
     pub http: HttpConfig,
+    /// The admin listener of `/healthz`, `/readyz`, `/metrics`; empty: on `http.addr`.
+    pub admin: AdminConfig,
+    /// The drain between SIGTERM and closing the listeners.
+    pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     /// Traces (OTLP); off unless `telemetry.otlp_endpoint` is set.
     #[serde(default)]
@@ -164,15 +178,60 @@ pub struct StaticKeyConfig {
 }
 
 impl Config {
+    /// Loads and validates the configuration (one-line errors naming the key).
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let cfg: Config = mcpauth_runtime::load_config(DEFAULTS, file, env)?;
+        Self::load_reporting(file, env).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], and what the environment contributed under the older prefix.
+    pub fn load_reporting(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<(Self, EnvReport), ConfigError> {
+        let (cfg, report): (Config, _) =
+            mcpauth_runtime::service_env::MCP.load(DEFAULTS, file, env)?;
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, report))
+    }
+
+    /// The gRPC clients this configuration starts: `(section, addr, credential)`.
+    fn grpc_clients(&self) -> Vec<(&'static str, &str, &Secret)> {
+        let mut out = vec![];
+        if self.verifier.mode == VerifierMode::IntrospectionGrpc {
+            let g = &self.verifier.grpc;
+            out.push(("verifier.grpc", g.addr.as_str(), &g.credential));
+        }
+        if !self.connectors.is_empty() {
+            if let Some(v) = &self.vault {
+                out.push(("vault", v.addr.as_str(), &v.credential));
+            }
+            match &self.connect {
+                Some(c) => out.push(("connect", c.addr.as_str(), &c.credential)),
+                None => out.push((
+                    "verifier.grpc",
+                    self.verifier.grpc.addr.as_str(),
+                    &self.verifier.grpc.credential,
+                )),
+            }
+        }
+        out
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
         self.telemetry.validate()?;
+        let admin = self.admin.socket_addr("admin.addr")?;
+        if self.dev_mode {
+            for (name, addr) in [("http.addr", Some(self.http.addr)), ("admin.addr", admin)] {
+                if let Some(addr) = addr
+                    && !addr.ip().is_loopback()
+                {
+                    return err(format!(
+                        "{name}: dev mode refuses to listen on non-loopback {addr}"
+                    ));
+                }
+            }
+        }
         match url::Url::parse(&self.resource) {
             Ok(u) if u.fragment().is_none() && !self.resource.ends_with('/') => {}
             _ => {
@@ -223,6 +282,16 @@ impl Config {
             let (section, addr, tls) = self.connect_target();
             mcpauth_runtime::grpc_endpoint(section, addr, tls)?;
         }
+        for (section, addr, credential) in self.grpc_clients() {
+            // The built-in default credential is public: only dev mode may use it.
+            if !self.dev_mode && credential.expose() == DEV_SERVICE_CREDENTIAL {
+                return Err(dev_secret_refused(
+                    &format!("{section}.credential"),
+                    "dev-service-credential",
+                ));
+            }
+            mcpauth_runtime::grpc_plaintext_check(section, addr, self.allow_plaintext_grpc)?;
+        }
         Ok(())
     }
 
@@ -239,9 +308,14 @@ impl Config {
         }
     }
 
-    /// The listener `mcp-service healthcheck` probes for `/readyz`.
+    /// The listener `mcp-service healthcheck` probes for `/readyz`: the admin listener when
+    /// there is one, else the public HTTP listener.
     pub fn health_addr(&self) -> SocketAddr {
-        self.http.addr
+        self.admin
+            .socket_addr("admin.addr")
+            .ok()
+            .flatten()
+            .unwrap_or(self.http.addr)
     }
 
     /// Path of the MCP endpoint (from `resource`).

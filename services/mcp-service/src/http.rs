@@ -33,8 +33,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
             &metadata_path,
             web::method(actix_web::http::Method::OPTIONS).to(preflight),
         )
-        .route(&mcp_path, web::route().to(mcp))
-        .route("/healthz", web::get().to(healthz))
+        .route(&mcp_path, web::route().to(mcp));
+}
+
+/// `/healthz`, `/readyz`, `/metrics`: on the admin listener when `admin.addr` is set, else
+/// beside the public routes.
+pub fn ops_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
 }
@@ -66,8 +71,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-/// Ready when the token verifier's dependencies answer (Redis for revocation fan-out).
+/// Ready when the token verifier's dependencies answer (Redis for revocation fan-out) and no
+/// shutdown is under way (503 `draining` then).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.drain.is_draining() {
+        return mcpauth_runtime::ops::draining_response();
+    }
     let redis = match state.redis.get().await {
         Ok(mut c) => redis::cmd("PING")
             .query_async::<String>(&mut c)

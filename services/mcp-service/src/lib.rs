@@ -8,6 +8,7 @@ pub mod connect;
 pub mod connectors;
 pub mod direct;
 pub mod http;
+pub mod inflight;
 pub mod revocations;
 pub mod sessions;
 pub mod tools;

@@ -1,4 +1,5 @@
-//! mcp-service binary: configuration → logs → `app::start` → serve until SIGTERM/Ctrl-C.
+//! mcp-service binary: configuration → logs → `app::start` → serve until SIGTERM/Ctrl-C; and
+//! `check-config`.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -15,8 +16,9 @@ use mcp_service::config::Config;
     about = "mcpauth MCP server: an OAuth protected resource"
 )]
 struct Cli {
-    /// TOML configuration file (environment variables MCPAUTH__… override it).
-    #[arg(long, short, global = true, env = "MCPAUTH_CONFIG")]
+    /// TOML configuration file; default: $MCPAUTH_MCP_CONFIG (or the older $MCPAUTH_CONFIG).
+    /// Environment variables MCPAUTH_MCP__… override it.
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -28,21 +30,26 @@ enum Command {
     Serve,
     /// Check the configuration and exit.
     CheckConfig,
-    /// Exit 0 iff the HTTP listener answers GET /readyz with 200 (container probes).
+    /// Exit 0 iff GET /readyz answers 200 on the admin listener (else the HTTP listener):
+    /// container probes.
     Healthcheck,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(cli.config.as_deref(), &env) {
+    let (file, legacy_file) =
+        mcpauth_runtime::service_env::MCP.config_file(cli.config.as_deref(), &env);
+    let (config, mut env_report) = match Config::load_reporting(file.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcp-service: {e}");
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    env_report.legacy_config_file = legacy_file;
+    match command {
         Command::CheckConfig => {
             println!("configuration ok");
             return ExitCode::SUCCESS;
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    env_report.warn();
     let result = runtime.block_on(async move {
         let running = mcp_service::app::start(config, mcpauth_runtime::init_metrics()).await?;
         running.run_until(mcpauth_runtime::shutdown_signal()).await;

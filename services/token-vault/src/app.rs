@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use mcpauth_runtime::MetricsHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -26,17 +26,17 @@ use crate::vault::Vault;
 /// A running token-vault: its bound addresses, and what shutdown stops.
 pub struct Running {
     pub grpc_addr: SocketAddr,
-    /// The metrics/health listener, when `http.addr` is set.
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), when `admin.addr` (or the older
+    /// `http.addr`) is set.
     pub http_addr: Option<SocketAddr>,
     pub vault: Vault,
     pub introspector: Introspector,
     shutdown: tokio::sync::watch::Sender<bool>,
     cancel: CancellationToken,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
-    http: Option<(
-        actix_web::dev::ServerHandle,
-        JoinHandle<std::io::Result<()>>,
-    )>,
+    admin: Option<mcpauth_runtime::ops::AdminServer>,
+    drain: mcpauth_runtime::Drain,
+    drain_delay: Duration,
     tasks: Vec<JoinHandle<()>>,
     audit_writer: JoinHandle<()>,
 }
@@ -44,12 +44,12 @@ pub struct Running {
 impl Running {
     /// Stops accepting, drains in-flight calls, flushes the audit trail.
     pub async fn shutdown(self) {
+        self.drain.begin();
         let _ = self.shutdown.send(true);
         self.cancel.cancel();
         let _ = self.grpc.await;
-        if let Some((handle, task)) = self.http {
-            handle.stop(true).await;
-            let _ = task.await;
+        if let Some(admin) = self.admin {
+            admin.stop().await;
         }
         for t in self.tasks {
             t.abort();
@@ -66,9 +66,11 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(30), audit_writer).await;
     }
 
-    /// Runs until `signal` resolves, then shuts down gracefully.
+    /// Runs until `signal` resolves, then drains (`/readyz` 503 and gRPC health `NOT_SERVING`
+    /// for `shutdown.drain_delay_secs` while calls are still served) and shuts down gracefully.
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
         signal.await;
+        mcpauth_runtime::ops::drain(&self.drain, self.drain_delay).await;
         self.shutdown().await;
     }
 }
@@ -138,38 +140,41 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         .map_err(|e| anyhow::anyhow!("cannot listen on grpc.addr {}: {e}", config.grpc.addr))?;
     let grpc_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let drain = mcpauth_runtime::Drain::default();
     let service = VaultService::new(vault.clone(), introspector.clone(), &config.grpc.callers);
-    let grpc = tokio::spawn(crate::grpc::serve(service, tls, listener, shutdown_rx));
+    let grpc = tokio::spawn(crate::grpc::serve(
+        service,
+        tls,
+        listener,
+        shutdown_rx,
+        drain.clone(),
+    ));
 
-    let http = if config.http.addr.is_empty() {
-        None
-    } else {
-        let listener = std::net::TcpListener::bind(&config.http.addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on http.addr {}: {e}", config.http.addr))?;
-        let addr = listener.local_addr()?;
-        let state = web::Data::new(OpsState {
-            metrics,
-            pool,
-            redis,
-        });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .route(
-                    "/healthz",
-                    web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-                )
-                .route("/readyz", web::get().to(readyz))
-                .route("/metrics", web::get().to(metrics_route))
-        })
-        .workers(1)
-        .shutdown_timeout(5)
-        .disable_signals()
-        .listen(listener)?
-        .run();
-        Some((addr, server.handle(), tokio::spawn(server)))
+    let admin = match config.admin_addr()? {
+        None => None,
+        Some(addr) => {
+            let state = web::Data::new(OpsState {
+                metrics,
+                pool,
+                redis,
+                drain: drain.clone(),
+            });
+            Some(mcpauth_runtime::ops::AdminServer::start(
+                "admin.addr",
+                addr,
+                move |c| {
+                    c.app_data(state.clone())
+                        .route(
+                            "/healthz",
+                            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+                        )
+                        .route("/readyz", web::get().to(readyz))
+                        .route("/metrics", web::get().to(metrics_route));
+                },
+            )?)
+        }
     };
-    let http_addr = http.as_ref().map(|(a, _, _)| *a);
+    let http_addr = admin.as_ref().map(|a| a.addr);
     tracing::info!(%grpc_addr, ?http_addr, providers = ?config.providers.keys().collect::<Vec<_>>(), "token-vault started");
     Ok(Running {
         grpc_addr,
@@ -179,7 +184,9 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         shutdown,
         cancel,
         grpc,
-        http: http.map(|(_, h, t)| (h, t)),
+        admin,
+        drain,
+        drain_delay: config.shutdown.drain_delay(),
         tasks,
         audit_writer,
     })
@@ -189,6 +196,7 @@ struct OpsState {
     metrics: MetricsHandle,
     pool: PgPool,
     redis: deadpool_redis::Pool,
+    drain: mcpauth_runtime::Drain,
 }
 
 async fn metrics_route(state: web::Data<OpsState>) -> HttpResponse {
@@ -197,8 +205,11 @@ async fn metrics_route(state: web::Data<OpsState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// Ready when Postgres and Redis answer.
+/// Ready when Postgres and Redis answer and no shutdown is under way (503 `draining` then).
 async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
+    if state.drain.is_draining() {
+        return mcpauth_runtime::ops::draining_response();
+    }
     let pg = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
     let redis = async {
         let mut c = state.redis.get().await.ok()?;

@@ -1,21 +1,64 @@
-//! token-vault configuration: built-in defaults → TOML file → `MCPAUTH__…` environment.
+//! token-vault configuration: built-in defaults → TOML file → `MCPAUTH_VAULT__…` environment
+//! (the older `MCPAUTH__…` still applies where this service knows the key).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use mcpauth_runtime::{ConfigError, LogConfig, Secret, TelemetryConfig};
+use mcpauth_runtime::grpc_client::{
+    DEV_SERVICE_CREDENTIAL, DEV_SERVICE_CREDENTIAL_SHA256, dev_secret_refused,
+};
+use mcpauth_runtime::{
+    AdminConfig, ConfigError, EnvReport, LogConfig, Secret, ShutdownConfig, TelemetryConfig,
+};
 use serde::Deserialize;
 
 /// Built-in defaults; every key a deployment may set appears there.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The public encryption key of `config/token-vault.dev.toml` (32 bytes of 0x64, base64).
+pub const DEV_ENCRYPTION_KEY: &str = "ZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGQ=";
+
+/// What `token-vault migrate` reads: the database, logs and traces. Every other section may be
+/// absent or incomplete (a migration Job has no encryption keys) and is not looked at.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MigrateConfig {
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl MigrateConfig {
+    /// Loads the sections `migrate` needs from the same file and environment as [`Config`].
+    pub fn load_reporting(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<(Self, EnvReport), ConfigError> {
+        // Which older-prefix variables belong to this service is decided by the whole Config.
+        let (cfg, report) = mcpauth_runtime::service_env::VAULT
+            .load_part::<MigrateConfig, Config>(DEFAULTS, file, env)?;
+        cfg.telemetry.validate()?;
+        Ok((cfg, report))
+    }
+}
+
 /// The whole service configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Dev mode (`make run`): the public dev key and credential of `config/token-vault.dev.toml`
+    /// are accepted, and every listener must be on loopback.
+    pub dev_mode: bool,
+    /// Accept a plaintext `http://` `introspection.addr` on a non-loopback host.
+    pub allow_plaintext_grpc: bool,
     pub grpc: GrpcConfig,
+    /// The older spelling of `admin.addr`.
     pub http: HttpConfig,
+    /// The admin listener of `/healthz`, `/readyz`, `/metrics`; empty: none.
+    pub admin: AdminConfig,
+    /// The drain between SIGTERM and closing the gRPC listener.
+    pub shutdown: ShutdownConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub log: LogConfig,
@@ -75,7 +118,7 @@ pub struct Caller {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// `/metrics`, `/healthz`, `/readyz`; empty = no HTTP listener.
+    /// The older spelling of `admin.addr` (`/metrics`, `/healthz`, `/readyz`); empty = unset.
     pub addr: String,
 }
 
@@ -165,14 +208,83 @@ pub struct ProviderConfig {
 impl Config {
     /// Loads and validates the configuration (one-line errors naming the key).
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let cfg: Config = mcpauth_runtime::load_config(DEFAULTS, file, env)?;
+        Self::load_reporting(file, env).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], and what the environment contributed under the older prefix.
+    pub fn load_reporting(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<(Self, EnvReport), ConfigError> {
+        let (cfg, report): (Config, _) =
+            mcpauth_runtime::service_env::VAULT.load(DEFAULTS, file, env)?;
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, report))
+    }
+
+    /// The admin listener: `admin.addr`, or the older `http.addr`; `None` when neither is set.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match (self.admin.addr.as_str(), self.http.addr.as_str()) {
+            ("", "") => Ok(None),
+            (a, h) if !a.is_empty() && !h.is_empty() && a != h => Err(ConfigError::new(
+                "http.addr: the older spelling of admin.addr; give the address once, as admin.addr",
+            )),
+            ("", h) => mcpauth_runtime::ops::parse_listen_addr("http.addr", h),
+            (a, _) => mcpauth_runtime::ops::parse_listen_addr("admin.addr", a),
+        }
+    }
+
+    /// Outside dev mode, the public key and credential of `config/token-vault.dev.toml`.
+    fn refuse_dev_secrets(&self) -> Result<(), ConfigError> {
+        for (i, k) in self.encryption.keys.iter().enumerate() {
+            if k.secret.expose().trim() == DEV_ENCRYPTION_KEY {
+                return Err(dev_secret_refused(
+                    &format!("encryption.keys[{i}].secret"),
+                    "dev encryption key",
+                ));
+            }
+        }
+        for (i, c) in self.grpc.callers.iter().enumerate() {
+            if c.credential_sha256
+                .eq_ignore_ascii_case(DEV_SERVICE_CREDENTIAL_SHA256)
+            {
+                return Err(dev_secret_refused(
+                    &format!("grpc.callers[{i}].credential_sha256"),
+                    "dev-service-credential",
+                ));
+            }
+        }
+        if self.introspection.credential.expose() == DEV_SERVICE_CREDENTIAL {
+            return Err(dev_secret_refused(
+                "introspection.credential",
+                "dev-service-credential",
+            ));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
         self.telemetry.validate()?;
+        let admin = self.admin_addr()?;
+        if self.dev_mode {
+            for (name, addr) in [("grpc.addr", Some(self.grpc.addr)), ("admin.addr", admin)] {
+                if let Some(addr) = addr
+                    && !addr.ip().is_loopback()
+                {
+                    return err(format!(
+                        "{name}: dev mode refuses to listen on non-loopback {addr}"
+                    ));
+                }
+            }
+        } else {
+            self.refuse_dev_secrets()?;
+        }
+        mcpauth_runtime::grpc_plaintext_check(
+            "introspection",
+            &self.introspection.addr,
+            self.allow_plaintext_grpc,
+        )?;
         // The introspection client's address and TLS files are checked now, not at first use.
         mcpauth_runtime::grpc_endpoint(
             "introspection",
@@ -239,25 +351,19 @@ impl Config {
                 ));
             }
         }
-        if !self.http.addr.is_empty() {
-            self.http
-                .addr
-                .parse::<SocketAddr>()
-                .map_err(|e| ConfigError::new(format!("http.addr: {e}")))?;
-        }
         Ok(())
     }
 
-    /// The listener `token-vault healthcheck` probes for `/readyz`: `http.addr` (gRPC has no
-    /// `/readyz`), an error when there is none.
+    /// The listener `token-vault healthcheck` probes for `/readyz`: the admin listener
+    /// (`admin.addr`, or the older `http.addr`; gRPC has no `/readyz`), an error when there is none.
     pub fn health_addr(&self) -> Result<SocketAddr, String> {
-        if self.http.addr.is_empty() {
-            return Err("no HTTP listener to probe: set http.addr (e.g. 0.0.0.0:8182)".into());
+        match self.admin_addr() {
+            Ok(Some(addr)) => Ok(addr),
+            Ok(None) => {
+                Err("no admin listener to probe: set admin.addr (e.g. 0.0.0.0:8182)".into())
+            }
+            Err(e) => Err(e.to_string()),
         }
-        self.http
-            .addr
-            .parse()
-            .map_err(|e| format!("http.addr: {e}"))
     }
 
     /// The key ring from `encryption`.

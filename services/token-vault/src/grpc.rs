@@ -320,17 +320,29 @@ pub fn tls_config(
     Ok(cfg)
 }
 
-/// Serves the gRPC API until `shutdown` flips to true, draining in-flight calls.
+/// Serves the gRPC API until `shutdown` flips to true, draining in-flight calls; health reports
+/// `NOT_SERVING` from the start of `drain`.
 pub async fn serve(
     service: VaultService,
     tls: Option<tonic::transport::ServerTlsConfig>,
     listener: TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    drain: mcpauth_runtime::Drain,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<TokenVaultServer<VaultService>>()
         .await;
+    // Draining: health checks see NOT_SERVING while calls are still served.
+    tokio::spawn(async move {
+        drain.wait().await;
+        health_reporter
+            .set_not_serving::<TokenVaultServer<VaultService>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mcpauth_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use token_vault::config::Config;
+use token_vault::config::{Config, MigrateConfig};
 
 #[derive(Parser)]
 #[command(
@@ -17,8 +17,9 @@ use token_vault::config::Config;
     about = "mcpauth token vault: users' upstream credentials, encrypted and refreshed"
 )]
 struct Cli {
-    /// TOML configuration file (environment variables MCPAUTH__… override it).
-    #[arg(long, short, global = true, env = "MCPAUTH_CONFIG")]
+    /// TOML configuration file; default: $MCPAUTH_VAULT_CONFIG (or the older $MCPAUTH_CONFIG).
+    /// Environment variables MCPAUTH_VAULT__… override it.
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -28,7 +29,7 @@ struct Cli {
 enum Command {
     /// Serve gRPC (the default).
     Serve,
-    /// Apply database migrations, then exit.
+    /// Apply database migrations, then exit (reads only the database, log and telemetry settings).
     Migrate,
     /// Re-encrypt every credential under encryption.current_key (resumable), then exit.
     Rekey {
@@ -42,8 +43,14 @@ enum Command {
     HashSecret,
     /// Check the configuration and exit.
     CheckConfig,
-    /// Exit 0 iff the HTTP listener (http.addr) answers GET /readyz with 200 (container probes).
+    /// Exit 0 iff the admin listener (admin.addr) answers GET /readyz with 200 (container probes).
     Healthcheck,
+}
+
+/// The configuration a command needs.
+enum Loaded {
+    Full(Box<Config>),
+    Migrate(MigrateConfig),
 }
 
 fn main() -> ExitCode {
@@ -67,18 +74,27 @@ fn main() -> ExitCode {
         _ => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(cli.config.as_deref(), &env) {
+    let (file, legacy_file) =
+        mcpauth_runtime::service_env::VAULT.config_file(cli.config.as_deref(), &env);
+    // `migrate` needs the database only: a migration Job has no encryption keys to give.
+    let loaded = if matches!(command, Command::Migrate) {
+        MigrateConfig::load_reporting(file.as_deref(), &env).map(|(c, r)| (Loaded::Migrate(c), r))
+    } else {
+        Config::load_reporting(file.as_deref(), &env).map(|(c, r)| (Loaded::Full(Box::new(c)), r))
+    };
+    let (config, mut env_report) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("token-vault: {e}");
             return ExitCode::from(2);
         }
     };
+    env_report.legacy_config_file = legacy_file;
     if matches!(command, Command::CheckConfig) {
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
-    if matches!(command, Command::Healthcheck) {
+    if let (Command::Healthcheck, Loaded::Full(config)) = (&command, &config) {
         return mcpauth_runtime::healthcheck::run("token-vault", config.health_addr());
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -95,7 +111,11 @@ fn main() -> ExitCode {
     // Logs, and traces when telemetry.otlp_endpoint is set (the exporter lives on the runtime).
     let mut telemetry = {
         let _rt = runtime.enter();
-        match mcpauth_runtime::telemetry::init("token-vault", &config.log, &config.telemetry) {
+        let (log, traces) = match &config {
+            Loaded::Full(c) => (&c.log, &c.telemetry),
+            Loaded::Migrate(c) => (&c.log, &c.telemetry),
+        };
+        match mcpauth_runtime::telemetry::init("token-vault", log, traces) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("token-vault: {e}");
@@ -103,15 +123,19 @@ fn main() -> ExitCode {
             }
         }
     };
+    env_report.warn();
     let result = runtime.block_on(async move {
-        match command {
-            Command::Migrate => {
+        let config = match config {
+            Loaded::Migrate(config) => {
                 let pool =
                     token_vault::store::connect_postgres(config.database.url.expose(), 2).await?;
                 token_vault::store::migrate(&pool).await?;
                 tracing::info!("migrations applied");
-                Ok(())
+                return Ok(());
             }
+            Loaded::Full(config) => *config,
+        };
+        match command {
             Command::Rekey { batch } => {
                 let keys = config.key_ring()?;
                 let pool =

@@ -239,18 +239,21 @@ fn deserialises_from_a_tls_table() {
         addr: String,
         tls: Option<GrpcClientTls>,
     }
-    let s: Section = crate::load_config(
-        "[vault]\naddr = \"https://v:1\"\n[vault.tls]\nca_file = \"/ca.pem\"\n",
-        None,
-        &[(
-            "MCPAUTH__VAULT__TLS__CERT_FILE".to_owned(),
-            "/c.pem".to_owned(),
-        )]
-        .into_iter()
-        .collect(),
-    )
-    .map(|v: std::collections::HashMap<String, Section>| v.into_values().next().unwrap())
-    .unwrap();
+    let s: Section = crate::service_env::VAULT
+        .load(
+            "[vault]\naddr = \"https://v:1\"\n[vault.tls]\nca_file = \"/ca.pem\"\n",
+            None,
+            &[(
+                "MCPAUTH_VAULT__VAULT__TLS__CERT_FILE".to_owned(),
+                "/c.pem".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .map(|(v, _): (std::collections::HashMap<String, Section>, _)| {
+            v.into_values().next().unwrap()
+        })
+        .unwrap();
     assert_eq!(
         s.tls,
         Some(GrpcClientTls {
@@ -259,15 +262,40 @@ fn deserialises_from_a_tls_table() {
             key_file: None,
         })
     );
-    let unknown: Result<std::collections::HashMap<String, Section>, _> = crate::load_config(
-        "[vault]\naddr = \"https://v:1\"\n[vault.tls]\nca = \"/ca.pem\"\n",
-        None,
-        &Default::default(),
-    );
+    let unknown: Result<(std::collections::HashMap<String, Section>, _), _> =
+        crate::service_env::VAULT.load(
+            "[vault]\naddr = \"https://v:1\"\n[vault.tls]\nca = \"/ca.pem\"\n",
+            None,
+            &Default::default(),
+        );
     assert!(
         unknown
             .unwrap_err()
             .to_string()
             .contains("unknown field `ca`")
     );
+}
+
+#[test]
+fn plaintext_grpc_only_on_loopback_unless_allowed() {
+    for ok in [
+        "http://127.0.0.1:9090",
+        "http://localhost:9090",
+        "http://[::1]:9090",
+        "https://auth-service:9090",
+    ] {
+        assert!(
+            crate::grpc_plaintext_check("vault", ok, false).is_ok(),
+            "{ok}"
+        );
+    }
+    let e = crate::grpc_plaintext_check("verifier.grpc", "http://auth-service:9090", false)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "configuration error: verifier.grpc.addr: plaintext http:// to non-loopback host auth-service; use https:// with [verifier.grpc.tls], or set allow_plaintext_grpc = true to accept an unencrypted network"
+    );
+    assert!(crate::grpc_plaintext_check("vault", "http://10.0.0.7:9091", true).is_ok());
+    assert!(crate::grpc_plaintext_check("vault", "http://10.0.0.7:9091", false).is_err());
 }

@@ -159,11 +159,15 @@ fn loads_from_toml_with_defaults_for_missing_keys() {
         "MCPAUTH__TELEMETRY__OTLP_ENDPOINT".to_owned(),
         "http://collector:4317".to_owned(),
     )]);
-    let w: Wrapper = crate::load_config("[telemetry]\nsample_ratio = 0.25\n", None, &env).unwrap();
+    let w: Wrapper = crate::service_env::AUTH
+        .load::<Wrapper>("[telemetry]\nsample_ratio = 0.25\n", None, &env)
+        .map(|(w, _)| w)
+        .unwrap();
     assert_eq!(w.telemetry.otlp_endpoint, "http://collector:4317");
     assert_eq!(w.telemetry.sample_ratio, 0.25);
     assert_eq!(w.telemetry.service_name, "");
-    let e = crate::load_config::<Wrapper>("[telemetry]\nendpoint = \"x\"\n", None, &env)
+    let e = crate::service_env::AUTH
+        .load::<Wrapper>("[telemetry]\nendpoint = \"x\"\n", None, &env)
         .unwrap_err()
         .to_string();
     assert!(e.contains("endpoint"), "{e}");

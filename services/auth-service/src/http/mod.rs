@@ -23,7 +23,15 @@ use crate::app::AppState;
 use crate::domain::input::has_control;
 use crate::error::OAuthError;
 
-/// Registers every route.
+/// `/healthz`, `/readyz`, `/metrics`: on the admin listener when `admin.addr` is set, else
+/// beside the public routes.
+pub fn ops_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics));
+}
+
+/// Registers every public route (OAuth, pages); [`ops_routes`] are separate.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/.well-known/oauth-authorization-server",
@@ -49,10 +57,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/connect/{ticket}", web::post().to(connect::submit))
     .route("/token", web::post().to(token::token))
     .route("/revoke", web::post().to(revoke_introspect::revoke))
-    .route("/introspect", web::post().to(revoke_introspect::introspect))
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/metrics", web::get().to(ops::metrics));
+    .route("/introspect", web::post().to(revoke_introspect::introspect));
 }
 
 /// Parses an `application/x-www-form-urlencoded` body or query. RFC 6749 §3.1: parameters

@@ -9,8 +9,11 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-/// Ready: Postgres and Redis answer.
+/// Ready: Postgres and Redis answer, and no shutdown is under way (503 `draining` then).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.drain.is_draining() {
+        return mcpauth_runtime::ops::draining_response();
+    }
     let pg = sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
         .await

@@ -3,6 +3,7 @@
 
 mod audit;
 mod authorize;
+mod cluster_ops;
 mod consent;
 mod grpc;
 mod grpc_tls;

@@ -153,7 +153,8 @@ scopes = ["mcp:tools.read", "github:read"]
 
     fn load(toml: &str) -> Result<Config, String> {
         let path = std::env::temp_dir().join(format!("mcp-conn-{}.toml", super::random_id()));
-        std::fs::write(&path, toml).unwrap();
+        // Dev mode: the built-in verifier credential (connect's default) is the dev one.
+        std::fs::write(&path, format!("dev_mode = true\n{toml}")).unwrap();
         let r = Config::load(Some(&path), &HashMap::new()).map_err(|e| e.to_string());
         let _ = std::fs::remove_file(&path);
         r

@@ -193,6 +193,11 @@ fn a_client_section_with_tls_on_http_or_https_without_ca_does_not_load() {
     let load = |pairs: Vec<(String, String)>| {
         let mut env: HashMap<String, String> = pairs.into_iter().collect();
         env.insert("MCPAUTH__RESOURCE".into(), "http://127.0.0.1:1/mcp".into());
+        // Not the built-in dev credential, refused outside dev mode.
+        env.insert(
+            "MCPAUTH__VERIFIER__GRPC__CREDENTIAL".into(),
+            "mcp-credential".into(),
+        );
         mcp_service::config::Config::load(None, &env).map(|_| ())
     };
     let e = load(vec![(

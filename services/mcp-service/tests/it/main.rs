@@ -2,6 +2,7 @@
 //! database and Redis prefix per test), driven over HTTP like an MCP client.
 
 mod cluster;
+mod cluster_ops;
 mod connectors;
 mod external;
 mod harness;

@@ -2,6 +2,7 @@
 
 mod api;
 mod cache;
+mod cluster_ops;
 mod crash;
 mod harness;
 mod isolation;
