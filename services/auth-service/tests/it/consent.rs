@@ -999,8 +999,17 @@ async fn prompt_consent_asks_again_despite_a_stored_consent() {
 
 #[tokio::test]
 async fn password_guessing_is_rate_limited() {
+    // An hour-long window, entered with at least 30 s to spare: the four attempts (slow argon2
+    // checks on a loaded machine) must fall in one window, or the count starts over.
+    const WINDOW_SECS: u64 = 3600;
     let mut opts = local_login();
     opts.env.push(("MCPAUTH__RATE_LIMIT__LOGIN", "3".into()));
+    opts.env
+        .push(("MCPAUTH__RATE_LIMIT__WINDOW_SECS", WINDOW_SECS.to_string()));
+    let left = WINDOW_SECS - chrono::Utc::now().timestamp() as u64 % WINDOW_SECS;
+    if left < 30 {
+        tokio::time::sleep(std::time::Duration::from_secs(left + 1)).await;
+    }
     let s = TestServer::start_with(opts).await;
     let client = s.public_client().await;
     let mut b = Browser::default();
