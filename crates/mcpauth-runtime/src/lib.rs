@@ -125,9 +125,30 @@ pub fn init_metrics() -> MetricsHandle {
             // Another recorder may already be installed (several services in one test process):
             // the handle still renders this recorder's metrics for the first caller.
             let _ = metrics::set_global_recorder(recorder);
+            spawn_metrics_upkeep(handle.clone(), METRICS_UPKEEP);
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets when nothing scrapes `/metrics`.
+pub const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The exporter buffers every histogram sample until a scrape or an upkeep folds it into the
+/// buckets; built with `build_recorder` it runs no upkeep of its own, so a service that nobody
+/// scrapes grew by ~17 bytes per request, without bound. A thread runs it every `every`.
+fn spawn_metrics_upkeep(handle: MetricsHandle, every: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms grow until scraped");
+    }
 }
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM (Kubernetes pod stop).
@@ -254,5 +275,49 @@ mod tests {
         let s: Sample = load_config(DEFAULTS, None, &env).unwrap();
         assert_eq!(s.secret.expose(), "from-file");
         let _ = std::fs::remove_file(dir);
+    }
+
+    /// Resident memory of this process (nextest runs each test in a process of its own).
+    fn rss_bytes() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    /// 3 million histogram samples with nothing scraping: buffered they would take 24 MB (8 bytes
+    /// each, the exporter's sample blocks); with the upkeep folding them into buckets memory
+    /// stays flat.
+    #[test]
+    fn histograms_do_not_grow_without_a_scrape() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&[0.001, 0.01, 0.1])
+            .unwrap()
+            .build_recorder();
+        spawn_metrics_upkeep(recorder.handle(), std::time::Duration::from_millis(50));
+        metrics::with_local_recorder(&recorder, || {
+            let h = metrics::histogram!("upkeep_test_seconds", "route" => "/token");
+            h.record(0.002); // the first block is allocated before the baseline
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let before = rss_bytes();
+            for _ in 0..30 {
+                for i in 0..100_000 {
+                    h.record(f64::from(i % 100) / 1000.0);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let grown = rss_bytes().saturating_sub(before);
+            assert!(grown < 8 << 20, "RSS grew {} KiB", grown >> 10);
+        });
+        // Folded, not dropped. (metrics-util's bucket drain racing concurrent records loses a
+        // few samples — 21 to 12,000 of 3,000,001 in runs here with a 5 ms upkeep, as it does on
+        // every scrape; at the 5 s upkeep of the services that is far rarer. The bound allows
+        // 1%.)
+        let text = recorder.handle().render();
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("upkeep_test_seconds_count{route=\"/token\"} "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {text}"));
+        assert!((2_970_000..=3_000_001).contains(&count), "{count}");
     }
 }
