@@ -13,9 +13,11 @@ pub mod batch;
 pub mod grpc_client;
 pub mod per_thread;
 pub mod pubsub;
+pub mod redis_conn;
 pub mod telemetry;
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint};
 pub use per_thread::PerThread;
+pub use redis_conn::{RedisTls, redis_client, redis_pool};
 pub use telemetry::{Telemetry, TelemetryConfig};
 
 /// Prefix of environment variables that override configuration (`MCPAUTH__HTTP__ADDR`).
