@@ -36,10 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     methods.sort();
-    std::fs::write(
-        out.join("mcpauth_methods.rs"),
-        format!("&{methods:?}"),
-    )?;
+    std::fs::write(out.join("mcpauth_methods.rs"), format!("&{methods:?}"))?;
     tonic_prost_build::configure()
         .type_attribute(".", "#[allow(clippy::all)]")
         .compile_fds(fds)?;

@@ -59,7 +59,9 @@ impl TlsRedis {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run redis-server (Debian: apt-get install redis-server): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server (Debian: apt-get install redis-server): {e}")
+            });
         let mut server = Self { child, dir, port };
         server.wait_listening();
         server

@@ -17,7 +17,7 @@ pub mod redis_conn;
 pub mod telemetry;
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint};
 pub use per_thread::PerThread;
-pub use redis_conn::{RedisTls, redis_client, redis_pool};
+pub use redis_conn::{RedisTls, redis_client, redis_pool, start_redis};
 pub use telemetry::{Telemetry, TelemetryConfig};
 
 /// Prefix of environment variables that override configuration (`MCPAUTH__HTTP__ADDR`).

@@ -47,7 +47,11 @@ pub struct RedisTls {
 /// The Redis client for `url` (a `redis://`, `rediss://` or `unix://` URL) with the TLS material
 /// of `tls` loaded. `section` names the configuration section (`redis`) in errors; neither the
 /// URL (it may hold a password) nor file contents ever appear in them. Opens no connection.
-pub fn redis_client(section: &str, url: &str, tls: Option<&RedisTls>) -> Result<Client, ConfigError> {
+pub fn redis_client(
+    section: &str,
+    url: &str,
+    tls: Option<&RedisTls>,
+) -> Result<Client, ConfigError> {
     let key = |k: &str| format!("{section}.{k}");
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     let secure = match scheme.as_deref() {
@@ -197,6 +201,35 @@ pub async fn check_connection(
     }
 }
 
+/// Redis could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Unavailable(#[from] RedisUnavailable),
+}
+
+/// What each service does at start: the client (for pub/sub) and the pool, both from
+/// `url` and `tls`, then one `PING` ([`check_connection`], 3 s). A configuration error of
+/// either kind stops the start; an unreachable Redis is logged and the service starts anyway
+/// (`/readyz` answers 503 until Redis answers).
+pub async fn start_redis(
+    section: &str,
+    url: &str,
+    tls: Option<&RedisTls>,
+    pool_size: usize,
+) -> Result<(Client, deadpool_redis::Pool), RedisStartError> {
+    let client = redis_client(section, url, tls)?;
+    let pool = redis_pool(section, &client, pool_size)?;
+    match check_connection(section, &pool, Duration::from_secs(3)).await {
+        Ok(()) => {}
+        Err(e) if e.is_configuration() => return Err(e.into()),
+        Err(e) => tracing::warn!(reason = %e, "redis is not reachable yet; starting anyway"),
+    }
+    Ok((client, pool))
+}
+
 /// One line saying why a connection failed, and whether the configuration is to blame. The
 /// redis error's own text is kept short of anything the server echoed.
 fn describe(e: &RedisError, section: &str) -> (String, bool) {
@@ -204,9 +237,7 @@ fn describe(e: &RedisError, section: &str) -> (String, bool) {
         let hint = match tls {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
             | rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature) => {
-                format!(
-                    " (is {section}.tls.ca_file the CA that signed the server's certificate?)"
-                )
+                format!(" (is {section}.tls.ca_file the CA that signed the server's certificate?)")
             }
             rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
             | rustls::Error::InvalidCertificate(
@@ -231,11 +262,17 @@ fn describe(e: &RedisError, section: &str) -> (String, bool) {
             true,
         ),
         ErrorKind::Server(redis::ServerErrorKind::NoPerm) => (
-            format!("the user in {section}.url lacks a permission (ACL): {}", kind_name(e)),
+            format!(
+                "the user in {section}.url lacks a permission (ACL): {}",
+                kind_name(e)
+            ),
             true,
         ),
-        _ if e.is_io_error() => (one_line(&format!("connection failed: {}", io_reason(e))), false),
-        _ => (one_line(&format!("{}", kind_name(e))), false),
+        _ if e.is_io_error() => (
+            one_line(&format!("connection failed: {}", io_reason(e))),
+            false,
+        ),
+        _ => (kind_name(e), false),
     }
 }
 

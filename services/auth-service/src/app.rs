@@ -40,6 +40,8 @@ pub struct AppState {
     pub audit: AuditLog,
     pub login: LoginProvider,
     pub pool: PgPool,
+    /// The Redis client (plain or TLS as configured) pub/sub subscriptions are made from.
+    pub redis: redis::Client,
     pub metrics: MetricsHandle,
     pub rate_limiter: crate::ratelimit::RateLimiter,
     /// Configured upstream providers (login delegation and the connect flow).
@@ -186,7 +188,13 @@ pub async fn build_state(
         config.database.max_connections,
     )
     .await?;
-    let redis = crate::store::connect_redis(config.redis.url.expose(), config.redis.pool_size)?;
+    let (redis_client, redis) = mcpauth_runtime::start_redis(
+        "redis",
+        config.redis.url.expose(),
+        config.redis.tls.as_ref(),
+        config.redis.pool_size,
+    )
+    .await?;
     let ephemeral = Ephemeral::new(redis, &config.redis.key_prefix);
     let keys = if config.tokens.keys.is_empty() {
         tracing::warn!(
@@ -269,6 +277,7 @@ pub async fn build_state(
             .map(crate::vault::VaultClient::new)
             .transpose()?,
         pool,
+        redis: redis_client,
         metrics,
         supported_scopes: supported,
         resources: Arc::new(config.resource_uris()),

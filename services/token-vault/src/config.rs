@@ -92,6 +92,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     pub auth_key_prefix: String,
     pub pool_size: usize,
+    /// `[redis.tls]` for a `rediss://` URL: CA file and optional client certificate.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::RedisTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +175,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
         self.telemetry.validate()?;
+        mcpauth_runtime::redis_client("redis", self.redis.url.expose(), self.redis.tls.as_ref())?;
         // The introspection client's address and TLS files are checked now, not at first use.
         mcpauth_runtime::grpc_endpoint(
             "introspection",

@@ -42,7 +42,11 @@ async fn rediss_with_ca_file_client_certificate_and_acl_user() {
         .await
         .unwrap_or_else(|e| panic!("{e}; server log: {}", server.log()));
     let mut conn = pool.get().await.unwrap();
-    let who: String = redis::cmd("ACL").arg("WHOAMI").query_async(&mut conn).await.unwrap();
+    let who: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(who, tls_redis::REDIS_USER);
     let _: () = redis::cmd("SET")
         .arg("k")
@@ -50,7 +54,11 @@ async fn rediss_with_ca_file_client_certificate_and_acl_user() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let v: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(v, "over tls");
 
     // The pub/sub follower uses the same client, so the same TLS and credentials.
@@ -88,7 +96,11 @@ async fn rediss_with_ca_file_client_certificate_and_acl_user() {
     stop_tx.send(()).unwrap();
     follower.await.unwrap();
     let log = log.lock().unwrap();
-    assert_eq!(log.first().map(String::as_str), Some("subscribed"), "{log:?}");
+    assert_eq!(
+        log.first().map(String::as_str),
+        Some("subscribed"),
+        "{log:?}"
+    );
     assert!(log.iter().any(|l| l == "hello"), "{log:?}");
     assert!(!log.iter().any(|l| l == "lost"), "{log:?}");
 }
@@ -142,7 +154,10 @@ async fn an_unreachable_redis_is_not_a_configuration_error() {
         .await
         .unwrap_err();
     assert!(!e.is_configuration(), "{e}");
-    assert!(e.to_string().starts_with("redis: connection failed: "), "{e}");
+    assert!(
+        e.to_string().starts_with("redis: connection failed: "),
+        "{e}"
+    );
 }
 
 #[test]
