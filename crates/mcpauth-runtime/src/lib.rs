@@ -11,11 +11,14 @@ use serde::{Deserialize, Deserializer};
 
 pub mod batch;
 pub mod grpc_client;
+pub mod grpc_metrics;
 pub mod per_thread;
+pub mod pool_metrics;
 pub mod pubsub;
 pub mod redis_conn;
 pub mod telemetry;
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint};
+pub use grpc_metrics::GrpcServerMetricsLayer;
 pub use per_thread::PerThread;
 pub use redis_conn::{RedisTls, redis_client, redis_pool, start_redis};
 pub use telemetry::{Telemetry, TelemetryConfig};

@@ -292,7 +292,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let (state, audit_writer) = build_state(config, metrics).await?;
     crate::background::initial_sync(&state).await?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let tasks = crate::background::spawn(&state, shutdown_rx.clone());
+    let mut tasks = crate::background::spawn(&state, shutdown_rx.clone());
+    tasks.push(mcpauth_runtime::pool_metrics::spawn(
+        Some(state.pool.clone()),
+        Some(state.ephemeral.pool().clone()),
+    ));
 
     let http_listener = std::net::TcpListener::bind(state.config.http.addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on http.addr {}: {e}", state.config.http.addr)

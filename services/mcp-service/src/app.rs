@@ -111,7 +111,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         sessions,
         revoked: tokio::sync::broadcast::channel(1024).0,
     };
-    let mut tasks = vec![];
+    // mcp-service has no Postgres pool.
+    let mut tasks = vec![mcpauth_runtime::pool_metrics::spawn(
+        None,
+        Some(state.redis.clone()),
+    )];
     if let Some(cache) = &state.cache {
         tasks.push(tokio::spawn(crate::revocations::follow(
             redis_client.clone(),

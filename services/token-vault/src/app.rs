@@ -117,6 +117,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     };
     let cancel = CancellationToken::new();
     let tasks = vec![
+        mcpauth_runtime::pool_metrics::spawn(Some(pool.clone()), Some(redis.clone())),
         tokio::spawn(crate::revocations::follow(
             redis_client.clone(),
             format!("{}:events", config.redis.auth_key_prefix),
