@@ -581,7 +581,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<Result<S::Response, S::Error>>>;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -600,7 +600,7 @@ where
             inject(&span, req.headers_mut());
         }
         let fut = self.inner.call(req);
-        Either::Right(Box::pin(async move {
+        Box::pin(async move {
             let result = if span.is_disabled() {
                 fut.await
             } else {
@@ -620,7 +620,7 @@ where
             };
             crate::grpc_metrics::CLIENT.record(route, code, started);
             result
-        }))
+        })
     }
 }
 
