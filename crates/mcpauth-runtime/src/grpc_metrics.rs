@@ -17,7 +17,7 @@
 //!
 //! Cheap on the hot path: the metric handles of each (method, code) are created once, on first
 //! use, and kept in a table indexed by the method's position in the route table; a call costs a
-//! binary search over a dozen paths, two atomic updates and a boxed future.
+//! binary search over 9 paths, two atomic updates and a boxed future.
 
 use std::future::Future;
 use std::pin::Pin;
