@@ -13,4 +13,9 @@ if ! redis-cli -h "${host_port%%:*}" -p "${host_port##*:}" ping >/dev/null 2>&1;
   echo "Redis is not reachable at $REDIS — start it (redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\") or set TEST_REDIS_URL" >&2
   ok=1
 fi
+# The Redis-over-TLS tests start a private redis-server (TLS on its own loopback port).
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server is not on PATH — the Redis TLS tests start their own (Debian: apt-get install redis-server; it must be built with TLS, as Debian's 7.x is)" >&2
+  ok=1
+fi
 exit $ok

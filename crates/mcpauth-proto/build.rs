@@ -20,6 +20,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("mcpauth_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Every method's gRPC path, for metrics labels that come from the contract, never from
+    // whatever path a caller sends.
+    let mut methods = Vec::new();
+    for file in &fds.file {
+        for service in &file.service {
+            for method in &service.method {
+                methods.push(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    methods.sort();
+    std::fs::write(out.join("mcpauth_methods.rs"), format!("&{methods:?}"))?;
     tonic_prost_build::configure()
         .type_attribute(".", "#[allow(clippy::all)]")
         .compile_fds(fds)?;

@@ -9,3 +9,6 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every mcpauth proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mcpauth_descriptor.bin"));
+
+/// The gRPC path (`/mcpauth.v1.Service/Method`) of every method in the contract, sorted.
+pub const GRPC_METHODS: &[&str] = include!(concat!(env!("OUT_DIR"), "/mcpauth_methods.rs"));

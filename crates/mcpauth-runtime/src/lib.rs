@@ -8,15 +8,20 @@ use serde::{Deserialize, Deserializer};
 
 pub mod batch;
 pub mod grpc_client;
+pub mod grpc_metrics;
 pub mod healthcheck;
 pub mod ops;
 pub mod per_thread;
+pub mod pool_metrics;
 pub mod pubsub;
+pub mod redis_conn;
 pub mod service_env;
 pub mod telemetry;
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint, grpc_plaintext_check};
+pub use grpc_metrics::GrpcServerMetricsLayer;
 pub use ops::{AdminConfig, Drain, ShutdownConfig};
 pub use per_thread::PerThread;
+pub use redis_conn::{RedisTls, redis_client, redis_pool, start_redis};
 pub use service_env::{EnvReport, ServiceEnv};
 pub use telemetry::{Telemetry, TelemetryConfig};
 

@@ -21,11 +21,11 @@ pub enum ChannelEvent {
     Lost,
 }
 
-/// Follows `channel` on the Redis at `url` until `stop` resolves, calling `on` with each
-/// [`ChannelEvent`] in order. `what` names the channel in log lines. Returns at once on an
-/// invalid URL (logged as an error).
+/// Follows `channel` on the Redis of `client` (from [`crate::redis_client`], so plain or TLS
+/// as configured) until `stop` resolves, calling `on` with each [`ChannelEvent`] in order.
+/// `what` names the channel in log lines.
 pub async fn follow_channel<F, Fut>(
-    url: &str,
+    client: redis::Client,
     channel: &str,
     what: &'static str,
     stop: impl Future<Output = ()>,
@@ -34,13 +34,6 @@ pub async fn follow_channel<F, Fut>(
     F: FnMut(ChannelEvent) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let client = match redis::Client::open(url) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "invalid redis url for {what}");
-            return;
-        }
-    };
     tokio::pin!(stop);
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -117,7 +110,8 @@ mod tests {
                 let stop = async move {
                     let _ = stop_rx.await;
                 };
-                follow_channel(&url, &channel, "test channel", stop, record(&log)).await;
+                let client = redis::Client::open(url).unwrap();
+                follow_channel(client, &channel, "test channel", stop, record(&log)).await;
             }
         });
         let client = redis::Client::open(redis_url()).unwrap();
@@ -152,7 +146,7 @@ mod tests {
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = tokio::time::sleep(Duration::from_millis(1_000));
         follow_channel(
-            "redis://127.0.0.1:1",
+            redis::Client::open("redis://127.0.0.1:1").unwrap(),
             "c",
             "test channel",
             stop,

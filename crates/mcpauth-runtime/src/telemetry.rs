@@ -548,8 +548,9 @@ where
     }
 }
 
-/// Tower wrapper for tonic clients (`XClient::new(GrpcClientTrace::new(channel))`): one client
-/// span per call named `package.Service/Method`, a child of the current span, whose trace
+/// Tower wrapper for tonic clients (`XClient::new(GrpcClientTrace::new(channel))`): the
+/// client metrics of [`crate::grpc_metrics`] for every call, and one client span per traced
+/// call named `package.Service/Method`, a child of the current span, whose trace
 /// context goes out as `traceparent`/`tracestate` metadata. Nothing but the trace context is
 /// added to the request; nothing of it is recorded.
 #[derive(Debug, Clone)]
@@ -580,32 +581,46 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<Result<S::Response, S::Error>>>;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if untraced_grpc(req.uri().path()) {
-            return Either::Left(self.inner.call(req));
+        // Every call is counted and timed (crate::grpc_metrics); only traced ones get a span.
+        let started = std::time::Instant::now();
+        let route = crate::grpc_metrics::route_of(req.uri().path());
+        let span = if untraced_grpc(req.uri().path()) {
+            tracing::Span::none()
+        } else {
+            grpc_span("client", req.uri().path())
+        };
+        if !span.is_disabled() {
+            inject(&span, req.headers_mut());
         }
-        let span = grpc_span("client", req.uri().path());
-        if span.is_disabled() {
-            return Either::Left(self.inner.call(req));
-        }
-        inject(&span, req.headers_mut());
         let fut = self.inner.call(req);
-        Either::Right(Box::pin(async move {
-            let result = fut.instrument(span.clone()).await;
-            match &result {
-                Ok(res) => record_grpc_response(&span, res),
+        Box::pin(async move {
+            let result = if span.is_disabled() {
+                fut.await
+            } else {
+                fut.instrument(span.clone()).await
+            };
+            let code = match &result {
+                Ok(res) => {
+                    if !span.is_disabled() {
+                        record_grpc_response(&span, res);
+                    }
+                    crate::grpc_metrics::response_code(res)
+                }
                 Err(_) => {
                     span.record("otel.status_code", "ERROR");
+                    crate::grpc_metrics::TRANSPORT_FAILURE
                 }
-            }
+            };
+            crate::grpc_metrics::CLIENT.record(route, code, started);
             result
-        }))
+        })
     }
 }
 

@@ -40,6 +40,8 @@ pub struct AppState {
     pub audit: AuditLog,
     pub login: LoginProvider,
     pub pool: PgPool,
+    /// The Redis client (plain or TLS as configured) pub/sub subscriptions are made from.
+    pub redis: redis::Client,
     pub metrics: MetricsHandle,
     pub rate_limiter: crate::ratelimit::RateLimiter,
     /// Configured upstream providers (login delegation and the connect flow).
@@ -199,7 +201,13 @@ pub async fn build_state(
         config.database.max_connections,
     )
     .await?;
-    let redis = crate::store::connect_redis(config.redis.url.expose(), config.redis.pool_size)?;
+    let (redis_client, redis) = mcpauth_runtime::start_redis(
+        "redis",
+        config.redis.url.expose(),
+        config.redis.tls.as_ref(),
+        config.redis.pool_size,
+    )
+    .await?;
     let ephemeral = Ephemeral::new(redis, &config.redis.key_prefix);
     let keys = if config.tokens.keys.is_empty() {
         tracing::warn!(
@@ -282,6 +290,7 @@ pub async fn build_state(
             .map(crate::vault::VaultClient::new)
             .transpose()?,
         pool,
+        redis: redis_client,
         metrics,
         supported_scopes: supported,
         drain: mcpauth_runtime::Drain::default(),
@@ -297,7 +306,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let (state, audit_writer) = build_state(config, metrics).await?;
     crate::background::initial_sync(&state).await?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let tasks = crate::background::spawn(&state, shutdown_rx.clone());
+    let mut tasks = crate::background::spawn(&state, shutdown_rx.clone());
+    tasks.push(mcpauth_runtime::pool_metrics::spawn(
+        Some(state.pool.clone()),
+        Some(state.ephemeral.pool().clone()),
+    ));
 
     let http_listener = std::net::TcpListener::bind(state.config.http.addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on http.addr {}: {e}", state.config.http.addr)

@@ -39,7 +39,7 @@ async fn listen_events(state: AppState, mut shutdown: watch::Receiver<bool>) {
         let _ = shutdown.changed().await;
     };
     follow_channel(
-        state.config.redis.url.expose(),
+        state.redis.clone(),
         &channel,
         "replica events",
         stop,

@@ -138,6 +138,9 @@ pub struct RedisConfig {
     /// Prefix of every key and channel, so that several deployments (or tests) share one Redis.
     pub key_prefix: String,
     pub pool_size: usize,
+    /// `[redis.tls]` for a `rediss://` URL: CA file and optional client certificate.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::RedisTls>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -430,6 +433,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
         self.telemetry.validate()?;
+        // The URL's shape and the TLS files are checked now, not at the first connection.
+        mcpauth_runtime::redis_client("redis", self.redis.url.expose(), self.redis.tls.as_ref())?;
         let issuer = url::Url::parse(&self.issuer);
         match issuer {
             Err(e) => return err(format!("issuer: {e}")),

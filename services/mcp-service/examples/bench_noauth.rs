@@ -94,11 +94,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let mut redis_cfg = deadpool_redis::Config::from_url(config.redis.url.expose());
-    redis_cfg.pool = Some(deadpool_redis::PoolConfig::new(config.redis.pool_size));
-    let redis = redis_cfg
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let (redis_client, redis) = mcpauth_runtime::start_redis(
+        "redis",
+        config.redis.url.expose(),
+        config.redis.tls.as_ref(),
+        config.redis.pool_size,
+    )
+    .await?;
     let tools = ToolRegistry::default();
     tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
     let sessions = SessionHub::new(
@@ -126,7 +128,7 @@ async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
         state
             .sessions
             .clone()
-            .run(config.redis.url.expose().to_owned(), state.cancel.clone()),
+            .run(redis_client.clone(), state.cancel.clone()),
     );
     let principal = web::Data::new(Principal {
         subject: "bench-noauth-user".into(),

@@ -112,11 +112,13 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let (verifier, cache) = crate::verify::build(&config).await?;
     // Principals carry the request's token for the user's own calls to token-vault.
     let verifier: Arc<dyn TokenVerifier> = Arc::new(crate::auth::CarryBearer(verifier));
-    let mut redis_cfg = deadpool_redis::Config::from_url(config.redis.url.expose());
-    redis_cfg.pool = Some(deadpool_redis::PoolConfig::new(config.redis.pool_size));
-    let redis = redis_cfg
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let (redis_client, redis) = mcpauth_runtime::start_redis(
+        "redis",
+        config.redis.url.expose(),
+        config.redis.tls.as_ref(),
+        config.redis.pool_size,
+    )
+    .await?;
     let tools = ToolRegistry::default();
     tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
     let connectors = crate::connectors::install(&config, &tools)?;
@@ -141,10 +143,14 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         drain: mcpauth_runtime::Drain::default(),
         in_flight: crate::inflight::InFlight::default(),
     };
-    let mut tasks = vec![];
+    // mcp-service has no Postgres pool.
+    let mut tasks = vec![mcpauth_runtime::pool_metrics::spawn(
+        None,
+        Some(state.redis.clone()),
+    )];
     if let Some(cache) = &state.cache {
         tasks.push(tokio::spawn(crate::revocations::follow(
-            config.redis.url.expose().to_owned(),
+            redis_client.clone(),
             format!("{}:events", config.redis.auth_key_prefix),
             cache.clone(),
             state.revoked.clone(),
@@ -155,11 +161,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         state
             .sessions
             .clone()
-            .run(config.redis.url.expose().to_owned(), state.cancel.clone()),
+            .run(redis_client.clone(), state.cancel.clone()),
     ));
     if let Some(c) = connectors {
         tasks.push(tokio::spawn(crate::connectors::connections::follow(
-            config.redis.url.expose().to_owned(),
+            redis_client.clone(),
             c.channel,
             c.cache,
             crate::connectors::tools_changed(&state),

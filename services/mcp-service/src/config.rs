@@ -83,6 +83,9 @@ pub struct RedisConfig {
     pub auth_key_prefix: String,
     pub key_prefix: String,
     pub pool_size: usize,
+    /// `[redis.tls]` for a `rediss://` URL: CA file and optional client certificate.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::RedisTls>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -232,6 +235,7 @@ impl Config {
                 }
             }
         }
+        mcpauth_runtime::redis_client("redis", self.redis.url.expose(), self.redis.tls.as_ref())?;
         match url::Url::parse(&self.resource) {
             Ok(u) if u.fragment().is_none() && !self.resource.ends_with('/') => {}
             _ => {

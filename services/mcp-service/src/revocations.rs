@@ -40,27 +40,34 @@ impl Revoked {
 /// covers from `cache` and goes to `notify` (open event streams end). While the subscription is
 /// down the cache is emptied (and again when it is back).
 pub async fn follow(
-    url: String,
+    redis: redis::Client,
     channel: String,
     cache: IntrospectionCache,
     notify: tokio::sync::broadcast::Sender<Revoked>,
     cancel: CancellationToken,
 ) {
-    follow_channel(&url, &channel, "revocations", cancel.cancelled(), |event| {
-        match event {
-            // Revocations published before now were not seen (the subscription was lost, or
-            // has only now been made): forget everything cached so far.
-            ChannelEvent::Subscribed => cache.clear(),
-            ChannelEvent::Message(payload) => {
-                if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload) {
-                    cache.evict(&kind, &id);
-                    // Open event streams of the revoked token end too.
-                    let _ = notify.send(Revoked { kind, id });
+    follow_channel(
+        redis,
+        &channel,
+        "revocations",
+        cancel.cancelled(),
+        |event| {
+            match event {
+                // Revocations published before now were not seen (the subscription was lost, or
+                // has only now been made): forget everything cached so far.
+                ChannelEvent::Subscribed => cache.clear(),
+                ChannelEvent::Message(payload) => {
+                    if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload)
+                    {
+                        cache.evict(&kind, &id);
+                        // Open event streams of the revoked token end too.
+                        let _ = notify.send(Revoked { kind, id });
+                    }
                 }
+                ChannelEvent::Lost => cache.clear(),
             }
-            ChannelEvent::Lost => cache.clear(),
-        }
-        std::future::ready(())
-    })
+            std::future::ready(())
+        },
+    )
     .await;
 }

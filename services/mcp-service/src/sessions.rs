@@ -418,7 +418,7 @@ impl SessionHub {
     /// timeout keeps the sessions whose GET streams this replica holds alive in Redis and drops
     /// the local workers of sessions gone from Redis (expiry ends their streams even if a
     /// message was missed; rmcp's own idle limit is off, see `local_sessions`).
-    pub async fn run(self, url: String, cancel: CancellationToken) {
+    pub async fn run(self, redis: redis::Client, cancel: CancellationToken) {
         let refresh_every = (self.inner.idle / 3)
             .min(SWEEP_EVERY)
             .max(Duration::from_millis(500));
@@ -435,7 +435,7 @@ impl SessionHub {
         };
         let channel = self.channel();
         let follower = follow_channel(
-            &url,
+            redis,
             &channel,
             "session channel",
             cancel.cancelled(),

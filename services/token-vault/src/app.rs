@@ -75,14 +75,6 @@ impl Running {
     }
 }
 
-/// Connects the Redis pool.
-pub fn connect_redis(url: &str, pool_size: usize) -> anyhow::Result<deadpool_redis::Pool> {
-    let mut cfg = deadpool_redis::Config::from_url(url);
-    cfg.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
-    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))
-}
-
 /// Starts token-vault: connects Postgres and Redis, binds the gRPC listener (port 0 picks a
 /// free one, for tests) and the optional HTTP listener. Migrations are not run here
 /// (`token-vault migrate`), so replicas never race on them.
@@ -95,7 +87,13 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     )
     .await
     .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
-    let redis = connect_redis(config.redis.url.expose(), config.redis.pool_size)?;
+    let (redis_client, redis) = mcpauth_runtime::start_redis(
+        "redis",
+        config.redis.url.expose(),
+        config.redis.tls.as_ref(),
+        config.redis.pool_size,
+    )
+    .await?;
     let introspector = Introspector::new(&config.introspection)?;
     let (audit, audit_writer) = AuditLog::start(pool.clone());
     let upstream = UpstreamClient::new(Duration::from_millis(config.refresh.upstream_timeout_ms))?;
@@ -121,14 +119,15 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     };
     let cancel = CancellationToken::new();
     let tasks = vec![
+        mcpauth_runtime::pool_metrics::spawn(Some(pool.clone()), Some(redis.clone())),
         tokio::spawn(crate::revocations::follow(
-            config.redis.url.expose().to_owned(),
+            redis_client.clone(),
             format!("{}:events", config.redis.auth_key_prefix),
             introspector.cache().clone(),
             cancel.clone(),
         )),
         tokio::spawn(crate::cache::follow(
-            config.redis.url.expose().to_owned(),
+            redis_client,
             crate::cache::channel(&config.redis.key_prefix),
             vault.cache().clone(),
             cancel.clone(),

@@ -191,13 +191,13 @@ pub fn channel(key_prefix: &str) -> String {
 
 /// Follows the invalidation channel until `cancel`, keeping `cache` live only while subscribed.
 pub async fn follow(
-    url: String,
+    redis: redis::Client,
     channel: String,
     cache: CredentialCache,
     cancel: CancellationToken,
 ) {
     follow_channel(
-        &url,
+        redis,
         &channel,
         "credential invalidations",
         cancel.cancelled(),

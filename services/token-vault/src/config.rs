@@ -136,6 +136,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     pub auth_key_prefix: String,
     pub pool_size: usize,
+    /// `[redis.tls]` for a `rediss://` URL: CA file and optional client certificate.
+    #[serde(default)]
+    pub tls: Option<mcpauth_runtime::RedisTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +288,7 @@ impl Config {
             &self.introspection.addr,
             self.allow_plaintext_grpc,
         )?;
+        mcpauth_runtime::redis_client("redis", self.redis.url.expose(), self.redis.tls.as_ref())?;
         // The introspection client's address and TLS files are checked now, not at first use.
         mcpauth_runtime::grpc_endpoint(
             "introspection",

@@ -358,6 +358,8 @@ pub async fn serve(
     builder
         // Continues the caller's trace (traceparent) with one span per call; see telemetry.
         .layer(mcpauth_runtime::telemetry::GrpcServerTraceLayer)
+        // Requests by method and status code, and their latency (docs/operations.md).
+        .layer(mcpauth_runtime::GrpcServerMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(TokenVaultServer::new(service))

@@ -19,24 +19,31 @@ enum Event {
 /// Follows the revocation channel until `cancel`. While the subscription is down the cache is
 /// emptied (and again when it is back), so nothing revoked meanwhile survives.
 pub async fn follow(
-    url: String,
+    redis: redis::Client,
     channel: String,
     cache: IntrospectionCache,
     cancel: CancellationToken,
 ) {
-    follow_channel(&url, &channel, "revocations", cancel.cancelled(), |event| {
-        match event {
-            // Revocations published before now were not seen (the subscription was lost, or
-            // has only now been made): forget everything cached so far.
-            ChannelEvent::Subscribed => cache.clear(),
-            ChannelEvent::Message(payload) => {
-                if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload) {
-                    cache.evict(&kind, &id);
+    follow_channel(
+        redis,
+        &channel,
+        "revocations",
+        cancel.cancelled(),
+        |event| {
+            match event {
+                // Revocations published before now were not seen (the subscription was lost, or
+                // has only now been made): forget everything cached so far.
+                ChannelEvent::Subscribed => cache.clear(),
+                ChannelEvent::Message(payload) => {
+                    if let Ok(Event::Revoked { kind, id }) = serde_json::from_str::<Event>(&payload)
+                    {
+                        cache.evict(&kind, &id);
+                    }
                 }
+                ChannelEvent::Lost => cache.clear(),
             }
-            ChannelEvent::Lost => cache.clear(),
-        }
-        std::future::ready(())
-    })
+            std::future::ready(())
+        },
+    )
     .await;
 }

@@ -121,6 +121,11 @@ impl Ephemeral {
         }
     }
 
+    /// The connection pool (for its gauges).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}:{kind}:{id}", self.prefix)
     }

@@ -29,11 +29,3 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
-
-/// Connects the Redis pool.
-pub fn connect_redis(url: &str, pool_size: usize) -> Result<deadpool_redis::Pool, StoreError> {
-    let mut cfg = deadpool_redis::Config::from_url(url);
-    cfg.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
-    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| StoreError::Corrupt(format!("redis pool: {e}")))
-}

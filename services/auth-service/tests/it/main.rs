@@ -8,6 +8,7 @@ mod consent;
 mod grpc;
 mod grpc_tls;
 mod harness;
+mod metrics;
 mod ops;
 mod rate_limit;
 mod refresh;

@@ -291,14 +291,14 @@ struct ConnectionEvent {
 /// cached connections, then `changed(user)` tells the user's sessions. While the subscription
 /// is down the whole cache is dropped on reconnect, so nothing missed meanwhile survives.
 pub async fn follow(
-    url: String,
+    redis: redis::Client,
     channel: String,
     cache: ConnectionCache,
     changed: ToolsChanged,
     cancel: CancellationToken,
 ) {
     follow_channel(
-        &url,
+        redis,
         &channel,
         "connection events",
         cancel.cancelled(),

@@ -7,6 +7,8 @@ mod connectors;
 mod external;
 mod harness;
 mod internal_tls;
+mod metrics;
+mod redis_tls;
 mod resource;
 mod rmcp_client;
 mod stateless;

@@ -7,6 +7,7 @@ mod crash;
 mod harness;
 mod isolation;
 mod ops;
+mod redis_tls;
 mod refresh;
 mod rotation;
 mod tls;

@@ -136,6 +136,39 @@ async fn health_readiness_and_metrics() {
     assert!(refused.is_err());
     let (_, _, metrics_after) = fetch(&w, http, "/metrics").await;
     assert!(!metrics_after.contains("not-a-valid-mcp-token-xyz"));
+    // Per-method gRPC server metrics: the successful and the refused GetAccessToken, by status.
+    let get_calls = |code: &str| {
+        let prefix = format!(
+            "mcpauth_grpc_server_requests_total{{method=\"mcpauth.v1.TokenVault/GetAccessToken\",code=\"{code}\"}} "
+        );
+        metrics_after
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    assert_eq!(get_calls("OK"), Some(1.0), "{metrics_after}");
+    let refused_code = refused.unwrap_err().code();
+    assert_eq!(refused_code, tonic::Code::Unauthenticated);
+    assert_eq!(get_calls("UNAUTHENTICATED"), Some(1.0), "{metrics_after}");
+    assert!(
+        metrics_after.contains(
+            "mcpauth_grpc_server_request_duration_seconds_count{method=\"mcpauth.v1.TokenVault/GetAccessToken\"} 2"
+        ),
+        "{metrics_after}"
+    );
+    // Its own calls to auth-service, and its pools.
+    assert!(
+        metrics_after.contains(
+            "mcpauth_grpc_client_requests_total{method=\"mcpauth.v1.TokenIntrospection/Introspect\",code=\"OK\"}"
+        ),
+        "{metrics_after}"
+    );
+    for pool in ["postgres", "redis"] {
+        assert!(
+            metrics_after.contains(&format!("mcpauth_pool_max_connections{{pool=\"{pool}\"}}")),
+            "{metrics_after}"
+        );
+    }
 
     for path in ["/healthz", "/readyz", "/metrics"] {
         let (_, _, body) = fetch(&w, http, path).await;
