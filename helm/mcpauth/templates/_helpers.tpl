@@ -231,6 +231,9 @@ file: reference to the existing Secret's <caller>-at-<callee>.sha256. */}}
       {{- end }}
 {{- if ne .svc "mcp-service" }}
 {{- $db := ternary $v.database.auth $v.database.vault (eq .svc "auth-service") }}
+{{- if not (or $db.existingSecret $db.url) }}
+{{- fail (printf "database.%s.existingSecret (or database.%s.url) is required: %s's Postgres URL" (ternary "auth" "vault" (eq .svc "auth-service")) (ternary "auth" "vault" (eq .svc "auth-service")) .svc) }}
+{{- end }}
 - name: database
   secret:
     secretName: {{ default (include "mcpauth.urlsSecretName" .root) $db.existingSecret }}
@@ -238,6 +241,9 @@ file: reference to the existing Secret's <caller>-at-<callee>.sha256. */}}
     items:
       - key: {{ ternary $db.key (ternary "auth-database-url" "vault-database-url" (eq .svc "auth-service")) (ne $db.existingSecret "") }}
         path: url
+{{- end }}
+{{- if not (or $v.redis.existingSecret $v.redis.url) }}
+{{- fail "redis.existingSecret (or redis.url) is required: the Redis URL" }}
 {{- end }}
 - name: redis
   secret:
