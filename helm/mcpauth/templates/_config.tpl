@@ -22,6 +22,11 @@ over it (grpc.callers given there are added to the chart's). */}}
   "shutdown" (dict "drain_delay_secs" (int $.Values.drainDelaySeconds))
   "log" (dict "format" "json" "filter" "info")
 -}}
+{{- if not $.Values.internalTls.enabled -}}
+{{- /* Plaintext gRPC between the pods is the operator's choice here (internalTls off: a trusted
+network, or a mesh that encrypts): say so, as the services require for non-loopback http://. */ -}}
+{{- $_ := set $d "allow_plaintext_grpc" true -}}
+{{- end -}}
 {{- toJson $d -}}
 {{- end -}}
 
