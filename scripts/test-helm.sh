@@ -7,7 +7,8 @@
 #      rendered for that version (--kube-version). Any warning fails (a removed or deprecated API
 #      version is only a warning there), except "no schema" for the CRD kinds the chart may render
 #      (ServiceMonitor, PrometheusRule, HTTPRoute), which kubernetes-validate does not ship.
-#   4. the rendering unit tests (tests/helm/test_chart.py) and the README values table check.
+#   4. the rendering unit tests (tests/helm/test_chart.py), the README values table and the values
+#      schema checked against values.yaml (tests/helm/values_table.py, tests/helm/gen_schema.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -58,4 +59,5 @@ say "rendering unit tests"
 HELM="$HELM" "$PY" tests/helm/test_chart.py 2>&1 | sed 's/^/  /'
 [ "${PIPESTATUS[0]}" = 0 ] || die "tests/helm/test_chart.py"
 "$PY" tests/helm/values_table.py --check || die "helm/mcpauth/README.md values table"
+"$PY" tests/helm/gen_schema.py --check || die "helm/mcpauth/values.schema.json"
 say "PASS: lint, template and kubernetes-validate (${VERSIONS[*]}) of 4 value sets, rendering unit tests, values table"

@@ -276,6 +276,14 @@ class Exposure(unittest.TestCase):
             self.assertEqual(admin["from"], [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
             self.assertIn("Egress", pols[f"r-mcpauth-{name}"]["spec"]["policyTypes"])
         self.assertFalse(find(render(*URLS, "--set", "networkPolicy.enabled=false"), "NetworkPolicy"))
+        # with httpFrom (the ingress controller), the helm test Pod may still reach the HTTP ports
+        prod = render("-f", os.path.join(EXAMPLES, "production.yaml"))
+        test_pod = one(prod, "Pod", "r-mcpauth-test-metadata")["metadata"]["labels"]
+        for name in ("auth-service", "mcp-service"):
+            http_rule = rule_for(one(prod, "NetworkPolicy", f"r-mcpauth-{name}"), 8080 if name == "auth-service" else 8081)
+            sels = [p["podSelector"]["matchLabels"] for p in http_rule["from"] if "podSelector" in p]
+            self.assertTrue(any(all(test_pod.get(k) == v for k, v in s.items()) for s in sels), name)
+            self.assertIn({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}, http_rule["from"])
 
 
 class Pods(unittest.TestCase):
