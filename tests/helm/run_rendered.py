@@ -43,6 +43,10 @@ NODE = os.path.join(ROOT, ".tools", "bin", "node")
 PROJECT = "mcpauth-helm-run"
 RELEASE, NAMESPACE = "mcpauth", "mcpauth"
 DEMO_PASSWORD = "mcpauth-helm-demo"
+# The images run (scripts/images.sh tags mcpauth/<service>:<version>, the chart's appVersion);
+# RUN_IMAGE_PREFIX / RUN_IMAGE_TAG select others (e.g. images of an unmerged integration).
+IMAGE_PREFIX = os.environ.get("RUN_IMAGE_PREFIX", "mcpauth/")
+IMAGE_TAG = os.environ.get("RUN_IMAGE_TAG", "")
 T0 = time.monotonic()
 
 
@@ -131,7 +135,7 @@ class Run:
         os.makedirs(gen)
         os.chmod(gen, 0o777)
         docker("run", "--rm", "--network", "none", "-v", f"{gen}:/out", "-e", f"MCPAUTH_INIT_USER_PASSWORD={DEMO_PASSWORD}",
-               "--user", "10001:10001", "mcpauth/auth-service:latest", "init-secrets", "--dir=/out",
+               "--user", "10001:10001", self.image("auth-service"), "init-secrets", "--dir=/out",
                "--database-url=auth-url=postgres://mcpauth@postgres:5432/mcpauth",
                "--database-url=vault-url=postgres://mcpauth@postgres:5432/token_vault", "--user=demo")
         files = {f: open(os.path.join(gen, f), "rb").read() for f in os.listdir(gen) if not f.startswith(".")}
@@ -152,8 +156,8 @@ class Run:
             if time.monotonic() > deadline:
                 raise Fail("postgres did not become ready")
             time.sleep(1)
-        docker("exec", f"{PROJECT}-postgres", "psql", "-h", "127.0.0.1", "-U", "mcpauth", "-d", "mcpauth", "-qc",
-               "CREATE DATABASE token_vault")
+        docker("exec", "-e", f"PGPASSWORD={pw}", f"{PROJECT}-postgres", "psql", "-h", "127.0.0.1", "-U", "mcpauth",
+               "-d", "mcpauth", "-qc", "CREATE DATABASE token_vault")
         say("fixtures: init-secrets set, CA + 3 certificates, Postgres (2 databases), Redis")
 
     def tls(self):
@@ -178,6 +182,12 @@ class Run:
                                                   "tls.key": open(os.path.join(d, f"{key}.pk8"), "rb").read(),
                                                   "ca.crt": ca}
 
+    def image(self, svc):
+        if IMAGE_TAG:
+            return f"{IMAGE_PREFIX}{svc}:{IMAGE_TAG}"
+        version = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))["appVersion"]
+        return f"{IMAGE_PREFIX}{svc}:{version}"
+
     def start(self, name, image, args):
         cname = f"{PROJECT}-{name}"
         docker("rm", "-f", cname, check=False)
@@ -192,7 +202,11 @@ class Run:
                             "-f", os.path.join(CHART, "examples", "production.yaml"),
                             "-f", os.path.join(ROOT, "tests", "helm", "run-values.yaml"),
                             "--set", f"issuer={issuer}", "--set", f"resource={resource}",
-                            "--set-json", f"authService.config.login.users={users}"],
+                            "--set-json", f"authService.config.login.users={users}",
+                            *[a for key, svc in (("authService", "auth-service"), ("tokenVault", "token-vault"),
+                                                 ("mcpService", "mcp-service"))
+                              for a in ("--set", f"{key}.image.repository={self.image(svc).rsplit(':', 1)[0]}",
+                                        "--set", f"{key}.image.tag={self.image(svc).rsplit(':', 1)[1]}")]],
                            capture_output=True, text=True)
         if p.returncode != 0:
             raise Fail(f"helm template: {p.stderr}")
