@@ -15,7 +15,10 @@ component, existing Secrets, mTLS on the internal gRPC hops), then, on one Docke
   - puts a round-robin TCP proxy on 127.0.0.1 in front of each public Service (the ingress),
   - runs the official MCP TypeScript SDK client's whole flow (tests/e2e/docker-compose-flow.mjs),
   - revokes the access token at one auth-service replica and measures how long until every
-    mcp-service replica refuses it (must be under a second).
+    mcp-service replica refuses it (must be under a second),
+  - runs the `helm test` Pod (metadata of both services answer and agree),
+  - sends SIGTERM to one mcp-service replica: /readyz must turn 503 at once while /healthz still
+    answers, and the process must exit 0 within the rendered terminationGracePeriodSeconds.
 Cleans up its containers, network and files. Run by scripts/test-helm-run.sh.
 """
 import asyncio
@@ -366,6 +369,56 @@ class Run:
                                 raise Fail(f"{cname}: the public port serves {path} ({status}), expected 404")
         say(f"{n} rendered probes answered 200 on their rendered ports; public ports answer 404 for admin paths")
 
+    def run_test_pods(self):
+        """The `helm test` hook Pods, as `helm test` runs them: each must exit 0."""
+        pods = [d for d in self.docs if d["kind"] == "Pod" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+        if not pods:
+            raise Fail("the chart rendered no helm test Pod")
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            for c in pod["spec"]["containers"]:
+                args, image_cmd = self.docker_args(name, pod["metadata"]["labels"], pod["spec"], c)
+                cname = f"{PROJECT}-{name}"
+                docker("rm", "-f", cname, check=False)
+                self.containers.append(cname)
+                p = subprocess.run([DOCKER, "run", "--name", cname, "--network", PROJECT, *args, *image_cmd],
+                                   capture_output=True, text=True)
+                out = (p.stdout + p.stderr).strip()
+                if p.returncode != 0:
+                    raise Fail(f"helm test Pod {name} exited {p.returncode}: {out[-600:]}")
+                say(f"helm test Pod {name}: {out.splitlines()[-1] if out else 'exit 0'}")
+
+    def drain(self, deployment):
+        """SIGTERM to one replica, as the kubelet sends after preStop: /readyz turns 503 while the
+        pod still serves, and the container is gone well within terminationGracePeriodSeconds."""
+        cname, ip, c = self.pods[deployment][-1]
+        grace = next(d for d in self.docs if d["kind"] == "Deployment" and d["metadata"]["name"] == deployment)[
+            "spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        g = c["readinessProbe"]["httpGet"]
+        ready_url = f"http://{ip}:{self.port_of(c, g['port'])}{g['path']}"
+        live = c["livenessProbe"]["httpGet"]
+        live_url = f"http://{ip}:{self.port_of(c, live['port'])}{live['path']}"
+        t0 = time.monotonic()
+        docker("kill", "-s", "TERM", cname)
+        not_ready = None
+        while time.monotonic() - t0 < grace:
+            status = http(ready_url, timeout=1)[0]
+            if status == 503 and not_ready is None:
+                not_ready = time.monotonic() - t0
+                if http(live_url, timeout=1)[0] != 200:
+                    raise Fail(f"{cname}: not serving /healthz while draining")
+            if docker("inspect", "-f", "{{.State.Status}}", cname) != "running":
+                break
+            time.sleep(0.05)
+        gone = time.monotonic() - t0
+        code = docker("inspect", "-f", "{{.State.ExitCode}}", cname)
+        if not_ready is None or not_ready > 1:
+            raise Fail(f"{cname}: /readyz did not answer 503 within 1 s of SIGTERM ({not_ready})")
+        if gone >= grace or code != "0":
+            raise Fail(f"{cname}: exit {code} {gone:.1f} s after SIGTERM (terminationGracePeriodSeconds {grace})")
+        say(f"SIGTERM to {cname}: /readyz 503 after {not_ready * 1000:.0f} ms while still serving, "
+            f"exit 0 after {gone:.1f} s (grace {grace} s)")
+
     def endpoints(self, deployment, port_name):
         return [(ip, self.port_of(c, port_name)) for _, ip, c in self.pods[deployment]]
 
@@ -442,8 +495,11 @@ def main():
             raise Fail("the MCP TypeScript SDK flow through the rendered Services failed")
         say("MCP TypeScript SDK: the whole flow passed through the rendered auth-service and mcp-service")
         revocation(run, state_file, f"localhost:{mcp_port}", f"localhost:{auth_port}")
+        run.run_test_pods()
+        run.drain(f"{RELEASE}-mcp-service")
         ok = True
-        say("PASS: the rendered chart runs (jobs, 6 pods, probes, SDK flow, revocation across replicas)")
+        say("PASS: the rendered chart runs (hook Jobs, 6 pods, probes, SDK flow, revocation across replicas, "
+            "helm test, drain on SIGTERM)")
     except Fail as e:
         print(f"test-helm-run: FAIL: {e}", file=sys.stderr)
         run.dump_logs()
