@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCHEMA = os.path.join(ROOT, 'helm', 'mcpauth', 'values.schema.json')
 vals = yaml.safe_load(open(os.path.join(ROOT, 'helm', 'mcpauth', 'values.yaml')))
 FREE = {'commonLabels','podAnnotations','podLabels','nodeSelector','affinity','resources','annotations','labels',
-        'behavior','monitoringNamespaceSelector','dnsConfig','strategy','podSecurityContext','containerSecurityContext'}
+        'behavior','monitoringNamespaceSelector','dnsConfig','strategy','startup','readiness','liveness','podSecurityContext','containerSecurityContext'}
 SECTIONS = {
  'authService': 'issuer dev_mode http grpc database redis log telemetry login tokens registration cimd rate_limit resources clients upstream vault admin shutdown',
  'tokenVault': 'grpc http database redis log telemetry introspection encryption refresh providers admin shutdown',

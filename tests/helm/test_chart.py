@@ -329,6 +329,9 @@ class Pods(unittest.TestCase):
                 self.assertEqual(ports["http"], int(cfg["http"]["addr"].rsplit(":", 1)[1]))
             if "grpc" in cfg:
                 self.assertEqual(ports["grpc"], int(cfg["grpc"]["addr"].rsplit(":", 1)[1]))
+        tuned = one(render(*URLS, "--set", "mcpService.probes.liveness.periodSeconds=30"), "Deployment",
+                    "r-mcpauth-mcp-service")["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+        self.assertEqual((tuned["periodSeconds"], tuned["httpGet"]["path"]), (30, "/healthz"))
         # Kubernetes 1.29 has no preStop sleep action (beta from 1.30): the service's drain alone.
         old = render(*URLS, "--kube-version", "1.29.0")
         self.assertNotIn("lifecycle", one(old, "Deployment", "r-mcpauth-auth-service")["spec"]["template"]["spec"]["containers"][0])
