@@ -402,6 +402,19 @@ class Pods(unittest.TestCase):
         self.assertEqual([c["name"] for c in auth["grpc"]["callers"]], ["mcp-service", "token-vault", "ops"])
 
 
+class Chart(unittest.TestCase):
+    def test_app_version_is_the_workspace_version(self):
+        # scripts/images.sh tags mcpauth/<service>:<workspace version>; the chart's default tag is appVersion.
+        chart = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))
+        cargo = tomllib.load(open(os.path.join(ROOT, "Cargo.toml"), "rb"))
+        self.assertEqual(chart["appVersion"], cargo["workspace"]["package"]["version"])
+        image = one(render(*URLS), "Deployment", "r-mcpauth-auth-service")["spec"]["template"]["spec"]["containers"][0]["image"]
+        self.assertEqual(image, f"mcpauth/auth-service:{chart['appVersion']}")
+        digest = "sha256:" + "a" * 64
+        pinned = one(render(*URLS, "--set", f"authService.image.digest={digest}"), "Deployment", "r-mcpauth-auth-service")
+        self.assertEqual(pinned["spec"]["template"]["spec"]["containers"][0]["image"], f"mcpauth/auth-service@{digest}")
+
+
 class Schema(unittest.TestCase):
     def refused(self, *args):
         p = helm_template(*URLS, *args, check=False)
