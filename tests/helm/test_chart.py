@@ -405,8 +405,10 @@ class Pods(unittest.TestCase):
 class Chart(unittest.TestCase):
     def test_app_version_is_the_workspace_version(self):
         # scripts/images.sh tags mcpauth/<service>:<workspace version>; the chart's default tag is appVersion.
-        chart = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))
-        cargo = tomllib.load(open(os.path.join(ROOT, "Cargo.toml"), "rb"))
+        with open(os.path.join(CHART, "Chart.yaml")) as f:
+            chart = yaml.safe_load(f)
+        with open(os.path.join(ROOT, "Cargo.toml"), "rb") as f:
+            cargo = tomllib.load(f)
         self.assertEqual(chart["appVersion"], cargo["workspace"]["package"]["version"])
         image = one(render(*URLS), "Deployment", "r-mcpauth-auth-service")["spec"]["template"]["spec"]["containers"][0]["image"]
         self.assertEqual(image, f"mcpauth/auth-service:{chart['appVersion']}")
