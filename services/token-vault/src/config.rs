@@ -434,10 +434,13 @@ mod tests {
     }
 
     #[test]
-    fn healthcheck_probes_the_http_listener() {
-        let cfg = load("[http]\naddr = \"0.0.0.0:8182\"\n").unwrap();
+    fn healthcheck_probes_the_admin_listener() {
+        let cfg = load("[admin]\naddr = \"0.0.0.0:8182\"\n").unwrap();
         assert_eq!(cfg.health_addr(), Ok("0.0.0.0:8182".parse().unwrap()));
+        // The older spelling still names the same listener.
+        let cfg = load("[http]\naddr = \"0.0.0.0:8183\"\n").unwrap();
+        assert_eq!(cfg.health_addr(), Ok("0.0.0.0:8183".parse().unwrap()));
         let e = load("").unwrap().health_addr().unwrap_err();
-        assert!(e.contains("set http.addr"), "{e}");
+        assert!(e.contains("set admin.addr"), "{e}");
     }
 }

@@ -96,7 +96,14 @@ async fn mcp_service_refuses_to_start_on_a_redis_it_cannot_verify() {
     let env: std::collections::HashMap<String, String> = redis_env(&server, "other-ca.pem")
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
-        .chain([("MCPAUTH__HTTP__ADDR".to_owned(), "127.0.0.1:0".to_owned())])
+        .chain([
+            ("MCPAUTH__HTTP__ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+            // Outside dev mode the built-in (public) dev credential is refused.
+            (
+                "MCPAUTH__VERIFIER__GRPC__CREDENTIAL".to_owned(),
+                "redis-tls-test-credential".to_owned(),
+            ),
+        ])
         .collect();
     let cfg = mcp_service::config::Config::load(None, &env).expect("the configuration is valid");
     let err = match mcp_service::app::start(cfg, mcpauth_runtime::init_metrics()).await {
