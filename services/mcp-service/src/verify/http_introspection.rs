@@ -48,6 +48,37 @@ struct IntrospectionResponse {
     iss: Option<String>,
     #[serde(default)]
     jti: Option<String>,
+    /// RFC 7662: the RFC 6749 §5.1 type (`Bearer`, `DPoP`), or, at some servers, the kind of
+    /// token (`refresh_token`, a token-exchange type URI).
+    #[serde(default)]
+    token_type: Option<String>,
+    /// The kind of token as auth-service and Ory Hydra say it (`access_token`, `refresh_token`).
+    #[serde(default)]
+    token_use: Option<String>,
+    /// The kind of token as Keycloak says it (`Bearer`, `Refresh`, `ID`).
+    #[serde(default)]
+    typ: Option<String>,
+}
+
+/// Whether what the server says of the token's kind allows it to be an access token. Absent
+/// fields say nothing (RFC 7662 makes `token_type` optional); any field that names another kind —
+/// a refresh token, an ID token, a token-exchange `N_A` — refuses it.
+fn is_access_token(r: &IntrospectionResponse) -> bool {
+    let access_type = |t: &str| {
+        [
+            "bearer",
+            "dpop",
+            "access_token",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ]
+        .iter()
+        .any(|a| t.eq_ignore_ascii_case(a))
+    };
+    r.token_type.as_deref().is_none_or(access_type)
+        && r.token_use
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case("access_token"))
+        && r.typ.as_deref().is_none_or(access_type)
 }
 
 fn form_encode(s: &str) -> String {
@@ -124,7 +155,7 @@ impl HttpIntrospection {
     }
 
     fn principal(&self, r: IntrospectionResponse) -> Result<Principal, VerifyError> {
-        if !r.active {
+        if !r.active || !is_access_token(&r) {
             return Err(VerifyError::Inactive);
         }
         if !audience_contains(r.aud.as_ref(), &self.resource) {
@@ -223,6 +254,34 @@ mod tests {
         assert_eq!(ok.token_id.as_deref(), Some("j"));
         let e = |v2: Value| v.principal(resp(v2)).unwrap_err();
         assert_eq!(e(json!({"active": false})), VerifyError::Inactive);
+        // Only an access token: a refresh token (however the server says so) is refused even
+        // with the right audience.
+        let aud = "https://mcp.example/mcp";
+        for kind in [
+            json!({"token_type": "refresh_token"}),
+            json!({"token_use": "refresh_token"}),
+            json!({"typ": "Refresh"}),
+            json!({"token_type": "N_A"}),
+            json!({"token_type": "urn:ietf:params:oauth:token-type:refresh_token"}),
+        ] {
+            let mut body = json!({"active": true, "aud": aud, "exp": exp, "client_id": "c"});
+            body.as_object_mut()
+                .unwrap()
+                .extend(kind.as_object().unwrap().clone());
+            assert_eq!(e(body.clone()), VerifyError::Inactive, "{body}");
+        }
+        for kind in [
+            json!({"token_type": "Bearer", "token_use": "access_token"}),
+            json!({"token_type": "DPoP"}),
+            json!({"typ": "Bearer"}),
+            json!({}),
+        ] {
+            let mut body = json!({"active": true, "aud": aud, "exp": exp, "client_id": "c"});
+            body.as_object_mut()
+                .unwrap()
+                .extend(kind.as_object().unwrap().clone());
+            assert!(v.principal(resp(body.clone())).is_ok(), "{body}");
+        }
         assert_eq!(
             e(json!({"active": true, "aud": "https://other/mcp", "exp": exp})),
             VerifyError::WrongAudience
