@@ -128,6 +128,24 @@ BASIC=$(printf '%s:%s' "$CID" "$CSECRET" | base64 -w0)
 TOKEN=$(curl -fsS -X POST "$BASE/token" -H "authorization: Basic $BASIC" \
   -d "grant_type=client_credentials&resource=$RESOURCE" | json '["access_token"]')
 
+# Memory while nothing scrapes /metrics (issue 12, 15b): BENCH_RSS_MILLIONS (default 2) runs of
+# one million requests each on a server nobody scrapes during the series, the RSS after each.
+# Target: flat after warm-up (the runs before the series are the warm-up).
+RSS_MILLIONS="${BENCH_RSS_MILLIONS:-2}"
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+rss_series() { # results file, name, server pid, loadgen args...
+  local results=$1 name=$2 spid=$3 i before after start; shift 3
+  start=$(rss_kib "$spid"); before=$start
+  say "$name without a scrape: RSS $((start / 1024)) MiB before $RSS_MILLIONS x 1M requests"
+  for i in $(seq 1 "$RSS_MILLIONS"); do
+    "$LOADGEN" "$@" --name "${name}_rss_run$i" --duration 600 --requests 1000000 --concurrency "$CONC" \
+      --threads "$THREADS" --server-pid "$spid" | grep '^{' >>"$results"
+    after=$(rss_kib "$spid")
+    say "$name without a scrape: RSS after ${i}M requests $((after / 1024)) MiB ($(( (after - before) )) KiB over the last million)"
+    echo "{\"name\":\"${name}_rss_no_scrape\",\"millions\":$i,\"rss_kib\":$after,\"growth_kib_last_million\":$((after - before)),\"growth_kib_total\":$((after - start))}" >>"$results"
+    before=$after
+  done
+}
 run() { # name, loadgen args... (BENCH_C overrides the concurrency)
   local name=$1; shift
   "$LOADGEN" "$@" --name "$name" --duration "$SECS" --requests "$MAXREQ" --concurrency "${BENCH_C:-$CONC}" \
@@ -169,6 +187,13 @@ quiesce() { # name of the scenario that just ran
   echo "{\"name\":\"${1}_audit_drain\",\"audit_events\":$n,\"drain_s\":$drain}" >>"$RESULTS"
 }
 quiesce "client_credentials$HTTP_SUFFIX"
+# Tail latency the way most clients see it: 32 keep-alive connections, one request in flight on
+# each (no pipelining), as wrk measures it.
+BENCH_C=32 run client_credentials_keepalive_c32 http --client lean --pipeline 1 --url "$BASE/token" \
+  -H "authorization: Basic $BASIC" \
+  --form "grant_type=client_credentials&resource=$(python3 -c "import urllib.parse;print(urllib.parse.quote('$RESOURCE',safe=''))")" \
+  --expect-status 200 "${EXPECT_TOKEN[@]}"
+quiesce client_credentials_keepalive_c32
 BENCH_C=$FLOW_CONC run refresh_rotation refresh-chain --issuer "$BASE" --resource "$RESOURCE"
 quiesce refresh_rotation
 BENCH_C=$FLOW_CONC run authorize_token_flow code-flow --issuer "$BASE" --resource "$RESOURCE"
@@ -176,6 +201,11 @@ RSS_AFTER_KB=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 echo "{\"name\":\"rss_after_load\",\"rss_kib\":$RSS_AFTER_KB}" >>"$RESULTS"
 AUDIT_ROWS=$(psql "$DBURL" -Atqc "select count(*) from audit_events")
 say "RSS after load: $((RSS_AFTER_KB / 1024)) MiB; audit events written: $AUDIT_ROWS"
+quiesce authorize_token_flow
+rss_series "$RESULTS" client_credentials "$pid" http "${HTTP_OPTS[@]}" --url "$BASE/token" \
+  -H "authorization: Basic $BASIC" \
+  --form "grant_type=client_credentials&resource=$(python3 -c "import urllib.parse;print(urllib.parse.quote('$RESOURCE',safe=''))")" \
+  --expect-status 200 "${EXPECT_TOKEN[@]}"
 fi
 # token-vault: GetAccessToken for a stored, valid upstream token (no refresh), introspecting the
 # client_credentials token above at this auth-service (cached after the first call).
@@ -386,6 +416,8 @@ BENCH_C=$LAT_CONC mrun "upstream_direct$LAT_SUFFIX" "$upid" http --client lean -
 MCPAUTH_LOADGEN_TOKEN="$TOKEN" BENCH_C=$LAT_CONC mrun "mcp_connector_call$LAT_SUFFIX" "$mpid" \
   mcp-call --tool bench_item --pipeline 1 --expect-body 'mcpauth-loadgen upstream' \
   --url "http://127.0.0.1:$MCP_PORT/mcp"
+MCPAUTH_LOADGEN_TOKEN="$TOKEN" rss_series "$MRESULTS" mcp_whoami "$mpid" \
+  "${MCP_OPTS[@]}" --url "http://127.0.0.1:$MCP_PORT/mcp"
 
 # The differences the targets are about: authentication (warm cache) and the connector path.
 python3 - "$MRESULTS" "$MCP_SUFFIX" "$LAT_SUFFIX" <<'PY' | tee /dev/stderr >>"$MRESULTS"
