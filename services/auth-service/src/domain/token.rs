@@ -95,6 +95,8 @@ struct Key {
     id: String,
     aead: LessSafeKey,
     hmac: hmac::Key,
+    /// Derives refresh-token successors from the presented token (`refresh_successor`).
+    successor: hmac::Key,
 }
 
 /// Invalid key-ring configuration.
@@ -162,12 +164,14 @@ impl KeyRing {
             let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"mcpauth token keys v1").extract(&master);
             let aead_key = derive(&prk, b"access-token aes-256-gcm");
             let hmac_key = derive(&prk, b"opaque-token hmac-sha256");
+            let successor_key = derive(&prk, b"refresh-successor hmac-sha256");
             let key = Key {
                 id: id.clone(),
                 aead: LessSafeKey::new(
                     UnboundKey::new(&aead::AES_256_GCM, &aead_key).expect("32-byte AES key"),
                 ),
                 hmac: hmac::Key::new(hmac::HMAC_SHA256, &hmac_key),
+                successor: hmac::Key::new(hmac::HMAC_SHA256, &successor_key),
             };
             map.insert(id.clone(), Arc::new(key));
         }
@@ -264,6 +268,32 @@ impl KeyRing {
         let key = &self.current;
         let mut body = [0u8; RANDOM_LEN + TAG_LEN];
         self.fill_random(&mut body[..RANDOM_LEN]);
+        let tag = opaque_tag(key, kind, &body[..RANDOM_LEN]);
+        body[RANDOM_LEN..].copy_from_slice(&tag.as_ref()[..TAG_LEN]);
+        format!(
+            "{}_{}_{}",
+            kind.prefix(),
+            key.id,
+            URL_SAFE_NO_PAD.encode(body)
+        )
+    }
+
+    /// The refresh token that succeeds `presented` when it is rotated: an opaque refresh token
+    /// under the current key whose random part is HMAC-SHA256(successor key, presented). It is a
+    /// function of the presented token, so presenting one token twice (a retry, a second tab, or
+    /// a thief racing the client within the grace period) yields the identical successor and the
+    /// family stays one chain (`domain::refresh`). Unpredictable without the key; only its
+    /// SHA-256 is stored, like every refresh token's.
+    pub fn refresh_successor(&self, presented: &str) -> String {
+        let key = &self.current;
+        let kind = OpaqueKind::RefreshToken;
+        let mut ctx = hmac::Context::with_key(&key.successor);
+        ctx.update(kind.prefix().as_bytes());
+        ctx.update(b" successor of ");
+        ctx.update(presented.as_bytes());
+        let derived = ctx.sign();
+        let mut body = [0u8; RANDOM_LEN + TAG_LEN];
+        body[..RANDOM_LEN].copy_from_slice(&derived.as_ref()[..RANDOM_LEN]);
         let tag = opaque_tag(key, kind, &body[..RANDOM_LEN]);
         body[RANDOM_LEN..].copy_from_slice(&tag.as_ref()[..TAG_LEN]);
         format!(
@@ -473,6 +503,35 @@ mod tests {
             Err(TokenError::BadSeal)
         );
         assert_ne!(rt, ring.mint_opaque(OpaqueKind::RefreshToken));
+    }
+
+    #[test]
+    fn refresh_successor_is_a_keyed_function_of_the_presented_token() {
+        let ring = ring_with(&[("k1", 1)], "k1");
+        let rt = ring.mint_opaque(OpaqueKind::RefreshToken);
+        let next = ring.refresh_successor(&rt);
+        assert!(next.starts_with("mcprt_k1_"));
+        assert!(ring.verify_opaque(OpaqueKind::RefreshToken, &next).is_ok());
+        assert_eq!(
+            next,
+            ring.refresh_successor(&rt),
+            "same token, same successor"
+        );
+        assert_ne!(next, rt);
+        assert_ne!(
+            next,
+            ring.refresh_successor(&next),
+            "a chain, not a fixed point"
+        );
+        assert_ne!(
+            next,
+            ring.refresh_successor(&ring.mint_opaque(OpaqueKind::RefreshToken))
+        );
+        // Another master key derives another successor; the current key's id names it.
+        let other = ring_with(&[("k1", 2)], "k1");
+        assert_ne!(next, other.refresh_successor(&rt));
+        let rotated = ring_with(&[("k1", 1), ("k2", 2)], "k2");
+        assert!(rotated.refresh_successor(&rt).starts_with("mcprt_k2_"));
     }
 
     #[test]

@@ -456,7 +456,12 @@ async fn refresh_tokens_are_stored_only_as_digests() {
 }
 
 /// `POST /token` refresh from a spawned task (no shared borrow of the server).
-async fn refresh_raw(http: reqwest::Client, url: String, client: String, rt: String) -> (u16, Value) {
+async fn refresh_raw(
+    http: reqwest::Client,
+    url: String,
+    client: String,
+    rt: String,
+) -> (u16, Value) {
     let r = http
         .post(url)
         .form(&[
@@ -525,7 +530,8 @@ async fn a_thief_racing_within_the_grace_period_gets_no_branch_of_its_own() {
     );
 
     // Even a late thief within the grace period gets nothing new.
-    let (status, late) = refresh_raw(s.http.clone(), s.url("/token"), client.clone(), rt0.clone()).await;
+    let (status, late) =
+        refresh_raw(s.http.clone(), s.url("/token"), client.clone(), rt0.clone()).await;
     assert_eq!(status, 200, "{late}");
     assert_eq!(late["refresh_token"].as_str(), Some(legit_rt.as_str()));
     assert_eq!(live_refresh_tokens(&s, &grant_id).await, 1);
@@ -546,4 +552,42 @@ async fn a_thief_racing_within_the_grace_period_gets_no_branch_of_its_own() {
     }
     assert_eq!(s.audit_events("refresh.reuse_detected", 1).await.len(), 1);
     s.stop().await;
+}
+
+/// Within the grace period the stored successor is handed out again — but only if it is the one
+/// derived now. After a change of the current key (a restart between the two requests) the
+/// repeat is refused instead of branching; the family and its live successor are kept.
+#[tokio::test]
+async fn a_repeat_after_the_current_key_changed_is_refused_not_branched() {
+    let s1 = TestServer::start_with(Options {
+        env: vec![("MCPAUTH__TOKENS__REFRESH_GRACE_SECS", "300".into())],
+        ..Default::default()
+    })
+    .await;
+    let (client, body) = s1.login(None).await;
+    let (at0, rt0) = tokens(&body);
+    let grant_id = s1.grpc_introspect(&at0, "").await.grant_id;
+    let (_, rt1) = refresh_ok(&s1, &client, &rt0).await;
+    let prefix = s1.prefix.clone();
+    let db = s1.stop_keep_db().await;
+
+    let k2 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+    let s2 = TestServer::start_on(
+        db,
+        prefix,
+        Options {
+            toml: format!("\n[[tokens.keys]]\nid = \"k2\"\nsecret = \"{k2}\"\n"),
+            env: vec![
+                ("MCPAUTH__TOKENS__CURRENT_KEY", "k2".into()),
+                ("MCPAUTH__TOKENS__REFRESH_GRACE_SECS", "300".into()),
+            ],
+        },
+    )
+    .await;
+    assert_oauth_error(&s2.refresh(&client, &rt0, &[]).await, 400, "invalid_grant");
+    assert_eq!(live_refresh_tokens(&s2, &grant_id).await, 1);
+    assert_eq!(revoke_reason(&s2, &grant_id).await, None);
+    let (_, rt2) = refresh_ok(&s2, &client, &rt1).await;
+    assert!(rt2.starts_with("mcprt_k2_"), "{rt2}");
+    s2.stop().await;
 }
