@@ -66,3 +66,93 @@ async fn access_tokens_are_sealed_per_token_and_counted_per_key() {
     );
     s.stop().await;
 }
+
+/// Across a rotation: the server seals under the new current key (counted under its id), and
+/// still opens tokens of the previous key — in the v2 format and in the v1 format of earlier
+/// releases — while that key stays in the ring. A token under a key that is not in the ring,
+/// or altered, is inactive.
+#[tokio::test]
+async fn tokens_of_previous_keys_and_of_the_v1_format_stay_valid() {
+    use auth_service::domain::token::{AccessClaims, AccessFormat};
+    let k2 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+    let s = TestServer::start_with(Options {
+        toml: format!("\n[[tokens.keys]]\nid = \"k2\"\nsecret = \"{k2}\"\n"),
+        env: vec![("MCPAUTH__TOKENS__CURRENT_KEY", "k2".into())],
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = AccessClaims {
+        jti: "ab".repeat(16),
+        sub: STATIC_CLIENT.into(),
+        client_id: STATIC_CLIENT.into(),
+        grant_id: None,
+        aud: RESOURCE.into(),
+        scope: "mcp:tools.read".into(),
+        iat: now,
+        exp: now + 600,
+    };
+    // k1 (the test ring's key) is now a previous key: both formats sealed under it open.
+    let v1 = test_key_ring()
+        .with_format(AccessFormat::V1)
+        .seal_access(&claims);
+    let v2 = test_key_ring().seal_access(&claims);
+    for t in [&v1, &v2] {
+        assert!(t.starts_with("mcpat_k1_"), "{t}");
+        let intro = s.assert_active(t).await;
+        assert_eq!(intro["client_id"], STATIC_CLIENT);
+        s.assert_inactive(&mangle(t)).await;
+    }
+    // A key that is not (or no longer) in the ring opens nothing.
+    let k9 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [5u8; 32]);
+    let gone = auth_service::domain::token::KeyRing::new(&[("k9".into(), k9)], "k9")
+        .unwrap()
+        .seal_access(&claims);
+    s.assert_inactive(&gone).await;
+
+    let new = client_credentials(&s).await;
+    assert!(new.starts_with("mcpat_k2_"), "{new}");
+    s.assert_active(&new).await;
+    let text = metrics_text(&s).await;
+    assert_eq!(
+        sample(
+            &text,
+            "mcpauth_tokens_sealed_total{key_id=\"k2\",format=\"v2\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("key_id=\"k1\""), "{text}");
+    s.stop().await;
+}
+
+/// `tokens.access_token_format = "v1"` (first step of a rolling upgrade) seals the format of
+/// earlier releases, counted as such; the tokens open as usual.
+#[tokio::test]
+async fn the_v1_switch_seals_the_earlier_format() {
+    let s = TestServer::start_with(Options {
+        env: vec![("MCPAUTH__TOKENS__ACCESS_TOKEN_FORMAT", "v1".into())],
+        ..Default::default()
+    })
+    .await;
+    let at = client_credentials(&s).await;
+    s.assert_active(&at).await;
+    // Opened by a ring that seals v2 (what the next step of the upgrade runs).
+    let claims = test_key_ring()
+        .open_access(&at, chrono::Utc::now().timestamp())
+        .unwrap();
+    let raw = URL_SAFE_NO_PAD
+        .decode(at.strip_prefix("mcpat_k1_").unwrap())
+        .unwrap();
+    let json_len = serde_json::to_vec(&claims).unwrap().len();
+    assert_eq!(raw.len(), 12 + json_len + 16, "nonce ‖ ciphertext ‖ tag");
+    let text = metrics_text(&s).await;
+    assert_eq!(
+        sample(
+            &text,
+            "mcpauth_tokens_sealed_total{key_id=\"k1\",format=\"v1\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    s.stop().await;
+}
