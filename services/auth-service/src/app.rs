@@ -17,7 +17,7 @@ use crate::clients::ClientRegistry;
 use crate::config::Config;
 use crate::domain::resource;
 use crate::domain::scope::ScopeSet;
-use crate::domain::token::{KeyRing, unhex};
+use crate::domain::token::{AccessFormat, KeyRing, unhex};
 use crate::error::OAuthError;
 use crate::login::LoginProvider;
 use crate::store::clients::{Client, ClientSource, ClientStore};
@@ -223,7 +223,13 @@ pub async fn build_state(
             .collect();
         KeyRing::new(&pairs, &config.tokens.current_key)
             .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?
-    };
+    }
+    .with_format(config.tokens.access_token_format);
+    if config.tokens.access_token_format == AccessFormat::V1 {
+        tracing::warn!(
+            "tokens.access_token_format = \"v1\": access tokens are sealed in the format bounded to 2^32 tokens per key; switch to \"v2\" once every replica runs this release"
+        );
+    }
     let grants = GrantStore::new(pool.clone());
     let revocations = RevocationStore::new(pool.clone());
     let deny = DenyList::default();

@@ -321,6 +321,9 @@ pub struct TokenConfig {
     pub refresh_grace_secs: i64,
     /// Id of the key that seals new tokens. Empty in dev mode means an ephemeral key.
     pub current_key: String,
+    /// How new access tokens are sealed (`docs/tokens.md`): `v2`, or `v1` only for the first
+    /// step of a rolling upgrade from a release that cannot open v2. Both are always opened.
+    pub access_token_format: crate::domain::token::AccessFormat,
     #[serde(default)]
     pub keys: Vec<TokenKeyConfig>,
     /// How often each replica re-reads the revocation list from Postgres (safety net beside
@@ -930,6 +933,22 @@ mod tests {
         );
         assert!(!e.contains('\n'), "{e}");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn access_token_format_is_v2_unless_v1_is_asked_for() {
+        use crate::domain::token::AccessFormat;
+        let dev = ("MCPAUTH__DEV_MODE", "true");
+        let cfg = Config::load(None, &env(&[dev])).unwrap();
+        assert_eq!(cfg.tokens.access_token_format, AccessFormat::V2);
+        let key = "MCPAUTH__TOKENS__ACCESS_TOKEN_FORMAT";
+        let cfg = Config::load(None, &env(&[dev, (key, "v1")])).unwrap();
+        assert_eq!(cfg.tokens.access_token_format, AccessFormat::V1);
+        let e = Config::load(None, &env(&[dev, (key, "v3")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokens.access_token_format"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]

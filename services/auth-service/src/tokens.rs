@@ -93,7 +93,16 @@ impl TokenService {
             iat: now,
             exp: now + self.access_ttl,
         };
-        (self.keys.seal_access(&claims), claims)
+        let token = self.keys.seal_access(&claims);
+        // Tokens sealed per key id: how far each key has been used, and when a rotated-out
+        // key stops sealing (docs/operations.md, "Token keys").
+        metrics::counter!(
+            "mcpauth_tokens_sealed_total",
+            "key_id" => self.keys.current_id().to_owned(),
+            "format" => self.keys.format().label(),
+        )
+        .increment(1);
+        (token, claims)
     }
 
     /// Validates an access token: seal, expiry, deny list. No I/O.

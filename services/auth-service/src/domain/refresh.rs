@@ -6,8 +6,14 @@
 //! logged out. The rule:
 //!
 //! * an **active** token rotates;
-//! * a **spent** token is still honoured (a sibling successor is issued) while both hold:
-//!   it was spent at most `grace` seconds ago, and none of its successors has been used yet;
+//! * a **spent** token is still honoured while both hold: it was spent at most `grace` seconds
+//!   ago, and its successor has not been used yet. It is answered with **the same successor** the
+//!   rotation stored, never a new one: the successor is derived from the presented token under
+//!   the server key ([`crate::domain::token::KeyRing::refresh_successor`]), so every presentation
+//!   yields the identical refresh token, and a thief racing the legitimate client inside the
+//!   window ends up holding the client's own token instead of a second live branch of the
+//!   family. When the stored successor is not the one derived now (the current key changed in
+//!   between), the request is refused instead;
 //! * any other use of a spent token is **reuse**: the whole family (grant) is revoked.
 
 /// What to do with a presented refresh token.
@@ -15,8 +21,8 @@
 pub enum RefreshDecision {
     /// First use: spend it and issue a successor.
     Rotate,
-    /// A concurrent use within the grace period: issue another successor.
-    GraceReissue,
+    /// A concurrent use within the grace period: answer with the successor already stored.
+    GraceRepeat,
     /// A replay: revoke the family.
     Reuse,
 }
@@ -34,7 +40,7 @@ pub fn decide(
         // A zero grace disables it: with whole seconds, `now - at <= 0` would still hold within
         // the second of the rotation.
         Some(at) if grace_secs > 0 && !successor_used && now - at <= grace_secs => {
-            RefreshDecision::GraceReissue
+            RefreshDecision::GraceRepeat
         }
         Some(_) => RefreshDecision::Reuse,
     }
@@ -52,8 +58,8 @@ mod tests {
 
     #[test]
     fn concurrent_use_within_grace_is_honoured() {
-        assert_eq!(decide(Some(100), false, 100, 10), GraceReissue);
-        assert_eq!(decide(Some(100), false, 110, 10), GraceReissue);
+        assert_eq!(decide(Some(100), false, 100, 10), GraceRepeat);
+        assert_eq!(decide(Some(100), false, 110, 10), GraceRepeat);
     }
 
     #[test]

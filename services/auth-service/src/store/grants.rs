@@ -125,13 +125,16 @@ impl GrantStore {
     }
 
     /// Redeems a refresh token: rotation with grace (see `domain::refresh`) and reuse
-    /// detection; concurrent refreshes with the same token all succeed within the grace period.
+    /// detection; concurrent refreshes with the same token all succeed within the grace period
+    /// and all get the same successor. `successor_sha256` must be the digest of the successor
+    /// derived from the presented token (`KeyRing::refresh_successor`), never a random one.
     /// `requested_scope` narrows the access token only (the returned row's `scope`).
     ///
     /// Optimistic, and without an explicit transaction. The common case, an active token
     /// rotated without narrowing its scope, is one statement ([`Self::rotate_active`]). Anything
     /// else is one read, a decision ([`refresh::decide`]), then one conditional write that
-    /// applies only if the token is still in the state the decision was made on. A concurrent
+    /// applies only if the token is still in the state the decision was made on (or, in the
+    /// grace period, one read of the successor already stored). A concurrent
     /// use that changed it first (the token was spent, or one of its successors used) makes the
     /// write a no-op, and the decision is taken again on the new state. A token only moves
     /// forward (active → spent → successor used), so a few attempts always settle.
@@ -263,16 +266,20 @@ impl GrantStore {
                 asked.to_string()
             }
         };
+        if decision == RefreshDecision::GraceRepeat {
+            return self
+                .repeat_successor(presented_sha256, successor_sha256, grant, scope, resource)
+                .await;
+        }
         let successor_expiry = now + chrono::Duration::seconds(refresh_ttl_secs);
         // RFC 6749 §6: the successor keeps the presented token's scope; a narrower `scope`
         // applies to this access token only.
-        let rotate = decision == RefreshDecision::Rotate;
-        let sql = if rotate {
-            // Spend the presented token if it is still active, end its parent's grace period
-            // (using a successor does that), and store the successor: one statement, one
-            // transaction. Under READ COMMITTED a concurrent spend makes `spent` empty (the
-            // UPDATE re-checks `rotated_at IS NULL` on the committed row), and then nothing is
-            // written.
+        //
+        // Spend the presented token if it is still active, end its parent's grace period (using
+        // a successor does that), and store the successor: one statement, one transaction.
+        // Under READ COMMITTED a concurrent spend makes `spent` empty (the UPDATE re-checks
+        // `rotated_at IS NULL` on the committed row), and then nothing is written.
+        let stored = sqlx::query(
             "WITH spent AS (\
                  UPDATE refresh_tokens SET rotated_at = now() \
                  WHERE token_sha256 = $2 AND rotated_at IS NULL RETURNING 1), \
@@ -280,25 +287,17 @@ impl GrantStore {
                  UPDATE refresh_tokens SET successor_used = true \
                  WHERE token_sha256 = $7 AND NOT successor_used AND EXISTS (SELECT 1 FROM spent) RETURNING 1) \
              INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
-             SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM spent)"
-        } else {
-            // Within the grace period: a sibling successor, as long as none of the presented
-            // token's successors has been used.
-            "INSERT INTO refresh_tokens (token_sha256, grant_id, parent_sha256, scope, resource, expires_at) \
-             SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (\
-                 SELECT 1 FROM refresh_tokens WHERE token_sha256 = $2 AND NOT successor_used)"
-        };
-        let mut query = sqlx::query(sql)
-            .bind(successor_sha256)
-            .bind(presented_sha256)
-            .bind(grant.grant_id)
-            .bind(&token_scope)
-            .bind(&resource)
-            .bind(successor_expiry);
-        if rotate {
-            query = query.bind(parent.as_deref());
-        }
-        let stored = query.execute(&self.pool).await?;
+             SELECT $1, $3, $2, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM spent)",
+        )
+        .bind(successor_sha256)
+        .bind(presented_sha256)
+        .bind(grant.grant_id)
+        .bind(&token_scope)
+        .bind(&resource)
+        .bind(successor_expiry)
+        .bind(parent.as_deref())
+        .execute(&self.pool)
+        .await?;
         if stored.rows_affected() == 0 {
             return Ok(None);
         }
@@ -309,6 +308,47 @@ impl GrantStore {
             expires_at: successor_expiry,
             grant_revoked: false,
         })))
+    }
+
+    /// The grace case of [`Self::refresh_attempt`]: the presented token was spent moments ago
+    /// and its successor is still unused. Nothing is written — the caller hands out the same
+    /// successor the rotation stored (it is derived from the presented token, so
+    /// `successor_sha256` names it), which keeps the family a single chain. `None` when the
+    /// successor was used in the meantime (decide again: that is reuse now); `Invalid` when the
+    /// stored successor is not the one derived now (the current key changed since the
+    /// rotation): refused rather than branching.
+    async fn repeat_successor(
+        &self,
+        presented_sha256: &[u8],
+        successor_sha256: &[u8],
+        grant: Grant,
+        scope: String,
+        resource: String,
+    ) -> Result<Option<RefreshOutcome>, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT NOT successor_used FROM refresh_tokens WHERE token_sha256 = $1) AS open, \
+                    (SELECT expires_at FROM refresh_tokens \
+                     WHERE token_sha256 = $2 AND parent_sha256 = $1) AS successor_expires_at",
+        )
+        .bind(presented_sha256)
+        .bind(successor_sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        let open: Option<bool> = row.try_get("open")?;
+        if open != Some(true) {
+            return Ok(None);
+        }
+        let successor_expires_at: Option<DateTime<Utc>> = row.try_get("successor_expires_at")?;
+        Ok(Some(match successor_expires_at {
+            Some(expires_at) => RefreshOutcome::Issued(RefreshTokenRow {
+                grant,
+                scope,
+                resource,
+                expires_at,
+                grant_revoked: false,
+            }),
+            None => RefreshOutcome::Invalid,
+        }))
     }
 
     /// Looks up an active (unspent, unexpired, unrevoked) refresh token for introspection.

@@ -14,6 +14,7 @@ mod rate_limit;
 mod refresh;
 mod registration;
 mod revocation;
+mod sealing;
 mod smoke;
 mod token;
 mod upstream;

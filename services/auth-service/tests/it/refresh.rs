@@ -102,9 +102,9 @@ async fn reuse_after_a_successor_was_used_revokes_the_family() {
 
     let (at1, rt1) = refresh_ok(&s, &client, &rt0).await;
     // Within the grace period and before any successor is used, the spent token still works
-    // (a second tab refreshing at the same moment) and gets its own successor.
+    // (a second tab refreshing at the same moment) and gets the same successor: no branch.
     let (at1b, rt1b) = refresh_ok(&s, &client, &rt0).await;
-    assert_ne!(rt1b, rt1);
+    assert_eq!(rt1b, rt1);
     // Using a successor ends the grace period of its parent...
     let (at2, rt2) = refresh_ok(&s, &client, &rt1).await;
     // ...so presenting the parent again is a replay: the whole family goes.
@@ -154,7 +154,8 @@ async fn zero_grace_makes_refresh_tokens_strictly_single_use() {
     s.stop().await;
 }
 
-/// Fifty tabs of one client refresh with the same token at once: nobody is logged out.
+/// Fifty tabs of one client refresh with the same token at once: nobody is logged out, and they
+/// all get the one successor (the family keeps a single live refresh token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_refreshes_with_one_token_all_succeed() {
     const N: usize = 50;
@@ -194,7 +195,7 @@ async fn fifty_concurrent_refreshes_with_one_token_all_succeed() {
     );
     let successors: Vec<(String, String)> = results.iter().map(|(_, b)| tokens(b)).collect();
     let distinct: HashSet<&str> = successors.iter().map(|(_, rt)| rt.as_str()).collect();
-    assert_eq!(distinct.len(), N, "each caller gets its own refresh token");
+    assert_eq!(distinct.len(), 1, "every caller gets the same successor");
     assert!(!distinct.contains(rt0.as_str()));
     for (at, rt) in &successors {
         assert_eq!(s.introspect(at).await["active"], true);
@@ -211,7 +212,7 @@ async fn fifty_concurrent_refreshes_with_one_token_all_succeed() {
     .fetch_one(&s.pool)
     .await
     .unwrap();
-    assert_eq!(children, N as i64);
+    assert_eq!(children, 1, "exactly one live successor");
 
     // One tab goes on with its successor; afterwards the original is a replay.
     let (at_next, rt_next) = refresh_ok(&s, &client, &successors[7].1).await;
@@ -452,4 +453,141 @@ async fn refresh_tokens_are_stored_only_as_digests() {
         assert_eq!(n, 1, "the SHA-256 digest is what is stored");
     }
     s.stop().await;
+}
+
+/// `POST /token` refresh from a spawned task (no shared borrow of the server).
+async fn refresh_raw(
+    http: reqwest::Client,
+    url: String,
+    client: String,
+    rt: String,
+) -> (u16, Value) {
+    let r = http
+        .post(url)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.as_str()),
+            ("client_id", client.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// Refresh tokens of a grant that can still be redeemed as first use (unspent).
+async fn live_refresh_tokens(s: &TestServer, grant_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_tokens WHERE grant_id = $1::uuid AND rotated_at IS NULL",
+    )
+    .bind(grant_id)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap()
+}
+
+/// The attack on the grace period: a thief holding a copy of the refresh token races the
+/// legitimate client with it. Within the grace window the two must end up with the same
+/// successor (or the thief is refused) — never with a second live branch of the family that
+/// outlives the legitimate client's rotation. Once the legitimate client has used the
+/// successor, the thief's replay revokes the family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thief_racing_within_the_grace_period_gets_no_branch_of_its_own() {
+    let s = TestServer::start().await;
+    let (client, body) = s.login(None).await;
+    let (at0, rt0) = tokens(&body);
+    let grant_id = s.grpc_introspect(&at0, "").await.grant_id;
+
+    let legit = tokio::spawn(refresh_raw(
+        s.http.clone(),
+        s.url("/token"),
+        client.clone(),
+        rt0.clone(),
+    ));
+    let thief = tokio::spawn(refresh_raw(
+        s.http.clone(),
+        s.url("/token"),
+        client.clone(),
+        rt0.clone(),
+    ));
+    let (legit, thief) = (legit.await.unwrap(), thief.await.unwrap());
+    assert_eq!(legit.0, 200, "{}", legit.1);
+    let (legit_at, legit_rt) = tokens(&legit.1);
+    match thief.0 {
+        200 => assert_eq!(
+            thief.1["refresh_token"].as_str(),
+            Some(legit_rt.as_str()),
+            "within the grace period a reused token gets the same successor, not a branch"
+        ),
+        400 => assert_eq!(thief.1["error"], "invalid_grant", "{}", thief.1),
+        other => panic!("unexpected status {other}: {}", thief.1),
+    }
+    assert_eq!(
+        live_refresh_tokens(&s, &grant_id).await,
+        1,
+        "the family keeps a single live refresh token"
+    );
+
+    // Even a late thief within the grace period gets nothing new.
+    let (status, late) =
+        refresh_raw(s.http.clone(), s.url("/token"), client.clone(), rt0.clone()).await;
+    assert_eq!(status, 200, "{late}");
+    assert_eq!(late["refresh_token"].as_str(), Some(legit_rt.as_str()));
+    assert_eq!(live_refresh_tokens(&s, &grant_id).await, 1);
+
+    // The legitimate client moves on; the thief's next use of the old token is a replay.
+    let (legit_at2, legit_rt2) = refresh_ok(&s, &client, &legit_rt).await;
+    assert_oauth_error(&s.refresh(&client, &rt0, &[]).await, 400, "invalid_grant");
+    assert_eq!(
+        revoke_reason(&s, &grant_id).await.as_deref(),
+        Some("refresh_token_reuse")
+    );
+    for t in [&legit_at, &legit_at2, &legit_rt2] {
+        s.assert_inactive(t).await;
+    }
+    if thief.0 == 200 {
+        let (thief_at, _) = tokens(&thief.1);
+        s.assert_inactive(&thief_at).await;
+    }
+    assert_eq!(s.audit_events("refresh.reuse_detected", 1).await.len(), 1);
+    s.stop().await;
+}
+
+/// Within the grace period the stored successor is handed out again — but only if it is the one
+/// derived now. After a change of the current key (a restart between the two requests) the
+/// repeat is refused instead of branching; the family and its live successor are kept.
+#[tokio::test]
+async fn a_repeat_after_the_current_key_changed_is_refused_not_branched() {
+    let s1 = TestServer::start_with(Options {
+        env: vec![("MCPAUTH__TOKENS__REFRESH_GRACE_SECS", "300".into())],
+        ..Default::default()
+    })
+    .await;
+    let (client, body) = s1.login(None).await;
+    let (at0, rt0) = tokens(&body);
+    let grant_id = s1.grpc_introspect(&at0, "").await.grant_id;
+    let (_, rt1) = refresh_ok(&s1, &client, &rt0).await;
+    let prefix = s1.prefix.clone();
+    let db = s1.stop_keep_db().await;
+
+    let k2 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+    let s2 = TestServer::start_on(
+        db,
+        prefix,
+        Options {
+            toml: format!("\n[[tokens.keys]]\nid = \"k2\"\nsecret = \"{k2}\"\n"),
+            env: vec![
+                ("MCPAUTH__TOKENS__CURRENT_KEY", "k2".into()),
+                ("MCPAUTH__TOKENS__REFRESH_GRACE_SECS", "300".into()),
+            ],
+        },
+    )
+    .await;
+    assert_oauth_error(&s2.refresh(&client, &rt0, &[]).await, 400, "invalid_grant");
+    assert_eq!(live_refresh_tokens(&s2, &grant_id).await, 1);
+    assert_eq!(revoke_reason(&s2, &grant_id).await, None);
+    let (_, rt2) = refresh_ok(&s2, &client, &rt1).await;
+    assert!(rt2.starts_with("mcprt_k2_"), "{rt2}");
+    s2.stop().await;
 }

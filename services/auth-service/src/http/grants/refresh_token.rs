@@ -1,5 +1,6 @@
 //! The `refresh_token` grant (OAuth 2.1 §4.3): rotation on every use, optional narrowing of
-//! scope, the grace period of `domain::refresh`, and family revocation on reuse.
+//! scope, the grace period of `domain::refresh` (a repeat gets the same successor), and family
+//! revocation on reuse.
 
 use std::collections::HashMap;
 
@@ -42,7 +43,9 @@ pub async fn handle(
         }
         None => None,
     };
-    let successor = state.tokens.keys.mint_opaque(OpaqueKind::RefreshToken);
+    // Derived from the presented token, not random: a repeat within the grace period gets this
+    // very token again, so a racing thief gets no branch of the family of its own.
+    let successor = state.tokens.keys.refresh_successor(presented);
     let cfg = &state.config.tokens;
     let outcome = state
         .grants
