@@ -15,6 +15,7 @@ pub mod per_thread;
 pub mod pool_metrics;
 pub mod pubsub;
 pub mod redis_conn;
+pub mod revocation;
 pub mod service_env;
 pub mod telemetry;
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint, grpc_plaintext_check};

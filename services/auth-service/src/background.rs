@@ -48,6 +48,8 @@ async fn listen_events(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 match serde_json::from_str::<ReplicaEvent>(&payload) {
                     Ok(ReplicaEvent::Revoked(r)) => state.tokens.deny.insert(&r),
                     Ok(ReplicaEvent::ClientChanged(id)) => state.clients.invalidate(&id),
+                    // This replica re-reads revocations from Postgres anyway.
+                    Ok(ReplicaEvent::Resync) => {}
                     Err(e) => tracing::warn!(error = %e, "ignoring malformed replica event"),
                 }
             }
@@ -83,6 +85,11 @@ async fn resync_revocations(state: AppState, mut shutdown: watch::Receiver<bool>
                 watermark = Some(now);
             }
             Err(e) => tracing::warn!(error = %e, "revocation re-sync failed"),
+        }
+        // Verification caches elsewhere (mcp-service, token-vault) know revocations only
+        // from the channel: after a failed publish they are told to forget everything.
+        if let Err(e) = state.ephemeral.publish_owed_resync().await {
+            tracing::warn!(error = %e, "resync of replica events still owed");
         }
         state.tokens.deny.purge(Utc::now().timestamp());
         metrics::gauge!("mcpauth_deny_list_entries").set(state.tokens.deny.len() as f64);

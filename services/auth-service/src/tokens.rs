@@ -178,7 +178,8 @@ impl TokenService {
         self.revocations.insert(&r).await?;
         self.deny.insert(&r);
         if let Err(e) = self.ephemeral.publish(&ReplicaEvent::Revoked(r)).await {
-            // Other replicas still pick it up at their next re-sync (≤ revocation_resync_ms).
+            // Other auth-service replicas pick it up at their next re-sync from Postgres
+            // (≤ revocation_resync_ms); verification caches elsewhere get a `resync` then.
             tracing::warn!(error = %e, "revocation fan-out failed; replicas will re-sync");
         }
         Ok(())

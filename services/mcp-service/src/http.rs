@@ -520,7 +520,7 @@ impl StreamGuard {
             tokio::select! {
                 () = &mut expiry => return,
                 r = self.revoked.recv() => match r {
-                    Ok(rev) if rev.covers(&self.principal) => return,
+                    Ok(rev) if self.principal.revoked_by(&rev) => return,
                     Ok(_) => {}
                     // Revocations were missed: end the stream, the client reconnects.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,

@@ -242,6 +242,7 @@ mod tests {
             upstream_subject: String::new(),
             connected_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            deleted_through: 0,
         })
     }
 

@@ -20,6 +20,10 @@ pub enum CryptoError {
         "credential does not decrypt: the ciphertext was altered or belongs to another record (user, provider or version)"
     )]
     Decrypt,
+    #[error(
+        "credential refused: the row is older than the last delete of its record (restored from before it)"
+    )]
+    Stale,
     #[error("sealed credential is malformed ({0})")]
     Malformed(&'static str),
     #[error("{0}")]

@@ -1,20 +1,22 @@
 //! Who the user is: the vault introspects the user's own MCP access token at auth-service
 //! (gRPC `TokenIntrospection`), so a caller cannot name another user. Results are cached in a
-//! bounded, time-limited map keyed by the token's SHA-256 (never the token), never past the
-//! token's expiry, and evicted when auth-service publishes a revocation (see `revocations`).
-//! Mirrors mcp-service's `verify::{grpc, cache}`.
+//! bounded, time-limited cache keyed by the token's SHA-256 (never the token), never past the
+//! token's expiry, and evicted when auth-service publishes a revocation (see `revocations`);
+//! the cache is mcpauth-runtime's, shared with mcp-service.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mcpauth_proto::v1::IntrospectRequest;
 use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
+pub use mcpauth_runtime::revocation::now_secs;
+use mcpauth_runtime::revocation::{
+    Lookup, Refusal, Revocable, RevocationIds, VerificationCache, token_key,
+};
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::config::IntrospectionConfig;
-use crate::crypto::sha256;
 
 /// The user an MCP access token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,106 +39,30 @@ pub enum IntrospectError {
     Unavailable(String),
 }
 
-#[derive(Clone)]
-struct Entry {
-    result: Result<User, IntrospectError>,
-    until: Instant,
+/// Introspected tokens (and, briefly, refused ones): mcpauth-runtime's revocation-aware
+/// [`VerificationCache`], never served past the token's expiry.
+pub type IntrospectionCache = VerificationCache<User, IntrospectError>;
+
+impl Revocable for User {
+    fn revocation_ids(&self) -> RevocationIds<'_> {
+        RevocationIds {
+            token_id: self.token_id.as_deref(),
+            grant_id: self.grant_id.as_deref(),
+            client_id: &self.client_id,
+            subject: &self.subject,
+        }
+    }
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
 }
 
-/// Introspected tokens (and, briefly, refused ones).
-#[derive(Clone)]
-pub struct IntrospectionCache {
-    entries: Arc<RwLock<HashMap<[u8; 32], Entry>>>,
-    ttl: Duration,
-    negative_ttl: Duration,
-    max: usize,
-}
-
-/// How long a refused token is remembered (bounds the cost of garbage tokens on auth-service).
-const NEGATIVE_TTL: Duration = Duration::from_secs(5);
-
-impl IntrospectionCache {
-    pub fn new(ttl: Duration, max: usize) -> Self {
-        Self {
-            entries: Arc::default(),
-            ttl,
-            negative_ttl: NEGATIVE_TTL.min(ttl),
-            max: max.max(1),
-        }
+impl Refusal for IntrospectError {
+    fn expired() -> Self {
+        IntrospectError::Inactive
     }
-
-    pub fn get(&self, key: &[u8; 32]) -> Option<Result<User, IntrospectError>> {
-        let map = self.entries.read().expect("cache lock");
-        let e = map.get(key)?;
-        if e.until <= Instant::now() {
-            return None;
-        }
-        if let Ok(u) = &e.result
-            && u.expires_at <= now_secs()
-        {
-            return Some(Err(IntrospectError::Inactive));
-        }
-        Some(e.result.clone())
-    }
-
-    pub fn put(&self, key: [u8; 32], result: Result<User, IntrospectError>) {
-        if self.ttl.is_zero() || matches!(result, Err(IntrospectError::Unavailable(_))) {
-            return;
-        }
-        let ttl = match &result {
-            // Never beyond the token's own expiry.
-            Ok(u) => self.ttl.min(Duration::from_secs(
-                u.expires_at.saturating_sub(now_secs()).max(0) as u64,
-            )),
-            Err(_) => self.negative_ttl,
-        };
-        let mut map = self.entries.write().expect("cache lock");
-        if map.len() >= self.max {
-            let now = Instant::now();
-            map.retain(|_, e| e.until > now);
-            if map.len() >= self.max {
-                // Still full of live entries: drop an arbitrary tenth rather than grow.
-                let drop: Vec<[u8; 32]> = map.keys().take(self.max / 10 + 1).copied().collect();
-                for k in drop {
-                    map.remove(&k);
-                }
-            }
-        }
-        map.insert(
-            key,
-            Entry {
-                result,
-                until: Instant::now() + ttl,
-            },
-        );
-    }
-
-    /// Evicts every cached token that a revocation of `kind` (`token`, `grant`, `client`) and
-    /// `id` covers.
-    pub fn evict(&self, kind: &str, id: &str) {
-        let mut map = self.entries.write().expect("cache lock");
-        map.retain(|_, e| match &e.result {
-            Ok(u) => !match kind {
-                "token" => u.token_id.as_deref() == Some(id),
-                "grant" => u.grant_id.as_deref() == Some(id),
-                "client" => u.client_id == id,
-                _ => false,
-            },
-            Err(_) => true,
-        });
-    }
-
-    /// Forgets everything (after a gap in the revocation feed).
-    pub fn clear(&self) {
-        self.entries.write().expect("cache lock").clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.read().expect("cache lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn is_transient(&self) -> bool {
+        matches!(self, IntrospectError::Unavailable(_))
     }
 }
 
@@ -179,16 +105,19 @@ impl Introspector {
 
     /// The user `token` speaks for, from the cache or auth-service.
     pub async fn user(&self, token: &str) -> Result<User, IntrospectError> {
-        let key = sha256(token);
-        if let Some(hit) = self.cache.get(&key) {
-            metrics::counter!("mcpauth_vault_introspection_cache_total", "result" => "hit")
-                .increment(1);
-            return hit;
-        }
+        let fill = match self.cache.lookup(&token_key(token)) {
+            Lookup::Hit(hit) => {
+                metrics::counter!("mcpauth_vault_introspection_cache_total", "result" => "hit")
+                    .increment(1);
+                return hit;
+            }
+            Lookup::Miss(fill) => fill,
+        };
         metrics::counter!("mcpauth_vault_introspection_cache_total", "result" => "miss")
             .increment(1);
         let result = self.introspect(token).await;
-        self.cache.put(key, result.clone());
+        // Not cached if a revocation covering it arrived while it was in flight.
+        fill.store(&result);
         result
     }
 
@@ -230,63 +159,14 @@ impl Introspector {
     }
 }
 
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn user(jti: &str, grant: &str, expires_in: i64) -> User {
-        User {
-            subject: "u".into(),
-            client_id: "c".into(),
-            expires_at: now_secs() + expires_in,
-            token_id: Some(jti.into()),
-            grant_id: Some(grant.into()),
-        }
-    }
-
     #[test]
-    fn evicts_by_token_grant_and_client() {
-        let c = IntrospectionCache::new(Duration::from_secs(60), 10);
-        c.put(sha256("a"), Ok(user("j1", "g1", 60)));
-        c.put(sha256("b"), Ok(user("j2", "g2", 60)));
-        c.evict("token", "j1");
-        assert!(c.get(&sha256("a")).is_none());
-        assert!(c.get(&sha256("b")).is_some());
-        c.evict("grant", "g2");
-        assert!(c.get(&sha256("b")).is_none());
-        c.put(sha256("c"), Ok(user("j3", "g3", 60)));
-        c.evict("client", "c");
-        assert!(c.is_empty());
-    }
-
-    #[test]
-    fn never_served_past_the_token_expiry() {
-        let c = IntrospectionCache::new(Duration::from_secs(60), 10);
-        c.put(sha256("a"), Ok(user("j", "g", -1)));
-        assert!(!matches!(c.get(&sha256("a")), Some(Ok(_))));
-        c.put(sha256("b"), Ok(user("j", "g", 1)));
-        std::thread::sleep(Duration::from_millis(1100));
-        assert!(!matches!(c.get(&sha256("b")), Some(Ok(_))));
-    }
-
-    #[test]
-    fn bounded_in_size_and_unavailable_never_cached() {
-        let c = IntrospectionCache::new(Duration::from_secs(60), 5);
-        for i in 0..50 {
-            c.put(sha256(&i.to_string()), Ok(user(&i.to_string(), "g", 60)));
-        }
-        assert!(c.len() <= 5);
-        c.put(
-            sha256("x"),
-            Err(IntrospectError::Unavailable("down".into())),
-        );
-        assert!(c.get(&sha256("x")).is_none());
+    fn refusals_map_onto_the_shared_cache() {
+        assert_eq!(IntrospectError::expired(), IntrospectError::Inactive);
+        assert!(IntrospectError::Unavailable("down".into()).is_transient());
+        assert!(!IntrospectError::WrongAudience.is_transient());
     }
 }

@@ -68,6 +68,16 @@ pub struct CredentialRow {
     pub upstream_subject: String,
     pub connected_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The highest version at which this record was ever deleted (0: never). A row at or below
+    /// it is a restored stale copy and is refused (see `vault_credential_tombstones`).
+    pub deleted_through: i64,
+}
+
+impl CredentialRow {
+    /// Whether this row is older than the last delete of its record.
+    pub fn is_stale(&self) -> bool {
+        self.version <= self.deleted_through
+    }
 }
 
 /// What a write stores besides the ciphertext.
@@ -93,10 +103,13 @@ type Row = (
     String,
     DateTime<Utc>,
     DateTime<Utc>,
+    i64,
 );
 
 const COLUMNS: &str = "user_id, provider, version, key_id, sealed, status, scopes, expires_at, \
-                       upstream_issuer, upstream_subject, connected_at, updated_at";
+                       upstream_issuer, upstream_subject, connected_at, updated_at, \
+                       COALESCE((SELECT t.version FROM vault_credential_tombstones t \
+                       WHERE t.user_id = c.user_id AND t.provider = c.provider), 0)";
 
 fn from_row(r: Row) -> CredentialRow {
     CredentialRow {
@@ -114,6 +127,7 @@ fn from_row(r: Row) -> CredentialRow {
         upstream_subject: r.9,
         connected_at: r.10,
         updated_at: r.11,
+        deleted_through: r.12,
     }
 }
 
@@ -144,7 +158,7 @@ impl CredentialStore {
         provider: &str,
     ) -> Result<Option<CredentialRow>, sqlx::Error> {
         let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM vault_credentials WHERE user_id = $1 AND provider = $2"
+            "SELECT {COLUMNS} FROM vault_credentials c WHERE user_id = $1 AND provider = $2"
         )))
         .bind(user_id)
         .bind(provider)
@@ -171,7 +185,7 @@ impl CredentialStore {
 
     pub async fn list(&self, user_id: &str) -> Result<Vec<CredentialRow>, sqlx::Error> {
         let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM vault_credentials WHERE user_id = $1 ORDER BY provider"
+            "SELECT {COLUMNS} FROM vault_credentials c WHERE user_id = $1 ORDER BY provider"
         )))
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -179,7 +193,29 @@ impl CredentialStore {
         Ok(rows.into_iter().map(from_row).collect())
     }
 
-    /// Creates the record at version 1; false when it already exists.
+    /// The record's version and status (`None` when there is none) and the highest version it
+    /// was ever deleted at (0: never): a write's new version must exceed both.
+    pub async fn version_and_floor(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<(Option<(i64, ConnectionStatus)>, i64), sqlx::Error> {
+        let (version, status, deleted): (Option<i64>, Option<String>, i64) = sqlx::query_as(
+            "SELECT c.version, c.status, COALESCE(t.version, 0) \
+             FROM (SELECT $1::text AS user_id, $2::text AS provider) k \
+             LEFT JOIN vault_credentials c USING (user_id, provider) \
+             LEFT JOIN vault_credential_tombstones t USING (user_id, provider)",
+        )
+        .bind(user_id)
+        .bind(provider)
+        .fetch_one(&self.pool)
+        .await?;
+        let current =
+            version.map(|v| (v, ConnectionStatus::parse(status.as_deref().unwrap_or(""))));
+        Ok((current, deleted))
+    }
+
+    /// Creates the record at `w.version`; false when it already exists.
     pub async fn insert(
         &self,
         user_id: &str,
@@ -284,14 +320,20 @@ impl CredentialStore {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes the record; returns what was deleted.
+    /// Deletes the record and records its version in its tombstone, in one statement (a later
+    /// record of the pair starts above it); returns what was deleted.
     pub async fn delete(
         &self,
         user_id: &str,
         provider: &str,
     ) -> Result<Option<CredentialRow>, sqlx::Error> {
         let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM vault_credentials WHERE user_id = $1 AND provider = $2 RETURNING {COLUMNS}"
+            "WITH c AS (DELETE FROM vault_credentials WHERE user_id = $1 AND provider = $2 RETURNING *), \
+             t AS (INSERT INTO vault_credential_tombstones (user_id, provider, version) \
+                   SELECT user_id, provider, version FROM c \
+                   ON CONFLICT (user_id, provider) DO UPDATE SET deleted_at = now(), \
+                   version = GREATEST(vault_credential_tombstones.version, EXCLUDED.version)) \
+             SELECT {COLUMNS} FROM c"
         )))
         .bind(user_id)
         .bind(provider)
@@ -309,7 +351,7 @@ impl CredentialStore {
     ) -> Result<Vec<CredentialRow>, sqlx::Error> {
         let (u, p) = after.unwrap_or(("", ""));
         let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM vault_credentials WHERE key_id <> $1 AND (user_id, provider) > ($2, $3) \
+            "SELECT {COLUMNS} FROM vault_credentials c WHERE key_id <> $1 AND (user_id, provider) > ($2, $3) \
              ORDER BY user_id, provider LIMIT $4"
         )))
         .bind(current_key)

@@ -9,7 +9,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::cache::{CredentialCache, Invalidations};
 use crate::config::{ProviderConfig, RefreshConfig};
 use crate::credential::UpstreamTokens;
-use crate::crypto::KeyRing;
+use crate::crypto::{CryptoError, KeyRing};
 use crate::error::VaultError;
 use crate::events::{ConnectionEvent, ConnectionEvents};
 use crate::lock::RefreshLocks;
@@ -114,6 +114,17 @@ impl Vault {
     }
 
     pub(crate) fn open(&self, row: &CredentialRow) -> Result<UpstreamTokens, VaultError> {
+        if row.is_stale() {
+            // Written before the record was last deleted: a restored copy, not the user's
+            // current connection.
+            tracing::warn!(
+                provider = %row.provider,
+                version = row.version,
+                deleted_through = row.deleted_through,
+                "refusing a credential row older than its record's last delete"
+            );
+            return Err(CryptoError::Stale.into());
+        }
         Ok(UpstreamTokens::open(
             &self.inner.keys,
             &row.user_id,
@@ -136,8 +147,10 @@ impl Vault {
         self.provider(provider)?;
         let store = &self.inner.store;
         for _ in 0..PUT_ATTEMPTS {
-            let current = store.version(user_id, provider).await?;
-            let version = current.map_or(1, |(v, _)| v + 1);
+            // Above the current version and every deleted one: versions never repeat, so a
+            // ciphertext of an earlier record never authenticates under this one.
+            let (current, deleted_through) = store.version_and_floor(user_id, provider).await?;
+            let version = current.map_or(0, |(v, _)| v).max(deleted_through) + 1;
             let sealed = tokens.seal(&self.inner.keys, user_id, provider, version)?;
             let write = CredentialWrite {
                 sealed: &sealed,

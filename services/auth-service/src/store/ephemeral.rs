@@ -3,6 +3,9 @@
 //! revocations and client changes. Keys are namespaced with the configured prefix; codes and
 //! sessions are keyed by the SHA-256 of their value, never the value itself.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use deadpool_redis::Pool;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -101,6 +104,9 @@ pub enum CodeRedemption {
 pub enum ReplicaEvent {
     Revoked(Revocation),
     ClientChanged(String),
+    /// An earlier event could not be published: whoever caches what events invalidate (the
+    /// verification caches of mcp-service and token-vault) forgets everything.
+    Resync,
 }
 
 /// Redis access.
@@ -108,6 +114,8 @@ pub enum ReplicaEvent {
 pub struct Ephemeral {
     pool: Pool,
     prefix: String,
+    /// An event was lost (its publish failed) and no `Resync` has been published since.
+    resync_owed: Arc<AtomicBool>,
 }
 
 /// How long a redeemed code is remembered, to catch replays after its TTL-bound first use.
@@ -118,6 +126,7 @@ impl Ephemeral {
         Self {
             pool,
             prefix: prefix.to_owned(),
+            resync_owed: Arc::default(),
         }
     }
 
@@ -411,10 +420,95 @@ impl Ephemeral {
 
     // --- replica events -----------------------------------------------------------------------
 
+    /// Publishes `event` to every replica. When that fails a `Resync` is owed, published by
+    /// [`Self::publish_owed_resync`] (the revocation re-sync loop calls it every tick).
     pub async fn publish(&self, event: &ReplicaEvent) -> Result<(), StoreError> {
+        let sent = self.publish_now(event).await;
+        if sent.is_err() {
+            self.resync_owed.store(true, Ordering::Release);
+        }
+        sent
+    }
+
+    async fn publish_now(&self, event: &ReplicaEvent) -> Result<(), StoreError> {
         let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut c = self.conn().await?;
         let _: i64 = c.publish(self.events_channel(), body).await?;
         Ok(())
+    }
+
+    /// Publishes the `Resync` owed since a failed publish, if any; it stays owed until sent.
+    pub async fn publish_owed_resync(&self) -> Result<(), StoreError> {
+        if !self.resync_owed.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let sent = self.publish_now(&ReplicaEvent::Resync).await;
+        if sent.is_err() {
+            self.resync_owed.store(true, Ordering::Release);
+        } else {
+            tracing::info!("replica events were lost; resync published");
+        }
+        sent
+    }
+
+    /// Whether a `Resync` is owed.
+    pub fn resync_owed(&self) -> bool {
+        self.resync_owed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    fn ephemeral(url: &str) -> Ephemeral {
+        let client = redis::Client::open(url).unwrap();
+        let pool = mcpauth_runtime::redis_pool("redis", &client, 2).unwrap();
+        Ephemeral::new(pool, &format!("eph-test-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    fn redis_url() -> String {
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_owes_a_resync() {
+        // Nothing listens on port 1.
+        let e = ephemeral("redis://127.0.0.1:1");
+        assert!(!e.resync_owed());
+        let r = e.publish(&ReplicaEvent::ClientChanged("c".into())).await;
+        assert!(r.is_err());
+        assert!(e.resync_owed());
+        // Still unreachable: still owed.
+        assert!(e.publish_owed_resync().await.is_err());
+        assert!(e.resync_owed());
+    }
+
+    #[tokio::test]
+    async fn an_owed_resync_is_published_once() {
+        let e = ephemeral(&redis_url());
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut sub = client.get_async_pubsub().await.unwrap();
+        sub.subscribe(e.events_channel()).await.unwrap();
+        // Nothing owed: nothing published.
+        e.publish_owed_resync().await.unwrap();
+        e.resync_owed.store(true, Ordering::Release);
+        e.publish_owed_resync().await.unwrap();
+        assert!(!e.resync_owed());
+        e.publish(&ReplicaEvent::ClientChanged("marker".into()))
+            .await
+            .unwrap();
+        let mut messages = sub.on_message();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
+                .await
+                .unwrap()
+                .unwrap();
+            got.push(m.get_payload::<String>().unwrap());
+        }
+        assert_eq!(got, [r#""resync""#, r#"{"client_changed":"marker"}"#]);
     }
 }

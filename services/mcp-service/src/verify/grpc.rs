@@ -9,7 +9,7 @@ use mcpauth_runtime::PerThread;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use tonic::metadata::{Ascii, MetadataValue};
 
-use super::cache::{IntrospectionCache, now_secs, token_key};
+use super::cache::{IntrospectionCache, now_secs, verify_cached};
 use crate::auth::{Principal, TokenVerifier, VerifyError};
 use crate::config::GrpcIntrospectionConfig;
 
@@ -89,16 +89,6 @@ impl GrpcIntrospection {
 
 impl TokenVerifier for GrpcIntrospection {
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, VerifyError>> {
-        Box::pin(async move {
-            let key = token_key(token);
-            if let Some(hit) = self.cache.get(&key) {
-                metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "hit").increment(1);
-                return hit;
-            }
-            metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "miss").increment(1);
-            let result = self.introspect(token).await;
-            self.cache.put(key, result.clone());
-            result
-        })
+        Box::pin(verify_cached(&self.cache, token, self.introspect(token)))
     }
 }

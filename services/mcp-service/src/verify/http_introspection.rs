@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::cache::{IntrospectionCache, now_secs, token_key};
+use super::cache::{IntrospectionCache, now_secs, verify_cached};
 use crate::auth::{Principal, TokenVerifier, VerifyError};
 use crate::config::HttpIntrospectionConfig;
 
@@ -198,17 +198,7 @@ impl HttpIntrospection {
 
 impl TokenVerifier for HttpIntrospection {
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, VerifyError>> {
-        Box::pin(async move {
-            let key = token_key(token);
-            if let Some(hit) = self.cache.get(&key) {
-                metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "hit").increment(1);
-                return hit;
-            }
-            metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "miss").increment(1);
-            let result = self.introspect(token).await;
-            self.cache.put(key, result.clone());
-            result
-        })
+        Box::pin(verify_cached(&self.cache, token, self.introspect(token)))
     }
 }
 

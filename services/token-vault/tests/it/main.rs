@@ -9,5 +9,6 @@ mod isolation;
 mod ops;
 mod redis_tls;
 mod refresh;
+mod restore;
 mod rotation;
 mod tls;
