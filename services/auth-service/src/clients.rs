@@ -26,6 +26,8 @@ const STORED_RECHECK: Duration = Duration::from_secs(600);
 const STORED_MAX: usize = 10_000;
 
 type CachedClient = (Arc<Client>, Instant);
+/// A stored document's digest and when it was last checked against Postgres.
+type StoredDigest = ([u8; 32], Instant);
 
 /// Clients by id, cached.
 #[derive(Clone)]
@@ -36,7 +38,7 @@ pub struct ClientRegistry {
     used: Arc<Mutex<HashSet<String>>>,
     /// Metadata documents known to be in Postgres as they are now: digest and when it was
     /// checked. A lookup whose document has that digest writes nothing.
-    stored: Arc<Mutex<HashMap<String, ([u8; 32], Instant)>>>,
+    stored: Arc<Mutex<HashMap<String, StoredDigest>>>,
     /// The per-IP budget of document fetches (`rate_limit.cimd_fetch`), when limits are on.
     fetch_limit: Option<(crate::ratelimit::RateLimiter, u64)>,
     /// `cimd.max_clients`.

@@ -321,7 +321,7 @@ async fn document_clients_are_capped_and_swept() {
             .fetch_all(&s.pool)
             .await
             .unwrap();
-    assert_eq!(left, [granted.clone()]);
+    assert_eq!(left, [granted]);
     // Room again: the third document client is stored now, and the swept one comes back when
     // it is used again.
     assert_eq!(revoke_naming(&s, &third).await.status().as_u16(), 200);
