@@ -107,6 +107,7 @@ secret = "$("$AUTH" generate-key)"
 [rate_limit]
 register = 1000000
 token = 100000000
+token_per_client = 100000000
 authorize = 100000000
 login = 100000000
 TOML

@@ -242,9 +242,18 @@ pub async fn build_state(
         ephemeral.clone(),
         &config.issuer,
     );
+    let rate_limiter =
+        crate::ratelimit::RateLimiter::new(ephemeral.clone(), config.rate_limit.window_secs);
     let clients = ClientRegistry::new(
         ClientStore::new(pool.clone()),
         CimdFetcher::new(&config.cimd),
+    )
+    .with_cimd_limits(
+        config
+            .rate_limit
+            .enabled
+            .then(|| (rate_limiter.clone(), config.rate_limit.cimd_fetch)),
+        config.cimd.max_clients,
     );
     for c in &config.clients {
         clients
@@ -277,8 +286,6 @@ pub async fn build_state(
         .collect();
     supported.sort();
     supported.dedup();
-    let rate_limiter =
-        crate::ratelimit::RateLimiter::new(ephemeral.clone(), config.rate_limit.window_secs);
     let state = AppState {
         tokens,
         clients,

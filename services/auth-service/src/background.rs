@@ -164,4 +164,25 @@ pub async fn sweep_once(state: &AppState) {
             Err(e) => tracing::warn!(error = %e, "client sweep failed"),
         }
     }
+    let ttl = state.config.cimd.unused_client_ttl_secs;
+    if ttl > 0 {
+        // No live grant and unused for longer than an access token lives: nothing issued to the
+        // client is still valid, so no revocation entry is needed (one would also refuse the
+        // client's next tokens should it come back).
+        let ttl = ttl.max(state.tokens.access_ttl());
+        match state.clients.store().delete_unused_cimd(ttl).await {
+            Ok(ids) => {
+                for id in &ids {
+                    state.client_changed(id).await;
+                }
+                if !ids.is_empty() {
+                    tracing::info!(
+                        clients = ids.len(),
+                        "removed unused metadata document clients"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metadata document client sweep failed"),
+        }
+    }
 }

@@ -13,10 +13,17 @@
 //! - follows no redirects, enforces a total timeout, a body size limit and a JSON content type;
 //! - validates the document (exact `client_id` match, required fields, safe redirect URIs, no
 //!   shared secret, `token_endpoint_auth_method` `none`);
-//! - caches good documents per HTTP caching headers, capped by configuration. Failures are not
-//!   cached, so a client that fixes its document is seen at once; abuse is bounded instead by the
-//!   cap on concurrent fetches, the timeout and size limit, and the HTTP rate limiter in front.
+//! - caches good documents per HTTP caching headers, capped by configuration, and failures for
+//!   `cimd.failure_cache_secs` (a URL that failed is not fetched again meanwhile: a broken or
+//!   hostile host costs one fetch per interval, however often it is named);
+//! - waits at most `cimd.queue_wait_ms` for one of [`MAX_CONCURRENT_FETCHES`] slots, allows at most
+//!   [`MAX_FETCHES_PER_HOST`] of them to one host, and gives each fetch its own `cimd.timeout_ms`
+//!   from when it starts, so a slow host cannot starve the others nor make queued lookups time out;
+//! - answers every network-level failure (resolution, a forbidden address, connection, timeout,
+//!   a broken body) with one generic message: which one happened, and any address, goes only to
+//!   the log, so the error is no probe of the server's network.
 //!
+//! Per-IP budgets for fetches live in front (`ClientRegistry`, `rate_limit.cimd_fetch`).
 //! Document bodies are never logged: only the host and the outcome.
 
 use std::collections::HashMap;
@@ -37,24 +44,30 @@ const MAX_CLIENT_ID_LEN: usize = 2048;
 const CACHE_CAPACITY: usize = 1000;
 /// Lifetime of a cached document whose response carries no caching headers.
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
-/// Fetches in flight at once across the process; more wait (within their timeout).
-const MAX_CONCURRENT_FETCHES: usize = 16;
+/// Fetches in flight at once across the process; more wait up to `cimd.queue_wait_ms`.
+pub const MAX_CONCURRENT_FETCHES: usize = 16;
+/// Fetches in flight at once to one host; another one to that host is refused at once.
+pub const MAX_FETCHES_PER_HOST: usize = 4;
+/// The generic answer to any network-level failure (details only in the log).
+const UNREACHABLE: &str = "could not fetch the client metadata document";
 
 /// Why a Client ID Metadata Document was not obtained. Messages are lowercase and safe to show
-/// to the end user: they name at most the host or address involved.
-#[derive(Debug, thiserror::Error)]
+/// to the end user: network-level failures share one message and name no address (the
+/// variant, with its details, is logged).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CimdError {
     #[error("client id metadata documents are not supported by this server")]
     Disabled,
     #[error("client_id is not an acceptable metadata document url: {0}")]
     NotAllowedUrl(&'static str),
-    #[error("client_id host resolves to a forbidden address ({0})")]
+    #[error("{UNREACHABLE}")]
     ForbiddenAddress(IpAddr),
-    #[error("could not resolve the client_id host")]
+    #[error("{UNREACHABLE}")]
     Resolve,
-    #[error("timed out fetching the client metadata document")]
+    #[error("{UNREACHABLE}")]
     Timeout,
-    #[error("could not fetch the client metadata document: {0}")]
+    /// What went wrong, for the log only.
+    #[error("{UNREACHABLE}")]
     Fetch(String),
     #[error("fetching the client metadata document returned http status {0}")]
     Status(u16),
@@ -70,6 +83,30 @@ pub enum CimdError {
     ClientIdMismatch,
     #[error("unsupported token_endpoint_auth_method \"{0}\": a url client_id must use \"none\"")]
     UnsupportedAuthMethod(String),
+    /// Every fetch slot (or this host's share) stayed taken for `cimd.queue_wait_ms`.
+    #[error("too many client metadata documents are being fetched; try again later")]
+    Busy,
+    /// The caller's IP used up its `rate_limit.cimd_fetch` budget; retry after this many seconds.
+    #[error("too many client metadata document fetches from this address; try again later")]
+    RateLimited(u64),
+    /// `cimd.max_clients` stored documents: no new one until the sweeper makes room.
+    #[error("this server cannot take more client metadata document clients now; try again later")]
+    Capacity,
+}
+
+impl CimdError {
+    /// Whether the failure says something about the document URL (and is remembered for
+    /// `cimd.failure_cache_secs`), rather than about this server or the request.
+    fn is_cacheable(&self) -> bool {
+        !matches!(
+            self,
+            CimdError::Disabled
+                | CimdError::NotAllowedUrl(_)
+                | CimdError::Busy
+                | CimdError::RateLimited(_)
+                | CimdError::Capacity
+        )
+    }
 }
 
 /// A validated Client ID Metadata Document: the registration of a URL-named client.
@@ -247,7 +284,11 @@ pub struct CimdFetcher {
 struct Inner {
     cfg: CimdConfig,
     cache: Mutex<Cache>,
+    /// Recent failures by URL, remembered for `cfg.failure_cache_secs`.
+    failures: Mutex<HashMap<String, (CimdError, Instant)>>,
     permits: tokio::sync::Semaphore,
+    /// Fetches in flight per host.
+    per_host: Mutex<HashMap<String, usize>>,
     /// Tests pin host names to addresses without touching system DNS.
     #[cfg(test)]
     test_hosts: HashMap<String, Vec<IpAddr>>,
@@ -268,7 +309,9 @@ impl CimdFetcher {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
                 cache: Mutex::new(Cache::new(CACHE_CAPACITY)),
+                failures: Mutex::default(),
                 permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
+                per_host: Mutex::default(),
                 #[cfg(test)]
                 test_hosts: HashMap::new(),
             }),
@@ -299,6 +342,14 @@ impl CimdFetcher {
         check_url(client_id, self.inner.cfg.dangerous_allow_loopback).is_ok()
     }
 
+    /// Whether [`CimdFetcher::fetch`] would answer `client_id` from memory (a cached document or
+    /// a remembered failure) without a network fetch.
+    pub fn is_cached(&self, client_id: &str) -> bool {
+        let now = Instant::now();
+        self.cache().get(client_id, now).is_some()
+            || self.remembered_failure(client_id, now).is_some()
+    }
+
     /// The validated document named by `client_id`, from the cache or fetched.
     pub async fn fetch(&self, client_id: &str) -> Result<ClientMetadataDocument, CimdError> {
         let cfg = &self.inner.cfg;
@@ -309,16 +360,17 @@ impl CimdFetcher {
             check_url(client_id, cfg.dangerous_allow_loopback).map_err(CimdError::NotAllowedUrl)?;
         let host = url.host_str().unwrap_or_default().to_owned();
 
-        if let Some(doc) = self.cache().get(client_id, Instant::now()) {
+        let now = Instant::now();
+        if let Some(doc) = self.cache().get(client_id, now) {
             tracing::debug!(host = %host, "cimd: cache hit");
             return Ok(doc);
         }
+        if let Some(e) = self.remembered_failure(client_id, now) {
+            tracing::debug!(host = %host, error = ?e, "cimd: failure remembered");
+            return Err(e);
+        }
 
-        let timeout = Duration::from_millis(cfg.timeout_ms);
-        let result = match tokio::time::timeout(timeout, self.fetch_uncached(&url, timeout)).await {
-            Ok(r) => r,
-            Err(_) => Err(CimdError::Timeout),
-        };
+        let result = self.fetch_queued(&url, &host).await;
         match result {
             Ok((doc, ttl)) => {
                 let cache_secs = ttl.map_or(0, |t| t.as_secs());
@@ -330,10 +382,79 @@ impl CimdFetcher {
                 Ok(doc)
             }
             Err(e) => {
-                tracing::info!(host = %host, error = %e, "cimd: document refused");
+                // The variant and its details (addresses, the network error) only go here.
+                tracing::info!(host = %host, error = ?e, "cimd: document refused");
+                if e.is_cacheable() {
+                    self.remember_failure(client_id, &e);
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Waits (bounded) for a fetch slot and this host's share, then fetches with a deadline of
+    /// its own.
+    async fn fetch_queued(
+        &self,
+        url: &Url,
+        host: &str,
+    ) -> Result<(ClientMetadataDocument, Option<Duration>), CimdError> {
+        let cfg = &self.inner.cfg;
+        let _host_slot = HostSlot::take(&self.inner, host).ok_or(CimdError::Busy)?;
+        let queue_wait = Duration::from_millis(cfg.queue_wait_ms);
+        let _permit = match tokio::time::timeout(queue_wait, self.inner.permits.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) | Err(_) => {
+                metrics::counter!("mcpauth_cimd_fetch_busy_total").increment(1);
+                return Err(CimdError::Busy);
+            }
+        };
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        match tokio::time::timeout(timeout, self.fetch_uncached(url, timeout)).await {
+            Ok(r) => r,
+            Err(_) => Err(CimdError::Timeout),
+        }
+    }
+
+    fn remembered_failure(&self, client_id: &str, now: Instant) -> Option<CimdError> {
+        let mut failures = self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match failures.get(client_id) {
+            Some((e, until)) if *until > now => Some(e.clone()),
+            Some(_) => {
+                failures.remove(client_id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember_failure(&self, client_id: &str, e: &CimdError) {
+        let secs = self.inner.cfg.failure_cache_secs;
+        if secs == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut failures = self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= CACHE_CAPACITY {
+            failures.retain(|_, (_, until)| *until > now);
+            if failures.len() >= CACHE_CAPACITY {
+                // Full of live entries (many failing URLs at once): forget them all rather than
+                // grow; each costs at most one more fetch.
+                failures.clear();
+            }
+        }
+        failures.insert(
+            client_id.to_owned(),
+            (e.clone(), now + Duration::from_secs(secs)),
+        );
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -347,12 +468,6 @@ impl CimdFetcher {
         timeout: Duration,
     ) -> Result<(ClientMetadataDocument, Option<Duration>), CimdError> {
         let cfg = &self.inner.cfg;
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| CimdError::Fetch("unavailable".into()))?;
         let addrs = self.vetted_addrs(url).await?;
 
         let mut builder = reqwest::Client::builder()
@@ -445,16 +560,54 @@ impl CimdFetcher {
     }
 }
 
+/// One of a host's [`MAX_FETCHES_PER_HOST`] fetch slots, given back on drop.
+struct HostSlot<'a> {
+    inner: &'a Inner,
+    host: String,
+}
+
+impl<'a> HostSlot<'a> {
+    fn take(inner: &'a Inner, host: &str) -> Option<Self> {
+        let mut hosts = inner.per_host.lock().unwrap_or_else(|e| e.into_inner());
+        let n = hosts.entry(host.to_owned()).or_default();
+        if *n >= MAX_FETCHES_PER_HOST {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            inner,
+            host: host.to_owned(),
+        })
+    }
+}
+
+impl Drop for HostSlot<'_> {
+    fn drop(&mut self) {
+        let mut hosts = self
+            .inner
+            .per_host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = hosts.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                hosts.remove(&self.host);
+            }
+        }
+    }
+}
+
 fn map_reqwest(e: reqwest::Error) -> CimdError {
-    tracing::debug!(error = %e, "cimd: http error");
+    // The detail (which may name the address connected to) is for the log only; the message
+    // shown is the same for all of them.
     if e.is_timeout() {
         CimdError::Timeout
     } else if e.is_connect() {
-        CimdError::Fetch("could not connect to the client_id host".into())
+        CimdError::Fetch(format!("connect: {e}"))
     } else if e.is_body() || e.is_decode() {
-        CimdError::Fetch("error reading the response body".into())
+        CimdError::Fetch(format!("body: {e}"))
     } else {
-        CimdError::Fetch("request failed".into())
+        CimdError::Fetch(format!("request: {e}"))
     }
 }
 
@@ -747,6 +900,10 @@ mod tests {
             max_bytes: 5120,
             max_cache_secs: 3600,
             dangerous_allow_loopback: dangerous,
+            queue_wait_ms: 1000,
+            failure_cache_secs: 30,
+            max_clients: 100,
+            unused_client_ttl_secs: 0,
         }
     }
 
@@ -1282,7 +1439,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_are_not_cached() {
+    async fn failures_are_remembered_briefly() {
         init_tls();
         let s = serve_docs(|_| {
             Some(response(
@@ -1292,11 +1449,162 @@ mod tests {
             ))
         })
         .await;
+        // Attack: naming a failing document URL over and over made one fetch per lookup.
         let f = CimdFetcher::new(&cfg(true));
         let u = format!("{}/c", s.base);
-        assert!(matches!(f.fetch(&u).await, Err(CimdError::Status(500))));
-        assert!(matches!(f.fetch(&u).await, Err(CimdError::Status(500))));
+        for _ in 0..20 {
+            assert!(matches!(f.fetch(&u).await, Err(CimdError::Status(500))));
+        }
+        assert_eq!(
+            s.hits.load(Ordering::SeqCst),
+            1,
+            "one fetch per failure_cache_secs"
+        );
+        assert!(f.is_cached(&u));
+        // Another URL is fetched on its own; with failure_cache_secs = 0 nothing is remembered.
+        let other = format!("{}/d", s.base);
+        assert!(!f.is_cached(&other));
+        assert!(f.fetch(&other).await.is_err());
         assert_eq!(s.hits.load(Ordering::SeqCst), 2);
+        let forgetful = CimdFetcher::new(&CimdConfig {
+            failure_cache_secs: 0,
+            ..cfg(true)
+        });
+        assert!(forgetful.fetch(&u).await.is_err());
+        assert!(forgetful.fetch(&u).await.is_err());
+        assert_eq!(s.hits.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn network_errors_name_no_address_and_no_cause() {
+        init_tls();
+        // A port nobody listens on (bound, then closed): connection refused.
+        let closed = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let f = CimdFetcher::new(&cfg(true));
+        let refused = f
+            .fetch(&format!("http://127.0.0.1:{port}/c"))
+            .await
+            .unwrap_err()
+            .to_string();
+        // A private address behind a name.
+        let private: &[IpAddr] = &[ip("10.1.2.3")];
+        let f = CimdFetcher::with_test_hosts(&cfg(false), &[("internal.example.com", private)]);
+        let forbidden = f
+            .fetch("https://internal.example.com/c")
+            .await
+            .unwrap_err()
+            .to_string();
+        let unresolvable = CimdFetcher::new(&cfg(false))
+            .fetch("https://does-not-exist.invalid/c")
+            .await
+            .unwrap_err()
+            .to_string();
+        for m in [&refused, &forbidden, &unresolvable] {
+            assert_eq!(m, "could not fetch the client metadata document");
+            for leak in [
+                "127.0.0.1",
+                "10.1.2.3",
+                "refused",
+                "connect",
+                "resolve",
+                "forbidden",
+            ] {
+                assert!(!m.contains(leak), "{m:?} reveals {leak:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_slots_are_shared_fairly_and_waited_for_boundedly() {
+        init_tls();
+        let slow = serve("127.0.0.1", |_, _| None).await;
+        let port = slow.base.rsplit(':').next().expect("port").to_owned();
+        let lo: &[IpAddr] = &[ip("127.0.0.1")];
+        let names: Vec<String> = (0..5).map(|i| format!("slow{i}.localhost")).collect();
+        let hosts: Vec<(&str, &[IpAddr])> = names.iter().map(|n| (n.as_str(), lo)).collect();
+        let f = CimdFetcher::with_test_hosts(
+            &CimdConfig {
+                // Far longer than the test: the slots stay taken however slow this machine is.
+                timeout_ms: 60_000,
+                queue_wait_ms: 300,
+                ..cfg(true)
+            },
+            &hosts,
+        );
+        // 4 hosts x 4 fetches take all 16 slots.
+        let mut held = Vec::new();
+        for n in &names[..4] {
+            for i in 0..MAX_FETCHES_PER_HOST {
+                let (f, u) = (f.clone(), format!("http://{n}:{port}/held{i}"));
+                held.push(tokio::spawn(async move { f.fetch(&u).await }));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A fifth fetch to a busy host is refused at once, not queued behind it.
+        let started = Instant::now();
+        let r = f.fetch(&format!("http://{}:{port}/fifth", names[0])).await;
+        assert!(matches!(r, Err(CimdError::Busy)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Another host waits for a slot no longer than queue_wait_ms, then gives up.
+        let started = Instant::now();
+        let r = f.fetch(&format!("http://{}:{port}/queued", names[4])).await;
+        assert!(matches!(r, Err(CimdError::Busy)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Busy is about this server, not the document: not remembered.
+        assert!(!f.is_cached(&format!("http://{}:{port}/queued", names[4])));
+        for h in held {
+            h.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queued_fetch_gets_its_whole_timeout_after_the_wait() {
+        init_tls();
+        // Every slot is held by a hanging fetch for timeout_ms (1.5 s); the late document answers
+        // 600 ms after it is asked. A deadline counted from the start of the wait (the old
+        // behaviour) ends at ~1.5 s, before the answer at ~1.5 + 0.6 s; a deadline of its own
+        // starts when the slot is free.
+        let slow = serve("127.0.0.1", |_, _| None).await;
+        let sport = slow.base.rsplit(':').next().expect("port").to_owned();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    let url = format!("http://late.localhost:{port}/c");
+                    let _ = sock.write_all(&json_ok(&doc(&url).to_string(), &[])).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        let lo: &[IpAddr] = &[ip("127.0.0.1")];
+        let names: Vec<String> = (0..4).map(|i| format!("hold{i}.localhost")).collect();
+        let mut hosts: Vec<(&str, &[IpAddr])> = names.iter().map(|n| (n.as_str(), lo)).collect();
+        hosts.push(("late.localhost", lo));
+        let holder = CimdConfig {
+            timeout_ms: 1500,
+            queue_wait_ms: 5000,
+            ..cfg(true)
+        };
+        let f = CimdFetcher::with_test_hosts(&holder, &hosts);
+        let mut held = Vec::new();
+        for n in &names {
+            for i in 0..MAX_FETCHES_PER_HOST {
+                let (f, u) = (f.clone(), format!("http://{n}:{sport}/held{i}"));
+                held.push(tokio::spawn(async move { f.fetch(&u).await }));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = f.fetch(&format!("http://late.localhost:{port}/c")).await;
+        assert!(r.is_ok(), "{r:?}");
+        for h in held {
+            let _ = h.await;
+        }
     }
 
     #[tokio::test]
@@ -1528,6 +1836,9 @@ mod tests {
             CimdError::InvalidDocument("x".into()),
             CimdError::ClientIdMismatch,
             CimdError::UnsupportedAuthMethod("x".into()),
+            CimdError::Busy,
+            CimdError::RateLimited(3),
+            CimdError::Capacity,
         ];
         for e in errors {
             let m = e.to_string();

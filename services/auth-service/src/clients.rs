@@ -19,8 +19,15 @@ use crate::store::clients::{Client, ClientSource, ClientStore};
 /// How long a client stays cached. Changes are also fanned out to every replica at once.
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 100_000;
+/// How long this replica trusts that a metadata document it stored is still the stored row
+/// (a sweep on any replica also drops the memory at once through the client-changed fan-out).
+const STORED_RECHECK: Duration = Duration::from_secs(600);
+/// Metadata documents remembered as stored, at most.
+const STORED_MAX: usize = 10_000;
 
 type CachedClient = (Arc<Client>, Instant);
+/// A stored document's digest and when it was last checked against Postgres.
+type StoredDigest = ([u8; 32], Instant);
 
 /// Clients by id, cached.
 #[derive(Clone)]
@@ -29,6 +36,13 @@ pub struct ClientRegistry {
     cimd: CimdFetcher,
     cache: Arc<RwLock<HashMap<String, CachedClient>>>,
     used: Arc<Mutex<HashSet<String>>>,
+    /// Metadata documents known to be in Postgres as they are now: digest and when it was
+    /// checked. A lookup whose document has that digest writes nothing.
+    stored: Arc<Mutex<HashMap<String, StoredDigest>>>,
+    /// The per-IP budget of document fetches (`rate_limit.cimd_fetch`), when limits are on.
+    fetch_limit: Option<(crate::ratelimit::RateLimiter, u64)>,
+    /// `cimd.max_clients`.
+    max_cimd_clients: i64,
 }
 
 impl ClientRegistry {
@@ -38,7 +52,22 @@ impl ClientRegistry {
             cimd,
             cache: Arc::default(),
             used: Arc::default(),
+            stored: Arc::default(),
+            fetch_limit: None,
+            max_cimd_clients: i64::MAX,
         }
+    }
+
+    /// Counts document fetches (not cache hits) per client IP against `limit` per window, and
+    /// stores at most `max_cimd_clients` document clients.
+    pub fn with_cimd_limits(
+        mut self,
+        limiter: Option<(crate::ratelimit::RateLimiter, u64)>,
+        max_cimd_clients: i64,
+    ) -> Self {
+        self.fetch_limit = limiter;
+        self.max_cimd_clients = max_cimd_clients;
+        self
     }
 
     pub fn store(&self) -> &ClientStore {
@@ -46,7 +75,18 @@ impl ClientRegistry {
     }
 
     /// Finds a client: cache, then Postgres, then (for an https `client_id`) its metadata document.
+    /// A document fetch is not charged to anyone: for lookups of a flow already under way.
     pub async fn get(&self, client_id: &str) -> Result<Option<Arc<Client>>, LookupError> {
+        self.get_from(client_id, None).await
+    }
+
+    /// [`ClientRegistry::get`] on behalf of a request from `ip`: a document that has to be
+    /// fetched counts against that address's `rate_limit.cimd_fetch` budget.
+    pub async fn get_from(
+        &self,
+        client_id: &str,
+        ip: Option<&str>,
+    ) -> Result<Option<Arc<Client>>, LookupError> {
         let is_document = self.cimd.accepts(client_id);
         // A metadata document is cached by the fetcher as its HTTP caching headers say; caching
         // it here too would stretch a short max-age or ignore no-store.
@@ -58,6 +98,9 @@ impl ClientRegistry {
         }
         let client = if is_document {
             // The document is the registration; the fetcher honours its HTTP caching.
+            if let Some(ip) = ip {
+                self.charge_fetch(client_id, ip).await?;
+            }
             let doc = self
                 .cimd
                 .fetch(client_id)
@@ -77,8 +120,9 @@ impl ClientRegistry {
                 metadata: doc.raw.clone(),
                 created_at: Utc::now(),
             };
-            // Grants reference clients: keep a row for every CIMD client that was used.
-            self.store.upsert(&c).await.map_err(LookupError::Store)?;
+            // Grants and consents reference clients: keep a row for every CIMD client that was
+            // used, written only when the document is new or changed.
+            self.store_document(&c).await?;
             Some(c)
         } else {
             self.store
@@ -104,6 +148,73 @@ impl ClientRegistry {
     /// Drops a client from this replica's cache (after a change, or a fan-out event).
     pub fn invalidate(&self, client_id: &str) {
         self.cache.write().expect("client cache").remove(client_id);
+        self.stored
+            .lock()
+            .expect("stored documents")
+            .remove(client_id);
+    }
+
+    /// Counts a fetch `client_id` is about to cost against `ip`'s budget; nothing when the
+    /// fetcher would answer from memory.
+    async fn charge_fetch(&self, client_id: &str, ip: &str) -> Result<(), LookupError> {
+        let Some((limiter, limit)) = &self.fetch_limit else {
+            return Ok(());
+        };
+        if !self.cimd.enabled() || self.cimd.is_cached(client_id) {
+            return Ok(());
+        }
+        let now = Utc::now().timestamp() as u64;
+        match limiter.check("cimd_fetch", ip, *limit, now).await {
+            crate::ratelimit::Verdict::Allow => Ok(()),
+            crate::ratelimit::Verdict::Deny(retry) => {
+                metrics::counter!("mcpauth_rate_limited_total", "endpoint" => "cimd_fetch")
+                    .increment(1);
+                tracing::info!(ip, "cimd: fetch budget of this address used up");
+                Err(LookupError::Cimd(crate::cimd::CimdError::RateLimited(
+                    retry,
+                )))
+            }
+        }
+    }
+
+    /// Writes a document client's row unless this replica knows it is stored unchanged.
+    async fn store_document(&self, c: &Client) -> Result<(), LookupError> {
+        let digest = document_digest(&c.metadata);
+        let known = self
+            .stored
+            .lock()
+            .expect("stored documents")
+            .get(&c.client_id)
+            .is_some_and(|(d, at)| *d == digest && at.elapsed() < STORED_RECHECK);
+        if known {
+            return Ok(());
+        }
+        match self
+            .store
+            .store_cimd(c, self.max_cimd_clients)
+            .await
+            .map_err(LookupError::Store)?
+        {
+            crate::store::clients::CimdWrite::Full => {
+                tracing::warn!(
+                    max = self.max_cimd_clients,
+                    "cimd: cimd.max_clients document clients are stored; refusing a new one"
+                );
+                metrics::counter!("mcpauth_cimd_clients_refused_total").increment(1);
+                return Err(LookupError::Cimd(crate::cimd::CimdError::Capacity));
+            }
+            crate::store::clients::CimdWrite::Inserted
+            | crate::store::clients::CimdWrite::Updated => {
+                metrics::counter!("mcpauth_cimd_client_writes_total").increment(1);
+            }
+            crate::store::clients::CimdWrite::Unchanged => {}
+        }
+        let mut stored = self.stored.lock().expect("stored documents");
+        if stored.len() >= STORED_MAX {
+            stored.clear();
+        }
+        stored.insert(c.client_id.clone(), (digest, Instant::now()));
+        Ok(())
     }
 
     /// Notes that a client was used; written to Postgres in batches by `flush_used`.
@@ -126,10 +237,12 @@ impl ClientRegistry {
 
     /// Authenticates the client of a token, revocation or introspection request (RFC 6749
     /// §2.3: `client_secret_basic`, `client_secret_post`, or `none` for public clients).
+    /// `ip` (the request's client address) pays for a metadata document fetch.
     pub async fn authenticate(
         &self,
         req: &HttpRequest,
         form: &HashMap<String, String>,
+        ip: Option<&str>,
     ) -> Result<Arc<Client>, OAuthError> {
         let basic = basic_credentials(req)?;
         let form_id = form.get("client_id").map(String::as_str);
@@ -164,9 +277,15 @@ impl ClientRegistry {
                 e
             }
         };
-        let client = match self.get(client_id).await {
+        let client = match self
+            .get_from(client_id, Some(ip.unwrap_or("unknown")))
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => return Err(fail()),
+            Err(LookupError::Cimd(crate::cimd::CimdError::RateLimited(retry))) => {
+                return Err(OAuthError::rate_limited(retry));
+            }
             Err(LookupError::Cimd(e)) => {
                 return Err(OAuthError::invalid_client(format!(
                     "client metadata document: {e}"
@@ -181,6 +300,14 @@ impl ClientRegistry {
             _ => Err(fail()),
         }
     }
+}
+
+/// SHA-256 of a document as stored (its JSON text).
+fn document_digest(metadata: &serde_json::Value) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, metadata.to_string().as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// Why a client could not be looked up.

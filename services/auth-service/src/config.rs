@@ -87,6 +87,35 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Networks (CIDR blocks or single addresses) of the reverse proxies in front of the service.
+    /// Only a peer in one of them may name the client in `client_ip_header` (`crate::proxy`).
+    /// A list, or one string of comma-separated entries (environment variables).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write: `x-forwarded-for` or `forwarded` (RFC 7239).
+    pub client_ip_header: String,
+    /// Parsed `trusted_proxies` and `client_ip_header`, set by [`Config::load`].
+    #[serde(skip)]
+    pub proxies: crate::proxy::TrustedProxies,
+}
+
+/// A list of strings, or one string of comma-separated entries.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(l) => l,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +391,15 @@ pub struct CimdConfig {
     pub max_cache_secs: u64,
     /// TESTS ONLY: also fetch `http://` documents from loopback addresses.
     pub dangerous_allow_loopback: bool,
+    /// Longest wait for one of the fetch slots; the fetch's own `timeout_ms` starts after it.
+    pub queue_wait_ms: u64,
+    /// How long a failed fetch is remembered (the same URL fails at once meanwhile); 0: never.
+    pub failure_cache_secs: u64,
+    /// Cap on stored CIMD clients (rows kept for consents and grants); a new document URL past
+    /// it is refused until the sweeper makes room.
+    pub max_clients: i64,
+    /// CIMD clients without a live grant and not used for this long are removed; 0: never.
+    pub unused_client_ttl_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -375,8 +413,17 @@ pub struct RateLimitConfig {
     pub authorize: u64,
     /// Password attempts (`POST /login`) per window and client IP.
     pub login: u64,
-    /// Take the client IP from the left-most `X-Forwarded-For` entry (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// `/token` requests per window and client (per client and IP for a public client), beside
+    /// the per-IP `token` limit: one client's burst cannot use up its neighbours' budget.
+    pub token_per_client: u64,
+    /// Fetches of Client ID Metadata Documents a client IP may cause per window, from any
+    /// endpoint (`/authorize`, `/token`, `/revoke`, `/introspect`); cache hits are free.
+    pub cimd_fetch: u64,
+    /// Removed: it believed the left-most `X-Forwarded-For` entry, which any client writes.
+    /// `true` is refused with a pointer to `http.trusted_proxies`; `false` (the old default)
+    /// is accepted and means nothing.
+    #[serde(default)]
+    pub trust_forwarded_for: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -426,16 +473,37 @@ impl Config {
         file: Option<&Path>,
         env: &HashMap<String, String>,
     ) -> Result<(Self, EnvReport), ConfigError> {
-        let (cfg, report): (Config, _) =
+        let (mut cfg, report): (Config, _) =
             mcpauth_runtime::service_env::AUTH.load(DEFAULTS, file, env)?;
         cfg.validate()?;
+        cfg.http.proxies = cfg.trusted_proxies()?;
         Ok((cfg, report))
+    }
+
+    /// `http.trusted_proxies` and `http.client_ip_header`, parsed; errors name the key.
+    pub fn trusted_proxies(&self) -> Result<crate::proxy::TrustedProxies, ConfigError> {
+        let header = crate::proxy::ForwardHeader::parse(&self.http.client_ip_header)
+            .map_err(|e| ConfigError::new(format!("http.client_ip_header: {e}")))?;
+        crate::proxy::TrustedProxies::new(&self.http.trusted_proxies, header)
+            .map_err(|e| ConfigError::new(format!("http.trusted_proxies{e}")))
     }
 
     /// Checks what serde cannot: one line naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::new(m));
         self.telemetry.validate()?;
+        if self.rate_limit.trust_forwarded_for == Some(true) {
+            return err(
+                "rate_limit.trust_forwarded_for: removed (it believed any client's X-Forwarded-For); \
+                 list your reverse proxies' networks in http.trusted_proxies instead \
+                 (docs/operations.md#client-addresses-behind-proxies)"
+                    .into(),
+            );
+        }
+        self.trusted_proxies()?;
+        if self.cimd.enabled && (self.cimd.queue_wait_ms == 0 || self.cimd.timeout_ms == 0) {
+            return err("cimd: timeout_ms and queue_wait_ms must be positive".into());
+        }
         // The URL's shape and the TLS files are checked now, not at the first connection.
         mcpauth_runtime::redis_client("redis", self.redis.url.expose(), self.redis.tls.as_ref())?;
         let issuer = url::Url::parse(&self.issuer);

@@ -16,6 +16,7 @@ pub mod grpc_connect;
 pub mod http;
 pub mod init_secrets;
 pub mod login;
+pub mod proxy;
 pub mod ratelimit;
 pub mod store;
 pub mod tokens;

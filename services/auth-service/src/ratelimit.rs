@@ -115,6 +115,27 @@ impl RateLimiter {
         Verdict::Allow
     }
 
+    /// Takes back one request counted by [`RateLimiter::check`] in the current window (a request
+    /// that a later, narrower limit refused). Best effort: a count already pushed to Redis by the
+    /// batched path stays.
+    pub async fn refund(&self, bucket: &'static str, subject: &str, limit: u64, now_secs: u64) {
+        let window = now_secs / self.window_secs;
+        if limit < EXACT_BELOW {
+            if let Err(e) = self
+                .ephemeral
+                .uncount_request(bucket, subject, window, self.window_secs)
+                .await
+            {
+                tracing::warn!(error = %e, bucket, "rate limit refund failed");
+            }
+            return;
+        }
+        let mut local = self.local.lock().expect("rate limiter lock");
+        if let Some(w) = local.get_mut(&(bucket, subject.to_owned(), window)) {
+            w.pending = w.pending.saturating_sub(1);
+        }
+    }
+
     /// Pushes local counts to Redis and learns the shared totals; forgets past windows.
     pub async fn flush(&self, now_secs: u64) {
         let current = now_secs / self.window_secs;

@@ -90,13 +90,17 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
     let Some(client_id) = params.get("client_id").filter(|c| !c.is_empty()) else {
         return pages::error_page("invalid_request", "client_id is missing");
     };
-    let client = match state.clients.get(client_id).await {
+    let ip = client_ip(&state, &req);
+    let client = match state.clients.get_from(client_id, ip.as_deref()).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             return pages::error_page(
                 "invalid_client",
                 "this application is not registered with this server",
             );
+        }
+        Err(LookupError::Cimd(crate::cimd::CimdError::RateLimited(retry))) => {
+            return actix_web::ResponseError::error_response(&OAuthError::rate_limited(retry));
         }
         Err(LookupError::Cimd(e)) => {
             return pages::error_page("invalid_client", &e.to_string());

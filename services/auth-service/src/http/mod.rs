@@ -106,18 +106,17 @@ pub(crate) fn form_body(
     parse_params(body)
 }
 
-/// The client address used for rate limits and audit.
+/// The client address used for rate limits, audit and logs: the TCP peer, or behind trusted
+/// proxies (`http.trusted_proxies`) the right-most untrusted address of the configured
+/// forwarding header (`crate::proxy`).
 pub(crate) fn client_ip(state: &AppState, req: &HttpRequest) -> Option<String> {
-    if state.config.rate_limit.trust_forwarded_for
-        && let Some(xff) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        && let Some(first) = xff.split(',').next()
-    {
-        return Some(first.trim().to_owned());
-    }
-    req.peer_addr().map(|a| a.ip().to_string())
+    let peer = req.peer_addr()?.ip();
+    let proxies = &state.config.http.proxies;
+    let values = req
+        .headers()
+        .get_all(proxies.header().name())
+        .filter_map(|v| v.to_str().ok());
+    Some(proxies.client_ip(peer, values).to_string())
 }
 
 /// Authenticates the client of a token, revocation or introspection request, recording a failed
@@ -127,12 +126,13 @@ pub(crate) async fn authenticate_client(
     req: &HttpRequest,
     form: &HashMap<String, String>,
 ) -> Result<std::sync::Arc<crate::store::clients::Client>, OAuthError> {
-    let result = state.clients.authenticate(req, form).await;
+    let ip = client_ip(state, req);
+    let result = state.clients.authenticate(req, form, ip.as_deref()).await;
     if let Err(e) = &result
         && e.error == "invalid_client"
     {
         let mut ev = crate::audit::AuditEvent::new(crate::audit::AuditKind::ClientAuthFailed)
-            .ip(client_ip(state, req))
+            .ip(ip)
             .detail(serde_json::json!({"endpoint": req.path()}));
         if let Some(id) = form.get("client_id") {
             ev = ev.client(id);
@@ -175,6 +175,46 @@ pub(crate) async fn rate_limit(
         crate::ratelimit::Verdict::Allow => Ok(()),
         crate::ratelimit::Verdict::Deny(retry) => {
             metrics::counter!("mcpauth_rate_limited_total", "endpoint" => name).increment(1);
+            tracing::debug!(ip = %ip, bucket = name, "rate limited");
+            Err(OAuthError::rate_limited(retry))
+        }
+    }
+}
+
+/// The per-client `/token` limit (`rate_limit.token_per_client`), checked once the client is
+/// authenticated: a confidential client's budget is its own wherever it calls from; a public
+/// client (which anyone may name) has one budget per client and IP. A request refused here hands
+/// back the per-IP `token` count it took, so that a client held back by its own limit does not
+/// use up the budget of the other clients behind the same address.
+pub(crate) async fn rate_limit_client(
+    state: &AppState,
+    req: &HttpRequest,
+    client: &crate::store::clients::Client,
+) -> Result<(), OAuthError> {
+    let rl = &state.config.rate_limit;
+    if !rl.enabled {
+        return Ok(());
+    }
+    let ip = client_ip(state, req).unwrap_or_else(|| "unknown".into());
+    let key = if client.is_public() {
+        format!("{}\n{ip}", client.client_id)
+    } else {
+        client.client_id.clone()
+    };
+    // Client ids are up to 2 KiB (metadata document URLs): the window key holds a digest.
+    let subject = crate::domain::token::hex(&crate::domain::token::hash(&key)[..16]);
+    let now = chrono::Utc::now().timestamp() as u64;
+    match state
+        .rate_limiter
+        .check("token_client", &subject, rl.token_per_client, now)
+        .await
+    {
+        crate::ratelimit::Verdict::Allow => Ok(()),
+        crate::ratelimit::Verdict::Deny(retry) => {
+            state.rate_limiter.refund("token", &ip, rl.token, now).await;
+            metrics::counter!("mcpauth_rate_limited_total", "endpoint" => "token_client")
+                .increment(1);
+            tracing::debug!(ip = %ip, client_id = %client.client_id, "client rate limited");
             Err(OAuthError::rate_limited(retry))
         }
     }

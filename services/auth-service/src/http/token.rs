@@ -8,7 +8,9 @@ use serde::Serialize;
 use crate::app::AppState;
 use crate::error::OAuthError;
 use crate::http::grants::{authorization_code, client_credentials, refresh_token};
-use crate::http::{Bucket, authenticate_client, client_ip, form_body, rate_limit};
+use crate::http::{
+    Bucket, authenticate_client, client_ip, form_body, rate_limit, rate_limit_client,
+};
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Serialize)]
@@ -33,6 +35,7 @@ pub async fn token(
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?
         .clone();
     let client = authenticate_client(&state, &req, &form).await?;
+    rate_limit_client(&state, &req, &client).await?;
     if !client.allows_grant(&grant_type)
         && matches!(
             grant_type.as_str(),

@@ -60,6 +60,19 @@ impl Client {
     }
 }
 
+/// What [`ClientStore::store_cimd`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CimdWrite {
+    /// A new row.
+    Inserted,
+    /// The stored document differed and was replaced.
+    Updated,
+    /// The row holds this document already: nothing was written.
+    Unchanged,
+    /// `cimd.max_clients` rows exist: the new one was not stored.
+    Full,
+}
+
 /// Postgres access to the `clients` table.
 #[derive(Clone)]
 pub struct ClientStore {
@@ -154,6 +167,84 @@ impl ClientStore {
         Ok(())
     }
 
+    /// Stores the client a metadata document defines, writing only when the document is new or
+    /// differs from the stored one (a lookup of an unchanged document costs one read-only
+    /// statement). A new row is refused once `max` document clients exist; the count and the
+    /// insert happen under an advisory lock, as for dynamic registrations. A row of another
+    /// source with the same id is left as it is.
+    pub async fn store_cimd(&self, c: &Client, max: i64) -> Result<CimdWrite, StoreError> {
+        let (updated, exists): (i64, bool) = sqlx::query_as(
+            "WITH u AS (UPDATE clients SET client_name = $2, redirect_uris = $3, grant_types = $4, \
+             response_types = $5, token_endpoint_auth_method = $6, scope = $7, metadata = $8, updated_at = now() \
+             WHERE client_id = $1 AND source = 'cimd' AND metadata IS DISTINCT FROM $8 RETURNING 1) \
+             SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM clients WHERE client_id = $1)",
+        )
+        .bind(&c.client_id)
+        .bind(&c.client_name)
+        .bind(&c.redirect_uris)
+        .bind(&c.grant_types)
+        .bind(&c.response_types)
+        .bind(&c.token_endpoint_auth_method)
+        .bind(&c.scope)
+        .bind(&c.metadata)
+        .fetch_one(&self.pool)
+        .await?;
+        if updated > 0 {
+            return Ok(CimdWrite::Updated);
+        }
+        if exists {
+            return Ok(CimdWrite::Unchanged);
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CIMD_CAP_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clients WHERE source = 'cimd'")
+            .fetch_one(&mut *tx)
+            .await?;
+        if n >= max {
+            return Ok(CimdWrite::Full);
+        }
+        let r = sqlx::query(
+            "INSERT INTO clients (client_id, source, client_name, redirect_uris, grant_types, response_types, \
+             token_endpoint_auth_method, scope, metadata, created_at) \
+             VALUES ($1, 'cimd', $2, $3, $4, $5, $6, $7, $8, now()) ON CONFLICT (client_id) DO NOTHING",
+        )
+        .bind(&c.client_id)
+        .bind(&c.client_name)
+        .bind(&c.redirect_uris)
+        .bind(&c.grant_types)
+        .bind(&c.response_types)
+        .bind(&c.token_endpoint_auth_method)
+        .bind(&c.scope)
+        .bind(&c.metadata)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(if r.rows_affected() == 1 {
+            CimdWrite::Inserted
+        } else {
+            CimdWrite::Unchanged
+        })
+    }
+
+    /// Deletes document clients that have no live grant and were neither used at `/token` nor
+    /// changed within `ttl_secs`; returns their ids. (Consents go with them: the next use asks
+    /// the user again.)
+    pub async fn delete_unused_cimd(&self, ttl_secs: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM clients c WHERE c.source = 'cimd' \
+             AND greatest(coalesce(c.last_used_at, c.created_at), c.updated_at) < now() - make_interval(secs => $1) \
+             AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.client_id = c.client_id \
+                             AND g.revoked_at IS NULL AND g.expires_at > now()) \
+             RETURNING c.client_id",
+        )
+        .bind(ttl_secs as f64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Replaces a dynamic client's metadata (RFC 7592 update). The secret and registration
     /// token are kept.
     pub async fn update_metadata(&self, c: &Client) -> Result<(), StoreError> {
@@ -235,6 +326,8 @@ impl ClientStore {
 
 /// Advisory lock key serialising dynamic registrations against `registration.max_clients`.
 const DYNAMIC_CAP_LOCK: i64 = 0x6d63_7061_7574_6801;
+/// Advisory lock key serialising new document clients against `cimd.max_clients`.
+const CIMD_CAP_LOCK: i64 = 0x6d63_7061_7574_6802;
 
 async fn insert_with<'e>(db: impl sqlx::PgExecutor<'e>, c: &Client) -> Result<(), StoreError> {
     sqlx::query(

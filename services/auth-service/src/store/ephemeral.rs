@@ -387,6 +387,27 @@ impl Ephemeral {
         Ok(n)
     }
 
+    /// Takes one request back from a rate-limit window ([`Ephemeral::count_request`]).
+    pub async fn uncount_request(
+        &self,
+        bucket: &str,
+        subject: &str,
+        window: u64,
+        window_secs: u64,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}:rl:{bucket}:{subject}:{window}", self.prefix);
+        let mut c = self.conn().await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .decr(&key, 1)
+            .ignore()
+            .expire(&key, window_secs as i64 + 1)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
     /// The shared count of a rate-limit window (0 when nothing was counted yet).
     pub async fn requests_counted(
         &self,

@@ -87,6 +87,11 @@ pub fn test_env(db_url: &str, prefix: &str) -> HashMap<String, String> {
         ("MCPAUTH__RATE_LIMIT__TOKEN".into(), "100000".into()),
         ("MCPAUTH__RATE_LIMIT__AUTHORIZE".into(), "100000".into()),
         ("MCPAUTH__RATE_LIMIT__LOGIN".into(), "100000".into()),
+        (
+            "MCPAUTH__RATE_LIMIT__TOKEN_PER_CLIENT".into(),
+            "100000".into(),
+        ),
+        ("MCPAUTH__RATE_LIMIT__CIMD_FETCH".into(), "100000".into()),
         ("MCPAUTH__TOKENS__CURRENT_KEY".into(), "k1".into()),
         ("MCPAUTH__LOG__FORMAT".into(), "pretty".into()),
     ];

@@ -3,6 +3,7 @@
 
 mod audit;
 mod authorize;
+mod cimd;
 mod cluster_ops;
 mod consent;
 mod grpc;

@@ -113,30 +113,146 @@ async fn registration_limit_is_shared_across_replicas() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn limits_are_per_client_ip() {
-    fresh_window().await;
-    let mut opts = limited("MCPAUTH__RATE_LIMIT__REGISTER", 1);
+/// `limited` behind reverse proxies in `cidrs` (the tests connect from 127.0.0.1).
+fn behind(bucket: &'static str, limit: u32, cidrs: &str) -> Options {
+    let mut opts = limited(bucket, limit);
     opts.env
-        .push(("MCPAUTH__RATE_LIMIT__TRUST_FORWARDED_FOR", "true".into()));
+        .push(("MCPAUTH__HTTP__TRUSTED_PROXIES", cidrs.into()));
+    opts
+}
+
+async fn post_register_with(s: &TestServer, header: &str, value: &str) -> u16 {
+    s.http
+        .post(s.url("/register"))
+        .header(header, value)
+        .json(&metadata())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn spoofed_forwarded_for_from_an_untrusted_peer_gets_no_fresh_bucket() {
+    // Attack (issue 12 item 1): behind an ingress, the old `trust_forwarded_for = true` took the
+    // left-most X-Forwarded-For entry, so each invented address was a fresh budget (45 of 45
+    // registrations went through against a limit of 30). Here the proxies are 10.0.0.0/8; the
+    // attacker connects directly (127.0.0.1, not a proxy) and invents a header per request.
+    fresh_window().await;
+    let s = TestServer::start_with(behind("MCPAUTH__RATE_LIMIT__REGISTER", 3, "10.0.0.0/8")).await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(post_register_with(&s, "x-forwarded-for", &format!("203.0.113.{i}")).await);
+    }
+    assert_eq!(statuses, [201, 201, 201, 429, 429, 429, 429, 429]);
+    // Forwarded is no way around it either.
+    assert_eq!(
+        post_register_with(&s, "forwarded", "for=198.51.100.1").await,
+        429
+    );
+    assert_eq!(dynamic_clients(&s).await, 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_right_most_untrusted_address_counts() {
+    fresh_window().await;
+    let s = TestServer::start_with(behind(
+        "MCPAUTH__RATE_LIMIT__REGISTER",
+        1,
+        "127.0.0.1/32, 10.0.0.0/8",
+    ))
+    .await;
+    // The peer (127.0.0.1) and the inner proxy (10.0.0.5) are trusted; 203.0.113.1 is the client,
+    // whatever it wrote to the left.
+    assert_eq!(
+        post_register_with(&s, "x-forwarded-for", "6.6.6.6, 203.0.113.1, 10.0.0.5").await,
+        201
+    );
+    assert_eq!(
+        post_register_with(&s, "x-forwarded-for", "7.7.7.7, 203.0.113.1, 10.0.0.5").await,
+        429
+    );
+    assert_eq!(
+        post_register_with(&s, "x-forwarded-for", "8.8.8.8, 203.0.113.1").await,
+        429
+    );
+    // Another client behind the same proxies has its own budget.
+    assert_eq!(
+        post_register_with(&s, "x-forwarded-for", "203.0.113.1, 203.0.113.2").await,
+        201
+    );
+    assert_eq!(
+        post_register_with(&s, "x-forwarded-for", "203.0.113.2").await,
+        429
+    );
+    // The audit trail records the derived address.
+    let r = s
+        .http
+        .post(s.url("/token"))
+        .header("x-forwarded-for", "6.6.6.6, 198.51.100.77")
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "nobody"),
+            ("client_secret", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let mut ips: Vec<Option<String>> = Vec::new();
+    for _ in 0..50 {
+        ips = sqlx::query_scalar("SELECT ip FROM audit_events WHERE kind = 'client.auth_failed'")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+        if !ips.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ips, [Some("198.51.100.77".to_owned())]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_header_when_configured() {
+    fresh_window().await;
+    let mut opts = behind("MCPAUTH__RATE_LIMIT__REGISTER", 1, "127.0.0.1");
+    opts.env
+        .push(("MCPAUTH__HTTP__CLIENT_IP_HEADER", "forwarded".into()));
     let s = TestServer::start_with(opts).await;
     assert_eq!(
-        post_register(&s, Some("203.0.113.1"))
-            .await
-            .status()
-            .as_u16(),
+        post_register_with(&s, "forwarded", "for=203.0.113.1;proto=https").await,
         201
     );
-    assert_limited(post_register(&s, Some("203.0.113.1")).await).await;
-    // Another address has its own budget; the left-most X-Forwarded-For entry is the client.
     assert_eq!(
-        post_register(&s, Some("203.0.113.2, 10.0.0.1"))
-            .await
-            .status()
-            .as_u16(),
+        post_register_with(&s, "forwarded", "for=6.6.6.6, for=\"203.0.113.1:4711\"").await,
+        429
+    );
+    assert_eq!(
+        post_register_with(&s, "forwarded", "for=\"[2001:db8::1]:4711\"").await,
         201
     );
-    assert_limited(post_register(&s, Some("203.0.113.2")).await).await;
+    assert_eq!(
+        post_register_with(&s, "forwarded", "for=\"[2001:db8::1]\"").await,
+        429
+    );
+    // X-Forwarded-For is not read in this mode: these count as the proxy itself.
+    assert_eq!(
+        post_register_with(&s, "x-forwarded-for", "203.0.113.50").await,
+        201
+    );
+    assert_eq!(
+        post_register_with(&s, "x-forwarded-for", "203.0.113.51").await,
+        429
+    );
+    // `unknown` stops the walk at the proxy: the proxy's budget, used up just above.
+    assert_eq!(
+        post_register_with(&s, "forwarded", "for=unknown").await,
+        429
+    );
     s.stop().await;
 }
 
@@ -153,6 +269,78 @@ async fn forwarded_for_is_ignored_unless_trusted() {
     );
     // A client cannot escape the limit by inventing addresses.
     assert_limited(post_register(&s, Some("203.0.113.99")).await).await;
+    s.stop().await;
+}
+
+#[test]
+fn the_removed_trust_forwarded_for_is_refused_with_a_pointer() {
+    let env: std::collections::HashMap<String, String> = [
+        ("MCPAUTH__DEV_MODE", "true"),
+        ("MCPAUTH__RATE_LIMIT__TRUST_FORWARDED_FOR", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let e = auth_service::config::Config::load(None, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rate_limit.trust_forwarded_for: removed"), "{e}");
+    assert!(e.contains("http.trusted_proxies"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    // `false`, the old default, still loads (and means nothing).
+    let mut env = env;
+    env.insert(
+        "MCPAUTH__RATE_LIMIT__TRUST_FORWARDED_FOR".into(),
+        "false".into(),
+    );
+    assert!(auth_service::config::Config::load(None, &env).is_ok());
+    env.insert("MCPAUTH__HTTP__TRUSTED_PROXIES".into(), "10.0.0.1/8".into());
+    let e = auth_service::config::Config::load(None, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("http.trusted_proxies[0]: \"10.0.0.1/8\": host bits are set"),
+        "{e}"
+    );
+}
+
+const SECOND_CLIENT: &str = "second-backend";
+const SECOND_SECRET: &str = "second-backend-secret-0123456789abcdef";
+
+#[tokio::test]
+async fn a_client_over_its_token_limit_does_not_starve_its_neighbours() {
+    // Two backends behind one egress address: a per-IP /token budget of 10, 3 per client.
+    fresh_window().await;
+    let mut opts = limited("MCPAUTH__RATE_LIMIT__TOKEN", 10);
+    opts.env
+        .push(("MCPAUTH__RATE_LIMIT__TOKEN_PER_CLIENT", "3".into()));
+    opts.toml = format!(
+        "[[clients]]\nclient_id = \"{SECOND_CLIENT}\"\nclient_secret_sha256 = \"{}\"\n\
+         grant_types = [\"client_credentials\"]\ntoken_endpoint_auth_method = \"client_secret_basic\"\n",
+        sha256_hex(SECOND_SECRET)
+    );
+    let s = TestServer::start_with(opts).await;
+    let form = [("grant_type", "client_credentials"), ("resource", RESOURCE)];
+    // The first client bursts well past both budgets.
+    let mut first = Vec::new();
+    for _ in 0..15 {
+        let (status, body, headers) = s.token_basic(STATIC_CLIENT, STATIC_SECRET, &form).await;
+        if status == 429 {
+            assert_eq!(body["error"], "rate_limited");
+            assert!(headers.contains_key("retry-after"));
+        }
+        first.push(status);
+    }
+    assert_eq!(first.iter().filter(|s| **s == 200).count(), 3, "{first:?}");
+    assert!(first[3..].iter().all(|s| *s == 429), "{first:?}");
+    // The second client, same address, still gets its own three.
+    for _ in 0..3 {
+        let (status, body, _) = s.token_basic(SECOND_CLIENT, SECOND_SECRET, &form).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body, headers) = s.token_basic(SECOND_CLIENT, SECOND_SECRET, &form).await;
+    assert_eq!(status, 429);
+    assert_oauth_error(&(status, body, headers), 429, "rate_limited");
     s.stop().await;
 }
 
