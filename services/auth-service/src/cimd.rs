@@ -570,9 +570,21 @@ fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, Cimd
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| invalid("client_name is missing"))?;
 
+    use crate::domain::client_metadata as limits;
+    limits::check_text("client_name", &client_name, limits::MAX_NAME_CHARS)
+        .map_err(CimdError::InvalidDocument)?;
     let redirect_uris = opt_string_array(obj, "redirect_uris")?.unwrap_or_default();
     if redirect_uris.is_empty() {
         return Err(invalid("redirect_uris is missing or empty"));
+    }
+    if redirect_uris.len() > limits::MAX_REDIRECT_URIS {
+        return Err(CimdError::InvalidDocument(format!(
+            "at most {} redirect_uris",
+            limits::MAX_REDIRECT_URIS
+        )));
+    }
+    for u in &redirect_uris {
+        limits::check_uri_len("redirect_uris", u).map_err(CimdError::InvalidDocument)?;
     }
     for u in &redirect_uris {
         redirect_uri::validate_for_registration(u, &[])
@@ -589,12 +601,26 @@ fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, Cimd
     if !grant_types.iter().any(|g| g == "authorization_code") {
         return Err(invalid("grant_types must include authorization_code"));
     }
+    // A document is an open registration: only the user-delegated grants (docs/security.md).
+    // Anything else it lists is ignored, as RFC 7591 §3.2.1 lets a server replace metadata.
+    let mut grant_types = grant_types;
+    grant_types.retain(|g| crate::domain::client_metadata::OPEN_GRANTS.contains(&g.as_str()));
+    grant_types.dedup();
     let response_types =
         opt_string_array(obj, "response_types")?.unwrap_or_else(|| vec!["code".to_owned()]);
     if !response_types.iter().any(|r| r == "code") {
         return Err(invalid("response_types must include code"));
     }
     let scope = opt_string(obj, "scope")?;
+    if scope
+        .as_ref()
+        .is_some_and(|s| s.len() > limits::MAX_SCOPE_BYTES)
+    {
+        return Err(CimdError::InvalidDocument(format!(
+            "scope must be at most {} bytes",
+            limits::MAX_SCOPE_BYTES
+        )));
+    }
     let client_uri = opt_https_url(obj, "client_uri")?;
     let logo_uri = opt_https_url(obj, "logo_uri")?;
 
@@ -641,6 +667,7 @@ fn opt_https_url(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, 
     let Some(s) = opt_string(obj, key)? else {
         return Ok(None);
     };
+    crate::domain::client_metadata::check_uri_len(key, &s).map_err(CimdError::InvalidDocument)?;
     let ok = Url::parse(&s).is_ok_and(|u| {
         u.scheme() == "https"
             && u.host().is_some()
