@@ -1393,6 +1393,45 @@ mod tests {
     }
 
     #[test]
+    fn documents_are_open_registrations_with_bounded_fields() {
+        // A document cannot make its client a machine client.
+        let d = validate(with(
+            "grant_types",
+            serde_json::json!(["authorization_code", "client_credentials", "refresh_token"]),
+        ))
+        .expect("ok");
+        assert_eq!(d.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(
+            invalid(validate(with("client_name", "n".repeat(201).into()))),
+            "client_name must be at most 200 printable characters"
+        );
+        assert!(validate(with("client_name", "n".repeat(200).into())).is_ok());
+        let many: Vec<String> = (0..21)
+            .map(|i| format!("https://app.example.com/cb{i}"))
+            .collect();
+        assert_eq!(
+            invalid(validate(with("redirect_uris", serde_json::json!(many)))),
+            "at most 20 redirect_uris"
+        );
+        let long = format!("https://app.example.com/{}", "p".repeat(2048));
+        assert_eq!(
+            invalid(validate(with(
+                "redirect_uris",
+                serde_json::json!([long.clone()])
+            ))),
+            "redirect_uris must be at most 2048 bytes"
+        );
+        assert_eq!(
+            invalid(validate(with("logo_uri", long.into()))),
+            "logo_uri must be at most 2048 bytes"
+        );
+        assert_eq!(
+            invalid(validate(with("scope", "a ".repeat(600).into()))),
+            "scope must be at most 1024 bytes"
+        );
+    }
+
+    #[test]
     fn document_validation() {
         assert!(validate(doc(URL)).is_ok());
         assert!(matches!(
