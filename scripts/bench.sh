@@ -67,6 +67,7 @@ HTTP_PORT="$(free_port)"; GRPC_PORT="$(free_port)"
 BASE="http://127.0.0.1:$HTTP_PORT"
 RESOURCE="http://127.0.0.1:8081/mcp"
 CRED="bench-service-credential"
+IAT="bench-initial-access-token"
 LOG="$OUT/auth-service.log"
 pid=""
 extra_pids=()
@@ -98,6 +99,9 @@ addr = "127.0.0.1:$GRPC_PORT"
 [[grpc.callers]]
 name = "bench"
 credential_sha256 = "$(printf '%s' "$CRED" | "$AUTH" hash-secret)"
+[registration]
+# The bench backend registers for client_credentials with this initial access token (RFC 7591 §3).
+initial_access_tokens_sha256 = ["$(printf '%s' "$IAT" | "$AUTH" hash-secret)"]
 [tokens]
 current_key = "k1"
 [[tokens.keys]]
@@ -121,8 +125,9 @@ say "auth-service pid $pid, idle RSS $((RSS_IDLE_KB / 1024)) MiB ($RSS_IDLE_KB k
 echo "{\"name\":\"idle_rss\",\"rss_kib\":$RSS_IDLE_KB}" >>"$RESULTS"
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-# A confidential client for client_credentials and introspection.
-reg=$(curl -fsS -X POST "$BASE/register" -H 'content-type: application/json' \
+# A confidential client for client_credentials and introspection (of its own token: a client
+# may introspect what was issued to it). Machine clients need an initial access token.
+reg=$(curl -fsS -X POST "$BASE/register" -H 'content-type: application/json' -H "authorization: Bearer $IAT" \
   -d '{"client_name":"bench backend","grant_types":["client_credentials"],"response_types":[],"token_endpoint_auth_method":"client_secret_basic"}')
 CID=$(echo "$reg" | json '["client_id"]'); CSECRET=$(echo "$reg" | json '["client_secret"]')
 BASIC=$(printf '%s:%s' "$CID" "$CSECRET" | base64 -w0)

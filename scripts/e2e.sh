@@ -28,6 +28,7 @@ MCP_LOG="$TMP/mcp-service.log"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 HTTP_PORT="$(free_port)"; GRPC_PORT="$(free_port)"; MCP_PORT="$(free_port)"; PROXY_PORT="$(free_port)"
 ISSUER="http://127.0.0.1:$HTTP_PORT"
+INTROSPECTOR_SECRET="e2e-introspector-secret-$RANDOM$RANDOM"
 MCP_URL="http://127.0.0.1:$MCP_PORT/mcp"
 pid=""; mcp_pid=""; status=1 # until the scripts have run
 
@@ -70,6 +71,17 @@ default_scopes = ["mcp:tools.read"]
 uri = "$MCP_URL"
 scopes = ["mcp:tools.read", "mcp:tools.write"]
 default_scopes = ["mcp:tools.read"]
+
+# oauth-flow.mjs introspects the public client's tokens as a configured introspection client: a
+# dynamically registered client sees only its own tokens (docs/configuration.md "Introspection").
+[introspection]
+clients = ["e2e-introspector"]
+
+[[clients]]
+client_id = "e2e-introspector"
+client_secret_sha256 = "$(printf '%s' "$INTROSPECTOR_SECRET" | "$BIN" hash-secret)"
+grant_types = ["client_credentials"]
+token_endpoint_auth_method = "client_secret_basic"
 EOF
 } >"$TMP/auth-service.toml"
 
@@ -134,7 +146,8 @@ run() { # name, command…
   say "--- $name"
   if ! "$@"; then status=1; failed+=("$name"); fi
 }
-run oauth-flow env ISSUER="$ISSUER" node tests/e2e/oauth-flow.mjs
+run oauth-flow env ISSUER="$ISSUER" INTROSPECT_CLIENT_ID=e2e-introspector INTROSPECT_CLIENT_SECRET="$INTROSPECTOR_SECRET" \
+  node tests/e2e/oauth-flow.mjs
 run conformance-authorization env ISSUER="$ISSUER" node tests/e2e/conformance-authorization.mjs
 run mcp-ts-sdk env ISSUER="$ISSUER" MCP_URL="$MCP_URL" node tests/e2e/mcp-ts-sdk.mjs
 run mcp-conformance env ISSUER="$ISSUER" MCP_URL="$MCP_URL" PROXY_PORT="$PROXY_PORT" node tests/e2e/mcp-conformance.mjs

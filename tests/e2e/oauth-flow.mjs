@@ -5,7 +5,10 @@
 //   ISSUER=http://127.0.0.1:8080 RESOURCE=http://127.0.0.1:8081/mcp node tests/e2e/oauth-flow.mjs
 //
 // auth-service must run in dev login mode: GET /authorize with valid parameters answers 302
-// straight to redirect_uri?code=…&state=…&iss=… (no login page, auto-consent).
+// straight to redirect_uri?code=…&state=…&iss=… (no login page, auto-consent). Introspection of
+// the public client's tokens needs a configured introspection client (RFC 7662 §4: a registered
+// client sees only its own tokens): INTROSPECT_CLIENT_ID / INTROSPECT_CLIENT_SECRET, as
+// scripts/e2e.sh configures it.
 // See README.md in this folder. Exit status: 0 when every step passed, 1 otherwise.
 import * as oauth from 'oauth4webapi';
 import { isDeepStrictEqual } from 'node:util';
@@ -17,6 +20,9 @@ const SCOPE = process.env.SCOPE ?? ''; // empty: no scope parameter (the server'
 const REDIRECT_URI = process.env.REDIRECT_URI ?? 'http://127.0.0.1:47613/callback';
 const UNKNOWN_RESOURCE = 'http://127.0.0.1:9/unknown-resource/mcp';
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS ?? 10000);
+const INTROSPECTOR = process.env.INTROSPECT_CLIENT_ID
+  ? { client: { client_id: process.env.INTROSPECT_CLIENT_ID, token_endpoint_auth_method: 'client_secret_basic' }, secret: process.env.INTROSPECT_CLIENT_SECRET ?? '' }
+  : undefined;
 
 const http = () => ({
   ...(ISSUER.startsWith('http:') ? { [oauth.allowInsecureRequests]: true } : {}),
@@ -231,10 +237,11 @@ async function expectOAuthError(promise, wantError, wantStatus = 400) {
   return err;
 }
 
-async function introspect(token) {
-  const res = await oauth.introspectionRequest(as, confidential.client, oauth.ClientSecretBasic(confidential.secret), token, http());
+/** Introspects as the configured introspection client, or as `who` (the registered confidential client). */
+async function introspect(token, who = INTROSPECTOR ?? confidential) {
+  const res = await oauth.introspectionRequest(as, who.client, oauth.ClientSecretBasic(who.secret), token, http());
   if (res.status === 200) assertJsonContentType(res, 'introspection response');
-  return oauth.processIntrospectionResponse(as, confidential.client, res);
+  return oauth.processIntrospectionResponse(as, who.client, res);
 }
 
 /** An authorization request that must not yield a code: 4xx, or a 302 carrying `error`. */
@@ -388,6 +395,13 @@ if (as && publicClient && confidential) {
       if (claims.exp !== undefined) assert.ok(claims.exp > Date.now() / 1000, `exp ${claims.exp} is in the past`);
       if (claims.token_type !== undefined) assert.match(String(claims.token_type), /^bearer$/i, `token_type is ${claims.token_type}`);
       note(`fields: ${Object.keys(claims).sort().join(', ')}`);
+    });
+
+    await step('introspect: a registered client asking about another client\'s token → {"active": false} (RFC 7662 §4)', async () => {
+      for (const t of [t3.access_token, t3.refresh_token]) {
+        const claims = await introspect(t, confidential);
+        assert.deepEqual(claims, { active: false }, `a registered client was told ${clip(claims)}`);
+      }
     });
 
     await step('revoke: another client cannot revoke the token (RFC 7009 §2.1)', async (note) => {

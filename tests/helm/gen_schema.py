@@ -17,7 +17,7 @@ vals = yaml.safe_load(open(os.path.join(ROOT, 'helm', 'mcpauth', 'values.yaml'))
 FREE = {'commonLabels','podAnnotations','podLabels','nodeSelector','affinity','resources','annotations','labels',
         'behavior','monitoringNamespaceSelector','dnsConfig','strategy','startup','readiness','liveness','podSecurityContext','containerSecurityContext'}
 SECTIONS = {
- 'authService': 'issuer dev_mode http grpc database redis log telemetry login tokens registration cimd rate_limit resources clients upstream vault admin shutdown',
+ 'authService': 'issuer dev_mode http grpc database redis log telemetry login tokens registration introspection cimd rate_limit resources clients upstream vault admin shutdown',
  'tokenVault': 'grpc http database redis log telemetry introspection encryption refresh providers admin shutdown',
  'mcpService': 'resource authorization_servers scopes_supported scope_implications http log telemetry verifier redis sessions vault connect providers connectors admin shutdown',
 }

@@ -723,9 +723,21 @@ fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, Cimd
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| invalid("client_name is missing"))?;
 
+    use crate::domain::client_metadata as limits;
+    limits::check_text("client_name", &client_name, limits::MAX_NAME_CHARS)
+        .map_err(CimdError::InvalidDocument)?;
     let redirect_uris = opt_string_array(obj, "redirect_uris")?.unwrap_or_default();
     if redirect_uris.is_empty() {
         return Err(invalid("redirect_uris is missing or empty"));
+    }
+    if redirect_uris.len() > limits::MAX_REDIRECT_URIS {
+        return Err(CimdError::InvalidDocument(format!(
+            "at most {} redirect_uris",
+            limits::MAX_REDIRECT_URIS
+        )));
+    }
+    for u in &redirect_uris {
+        limits::check_uri_len("redirect_uris", u).map_err(CimdError::InvalidDocument)?;
     }
     for u in &redirect_uris {
         redirect_uri::validate_for_registration(u, &[])
@@ -742,12 +754,26 @@ fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, Cimd
     if !grant_types.iter().any(|g| g == "authorization_code") {
         return Err(invalid("grant_types must include authorization_code"));
     }
+    // A document is an open registration: only the user-delegated grants (docs/security.md).
+    // Anything else it lists is ignored, as RFC 7591 §3.2.1 lets a server replace metadata.
+    let mut grant_types = grant_types;
+    grant_types.retain(|g| crate::domain::client_metadata::OPEN_GRANTS.contains(&g.as_str()));
+    grant_types.dedup();
     let response_types =
         opt_string_array(obj, "response_types")?.unwrap_or_else(|| vec!["code".to_owned()]);
     if !response_types.iter().any(|r| r == "code") {
         return Err(invalid("response_types must include code"));
     }
     let scope = opt_string(obj, "scope")?;
+    if scope
+        .as_ref()
+        .is_some_and(|s| s.len() > limits::MAX_SCOPE_BYTES)
+    {
+        return Err(CimdError::InvalidDocument(format!(
+            "scope must be at most {} bytes",
+            limits::MAX_SCOPE_BYTES
+        )));
+    }
     let client_uri = opt_https_url(obj, "client_uri")?;
     let logo_uri = opt_https_url(obj, "logo_uri")?;
 
@@ -794,6 +820,7 @@ fn opt_https_url(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, 
     let Some(s) = opt_string(obj, key)? else {
         return Ok(None);
     };
+    crate::domain::client_metadata::check_uri_len(key, &s).map_err(CimdError::InvalidDocument)?;
     let ok = Url::parse(&s).is_ok_and(|u| {
         u.scheme() == "https"
             && u.host().is_some()
@@ -1671,6 +1698,45 @@ mod tests {
             Err(CimdError::InvalidDocument(m)) => m,
             other => panic!("expected InvalidDocument, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn documents_are_open_registrations_with_bounded_fields() {
+        // A document cannot make its client a machine client.
+        let d = validate(with(
+            "grant_types",
+            serde_json::json!(["authorization_code", "client_credentials", "refresh_token"]),
+        ))
+        .expect("ok");
+        assert_eq!(d.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(
+            invalid(validate(with("client_name", "n".repeat(201).into()))),
+            "client_name must be at most 200 printable characters"
+        );
+        assert!(validate(with("client_name", "n".repeat(200).into())).is_ok());
+        let many: Vec<String> = (0..21)
+            .map(|i| format!("https://app.example.com/cb{i}"))
+            .collect();
+        assert_eq!(
+            invalid(validate(with("redirect_uris", serde_json::json!(many)))),
+            "at most 20 redirect_uris"
+        );
+        let long = format!("https://app.example.com/{}", "p".repeat(2048));
+        assert_eq!(
+            invalid(validate(with(
+                "redirect_uris",
+                serde_json::json!([long.clone()])
+            ))),
+            "redirect_uris must be at most 2048 bytes"
+        );
+        assert_eq!(
+            invalid(validate(with("logo_uri", long.into()))),
+            "logo_uri must be at most 2048 bytes"
+        );
+        assert_eq!(
+            invalid(validate(with("scope", "a ".repeat(600).into()))),
+            "scope must be at most 1024 bytes"
+        );
     }
 
     #[test]

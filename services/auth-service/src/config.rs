@@ -44,6 +44,9 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Protected resources tokens may be issued for (RFC 8707 `resource` values).
     pub resources: Vec<ResourceConfig>,
+    /// Who may use RFC 7662 `POST /introspect` beyond the resources' own introspection clients.
+    #[serde(default)]
+    pub introspection: IntrospectionConfig,
     /// Pre-registered clients.
     #[serde(default)]
     pub clients: Vec<StaticClientConfig>,
@@ -379,6 +382,26 @@ pub struct RegistrationConfig {
     pub max_clients: i64,
     /// Dynamic clients never used within this many seconds are removed; 0 disables.
     pub unused_client_ttl_secs: i64,
+    /// Hex SHA-256 of the initial access tokens (RFC 7591 §3) an operator handed out, inline or
+    /// `file:/path`. A registration that presents one as `Authorization: Bearer` may ask for
+    /// `client_credentials` and any configured scope; without one, only `authorization_code` +
+    /// `refresh_token` and the resources' default scopes (docs/security.md).
+    #[serde(default)]
+    pub initial_access_tokens_sha256: Vec<HashOrFile>,
+}
+
+/// A hex SHA-256 (`auth-service hash-secret`), inline or `file:/path`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HashOrFile(#[serde(deserialize_with = "mcpauth_runtime::string_or_file")] pub String);
+
+/// `[introspection]`: callers of RFC 7662 `POST /introspect` besides each resource's own
+/// `introspection_clients`. Everyone else is told `{"active": false}` (docs/security.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// Client ids that may introspect access tokens of every resource.
+    #[serde(default)]
+    pub clients: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -436,6 +459,10 @@ pub struct ResourceConfig {
     /// Scopes granted when a request names none.
     #[serde(default)]
     pub default_scopes: Vec<String>,
+    /// Client ids of this resource's servers: they may introspect access tokens issued for it
+    /// over HTTP (RFC 7662).
+    #[serde(default)]
+    pub introspection_clients: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -582,6 +609,7 @@ impl Config {
                 ));
             }
         }
+        crate::config_clients::validate(self)?;
         if self.tokens.access_ttl_secs <= 0
             || self.tokens.refresh_ttl_secs <= 0
             || self.tokens.code_ttl_secs == 0

@@ -9,6 +9,7 @@ pub mod background;
 pub mod cimd;
 pub mod clients;
 pub mod config;
+pub mod config_clients;
 pub mod domain;
 pub mod error;
 pub mod grpc;

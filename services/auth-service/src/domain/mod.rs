@@ -1,5 +1,6 @@
 //! The protocol engine: pure Rust, no I/O. Every rule here is unit-tested beside its code.
 
+pub mod client_metadata;
 pub mod input;
 pub mod pkce;
 pub mod redirect_uri;

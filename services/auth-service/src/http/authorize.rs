@@ -1,8 +1,10 @@
 //! `GET /authorize`, and the login and consent steps between it and the redirect back.
 //!
-//! Until the client and its redirect URI are verified, every error is an HTML page: nothing is
-//! ever redirected to an unverified URI. After that, errors go back to the client with `error`,
-//! `state` and `iss` (RFC 9207).
+//! Until the client, its redirect URI and its intent (`response_type=code` from a client of the
+//! code grant, a bounded `state`) are verified, every error is an HTML page: nothing is ever
+//! redirected to an unverified URI or for a request that is not an authorization request
+//! (RFC 9700 §4.11.2). After that, errors go back to the client with `error`, `state` and `iss`
+//! (RFC 9207). docs/security.md lists which errors go where.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -123,12 +125,18 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
         None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
         None => return pages::error_page("invalid_request", "redirect_uri is required"),
     };
+    // 2. The client's intent: an authorization code request (RFC 9700 §4.11.2). A request that
+    //    is not one, or whose `state` could not be sent back, gets a page too: an error
+    //    redirect would turn the server into a redirector to whatever URI a client registered.
+    if let Err(e) = check_intent(&client, &params) {
+        return pages::error_page(e.error, e.error_description.as_deref().unwrap_or(""));
+    }
     let cb = Callback {
         redirect_uri: &redirect_uri,
         state: params.get("state").map(String::as_str),
         issuer: &state.config.issuer,
     };
-    // 2. Everything else: errors go back to the (now trusted) redirect URI.
+    // 3. Everything else: errors go back to the (now trusted) redirect URI.
     let validated = match validate_request(&state, &client, &params) {
         Ok(v) => v,
         Err(e) => return cb.error(&e),
@@ -166,11 +174,9 @@ struct ValidatedRequest {
     resource: String,
 }
 
-fn validate_request(
-    state: &AppState,
-    client: &Client,
-    p: &HashMap<String, String>,
-) -> Result<ValidatedRequest, OAuthError> {
+/// What must hold before any error is redirected: `response_type=code` from a client that
+/// may use the authorization code grant, with a `state` of bounded size.
+fn check_intent(client: &Client, p: &HashMap<String, String>) -> Result<(), OAuthError> {
     match p.get("response_type").map(String::as_str) {
         Some("code") => {}
         None => return Err(OAuthError::invalid_request("response_type is missing")),
@@ -185,6 +191,17 @@ fn validate_request(
             "this client may not use the authorization_code grant",
         ));
     }
+    if let Some(st) = p.get("state") {
+        crate::domain::client_metadata::check_state(st).map_err(OAuthError::invalid_request)?;
+    }
+    Ok(())
+}
+
+fn validate_request(
+    state: &AppState,
+    client: &Client,
+    p: &HashMap<String, String>,
+) -> Result<ValidatedRequest, OAuthError> {
     if p.get("request").is_some() || p.get("request_uri").is_some() {
         return Err(OAuthError::new(
             "request_not_supported",

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
+use crate::domain::client_metadata::{self as limits, GRANTS, OPEN_GRANTS};
 use crate::domain::redirect_uri::validate_for_registration;
 use crate::domain::scope::ScopeSet;
 use crate::domain::token::{OpaqueKind, hash, hash_matches};
@@ -39,8 +40,17 @@ struct Metadata {
     client_secret: Option<String>,
 }
 
-const GRANTS: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
 const METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
+
+/// What a registration may ask for (docs/security.md "Dynamic client registration").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// Anyone: the user-delegated grants, scope within the resources' default scopes.
+    Open,
+    /// With an operator's initial access token (RFC 7591 §3), or an update of a client that
+    /// was registered with one: every grant type and configured scope.
+    Privileged,
+}
 
 /// Validated metadata, ready to store.
 struct Validated {
@@ -53,7 +63,7 @@ struct Validated {
     stored: Value,
 }
 
-fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
+fn validate(state: &AppState, body: &[u8], policy: Policy) -> Result<Validated, OAuthError> {
     let raw: Value = serde_json::from_slice(body)
         .map_err(|e| OAuthError::invalid_client_metadata(format!("body is not valid JSON: {e}")))?;
     if !raw.is_object() {
@@ -88,10 +98,25 @@ fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
             "grant_types must not be empty",
         ));
     }
+    if grant_types.len() > limits::MAX_TYPES
+        || m.response_types
+            .as_ref()
+            .is_some_and(|r| r.len() > limits::MAX_TYPES)
+    {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "at most {} grant_types and response_types",
+            limits::MAX_TYPES
+        )));
+    }
     for g in &grant_types {
         if !GRANTS.contains(&g.as_str()) {
             return Err(OAuthError::invalid_client_metadata(format!(
                 "grant type {g:?} is not supported"
+            )));
+        }
+        if policy == Policy::Open && !OPEN_GRANTS.contains(&g.as_str()) {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "grant type {g:?} requires an initial access token from the operator of this server"
             )));
         }
     }
@@ -123,19 +148,44 @@ fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
             "redirect_uris is required for the authorization_code grant",
         ));
     }
-    if m.redirect_uris.len() > 20 {
-        return Err(OAuthError::invalid_redirect_uri("at most 20 redirect_uris"));
+    if m.redirect_uris.len() > limits::MAX_REDIRECT_URIS {
+        return Err(OAuthError::invalid_redirect_uri(format!(
+            "at most {} redirect_uris",
+            limits::MAX_REDIRECT_URIS
+        )));
     }
     for uri in &m.redirect_uris {
+        limits::check_uri_len("redirect_uris", uri).map_err(OAuthError::invalid_redirect_uri)?;
         validate_for_registration(uri, &state.config.registration.allowed_redirect_hosts)
             .map_err(|e| OAuthError::invalid_redirect_uri(format!("{uri}: {e}")))?;
     }
-    if let Some(name) = &m.client_name
-        && (name.chars().count() > 200 || name.chars().any(char::is_control))
+    let bounded = |r: Result<(), String>| r.map_err(OAuthError::invalid_client_metadata);
+    if let Some(name) = &m.client_name {
+        bounded(limits::check_text(
+            "client_name",
+            name,
+            limits::MAX_NAME_CHARS,
+        ))?;
+    }
+    for (field, v) in [
+        ("software_id", &m.software_id),
+        ("software_version", &m.software_version),
+    ] {
+        if let Some(v) = v {
+            bounded(limits::check_text(field, v, limits::MAX_SOFTWARE_CHARS))?;
+        }
+    }
+    if let Some(c) = &m.contacts {
+        bounded(limits::check_contacts(c))?;
+    }
+    if m.scope
+        .as_ref()
+        .is_some_and(|s| s.len() > limits::MAX_SCOPE_BYTES)
     {
-        return Err(OAuthError::invalid_client_metadata(
-            "client_name must be at most 200 printable characters",
-        ));
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "scope must be at most {} bytes",
+            limits::MAX_SCOPE_BYTES
+        )));
     }
     for (field, uri) in [
         ("client_uri", &m.client_uri),
@@ -143,6 +193,9 @@ fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
         ("tos_uri", &m.tos_uri),
         ("policy_uri", &m.policy_uri),
     ] {
+        if let Some(u) = uri {
+            bounded(limits::check_uri_len(field, u))?;
+        }
         if let Some(u) = uri
             && !url::Url::parse(u).is_ok_and(|u| u.scheme() == "https" || u.scheme() == "http")
         {
@@ -164,6 +217,19 @@ fn validate(state: &AppState, body: &[u8]) -> Result<Validated, OAuthError> {
                 return Err(OAuthError::invalid_client_metadata(format!(
                     "unsupported scope: {unknown}"
                 )));
+            }
+            if policy == Policy::Open {
+                // RFC 7591 §3.2.1 lets the server replace what it will not grant: an open
+                // registration's scope stays within the resources' default scopes (the user
+                // still consents to each scope of each authorization).
+                let defaults = ScopeSet::from_strings(
+                    state
+                        .config
+                        .resources
+                        .iter()
+                        .flat_map(|r| r.default_scopes.iter().cloned()),
+                );
+                set = set.intersection(&defaults);
             }
             (!set.is_empty()).then(|| set.to_string())
         }
@@ -244,12 +310,13 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     rate_limit(&state, &req, Bucket::Register).await?;
-    if !state.config.registration.open {
+    let policy = registration_policy(&state, &req)?;
+    if policy == Policy::Open && !state.config.registration.open {
         return Err(OAuthError::access_denied(
             "dynamic client registration is closed on this server",
         ));
     }
-    let v = validate(&state, &body)?;
+    let v = validate(&state, &body, policy)?;
     let secret =
         (v.method != "none").then(|| state.tokens.keys.mint_opaque(OpaqueKind::ClientSecret));
     let reg_token = state.tokens.keys.mint_opaque(OpaqueKind::RegistrationToken);
@@ -285,13 +352,41 @@ pub async fn create(
             AuditEvent::new(AuditKind::ClientRegistered)
                 .client(&client.client_id)
                 .ip(client_ip(&state, &req))
-                .detail(json!({"redirect_uris": client.redirect_uris, "auth_method": client.token_endpoint_auth_method})),
+                .detail(json!({"redirect_uris": client.redirect_uris, "auth_method": client.token_endpoint_auth_method,
+                               "grant_types": client.grant_types, "initial_access_token": policy == Policy::Privileged})),
         )
         .await;
     Ok(no_store(
         StatusCode::CREATED,
         client_body(&state, &client, secret.as_deref(), Some(&reg_token)),
     ))
+}
+
+/// The policy of a new registration: privileged with a valid initial access token (RFC 7591
+/// §3, `Authorization: Bearer`), open without any `Authorization` header, and 401 for anything
+/// else, so that a mistyped token is not silently downgraded to an open registration.
+fn registration_policy(state: &AppState, req: &HttpRequest) -> Result<Policy, OAuthError> {
+    if req.headers().get("authorization").is_none() {
+        return Ok(Policy::Open);
+    }
+    let denied = || {
+        OAuthError::invalid_token("the initial access token is not valid")
+            .with_bearer_challenge(REGISTRATION_TOKEN_INVALID)
+    };
+    let token = bearer(req).ok_or_else(denied)?;
+    // Every configured hash is compared (constant time each), whichever matches.
+    let valid = state
+        .config
+        .registration
+        .initial_access_tokens_sha256
+        .iter()
+        .filter_map(|h| crate::domain::token::unhex(&h.0))
+        .fold(false, |found, h| hash_matches(token, &h) | found);
+    if valid {
+        Ok(Policy::Privileged)
+    } else {
+        Err(denied())
+    }
 }
 
 /// `WWW-Authenticate` of the client configuration endpoint (RFC 6750 §3).
@@ -385,7 +480,13 @@ pub async fn update(
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let existing = authorized_client(&state, &req, &path).await?;
-    let v = validate(&state, &body)?;
+    // A client registered with an initial access token keeps what it was allowed.
+    let policy = if existing.allows_grant("client_credentials") {
+        Policy::Privileged
+    } else {
+        Policy::Open
+    };
+    let v = validate(&state, &body, policy)?;
     let m: Metadata = serde_json::from_slice(&body)
         .map_err(|e| OAuthError::invalid_client_metadata(e.to_string()))?;
     if m.client_id.as_deref() != Some(existing.client_id.as_str()) {

@@ -5,11 +5,12 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
+use crate::config::Config;
 use crate::domain::token::{ACCESS_PREFIX, OpaqueKind, hash};
 use crate::error::OAuthError;
 use crate::http::{authenticate_client, client_ip, form_body};
 use crate::store::revocations::RevocationKind;
-use crate::tokens::TokenKind;
+use crate::tokens::{ActiveToken, TokenKind};
 
 /// `POST /revoke`: always 200 for a token the server does not know or that belongs to another
 /// client (RFC 7009 §2.2), so that the endpoint reveals nothing.
@@ -72,8 +73,29 @@ pub async fn revoke(
         .finish())
 }
 
-/// `POST /introspect`: the caller authenticates as a confidential client. An inactive token
-/// answers `{"active": false}` and nothing else.
+/// Whether `caller` may learn about token `t` (RFC 7662 §4: the server decides who may
+/// introspect what). A refresh token is described only to its own client; an access token to
+/// its own client, to the introspection clients of its audience (`resources[].
+/// introspection_clients`), and to `introspection.clients`. Anyone else is told the token is
+/// inactive, which reveals nothing about it.
+pub(crate) fn may_describe(config: &Config, caller: &str, t: &ActiveToken) -> bool {
+    if t.client_id == caller {
+        return true;
+    }
+    if t.kind == TokenKind::Refresh {
+        return false;
+    }
+    let listed = |ids: &[String]| ids.iter().any(|c| c == caller);
+    listed(&config.introspection.clients)
+        || config
+            .resources
+            .iter()
+            .any(|r| r.uri == t.audience && listed(&r.introspection_clients))
+}
+
+/// `POST /introspect`: the caller authenticates as a confidential client. An inactive token,
+/// or one the caller may not see ([`may_describe`]), answers `{"active": false}` and nothing
+/// else.
 pub async fn introspect(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -92,7 +114,8 @@ pub async fn introspect(
     let active = state
         .tokens
         .introspect(token, form.get("resource").map(String::as_str))
-        .await?;
+        .await?
+        .filter(|t| may_describe(&state.config, &client.client_id, t));
     metrics::counter!("mcpauth_introspections_total", "transport" => "http", "active" => if active.is_some() { "true" } else { "false" }).increment(1);
     let body = match active {
         None => json!({"active": false}),

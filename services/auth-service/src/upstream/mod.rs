@@ -74,6 +74,38 @@ pub enum UpstreamError {
     Identity(String),
 }
 
+/// Longest upstream subject kept (OpenID Connect Core §2: `sub` is at most 255 ASCII characters).
+const MAX_SUBJECT_BYTES: usize = 255;
+/// Longest display name kept, in characters (as a client's name).
+const MAX_USERNAME_CHARS: usize = 200;
+
+/// An identity as stored: a subject of bounded size without control characters (else no usable
+/// identity), and a display name cut to [`MAX_USERNAME_CHARS`] (the subject when unusable).
+fn bounded_identity(
+    issuer: String,
+    subject: String,
+    username: String,
+) -> Result<UpstreamIdentity, UpstreamError> {
+    if subject.is_empty()
+        || subject.len() > MAX_SUBJECT_BYTES
+        || crate::domain::input::has_control(&subject)
+    {
+        return Err(UpstreamError::Identity(format!(
+            "the subject must be 1-{MAX_SUBJECT_BYTES} bytes without control characters"
+        )));
+    }
+    let username = if username.trim().is_empty() || crate::domain::input::has_control(&username) {
+        subject.clone()
+    } else {
+        username.chars().take(MAX_USERNAME_CHARS).collect()
+    };
+    Ok(UpstreamIdentity {
+        issuer,
+        subject,
+        username,
+    })
+}
+
 /// The endpoints of a provider, from configuration and (OIDC) discovery.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -419,11 +451,7 @@ impl UpstreamProvider {
                     .or_else(|| claims::string_at(&claims, "preferred_username"))
                     .or_else(|| claims::string_at(&claims, "email"))
                     .unwrap_or_else(|| subject.clone());
-                Ok(UpstreamIdentity {
-                    issuer: c.issuer.clone().unwrap_or_default(),
-                    subject,
-                    username,
-                })
+                bounded_identity(c.issuer.clone().unwrap_or_default(), subject, username)
             }
             UpstreamKind::Oauth2 => {
                 let userinfo = endpoints
@@ -443,11 +471,7 @@ impl UpstreamProvider {
                     .as_deref()
                     .and_then(|p| claims::string_at(&doc, p))
                     .unwrap_or_else(|| subject.clone());
-                Ok(UpstreamIdentity {
-                    issuer: self.identity_namespace(endpoints),
-                    subject,
-                    username,
-                })
+                bounded_identity(self.identity_namespace(endpoints), subject, username)
             }
         }
     }
@@ -554,6 +578,22 @@ mod tests {
         assert!(check_endpoint("https://u:p@idp.example/").is_err());
         assert!(check_endpoint("https://idp.example/#x").is_err());
         assert!(check_endpoint("idp.example").is_err());
+    }
+
+    #[test]
+    fn identities_are_bounded() {
+        let id =
+            |sub: &str, name: &str| bounded_identity("https://i".into(), sub.into(), name.into());
+        assert_eq!(id("u1", "alice").unwrap().username, "alice");
+        assert_eq!(
+            id("u1", &"é".repeat(300)).unwrap().username.chars().count(),
+            200
+        );
+        assert_eq!(id("u1", "bad\u{0}name").unwrap().username, "u1");
+        assert!(id(&"s".repeat(255), "a").is_ok());
+        assert!(id(&"s".repeat(256), "a").is_err());
+        assert!(id("a\nb", "a").is_err());
+        assert!(id("", "a").is_err());
     }
 
     #[test]

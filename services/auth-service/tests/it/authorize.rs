@@ -327,19 +327,66 @@ async fn pkce_s256_is_required() {
 }
 
 #[tokio::test]
+async fn a_request_that_is_not_an_authorization_request_gets_an_error_page() {
+    // The attack (RFC 9700 §4.11.2): anyone registers a client with their own redirect URI,
+    // then hands out links to this server that bounce straight to it.
+    let s = TestServer::start().await;
+    let client = register(
+        &s,
+        json!({"redirect_uris": ["https://evil.example/landing"], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    for params in [
+        vec![("client_id", client.as_str())],
+        vec![("client_id", client.as_str()), ("state", "x")],
+        vec![("client_id", client.as_str()), ("response_type", "token")],
+    ] {
+        let page = assert_error_page(s.authorize(&params).await).await;
+        assert!(page.contains("response_type"), "{page}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn response_type_must_be_code() {
     let s = TestServer::start().await;
     let client = s.public_client().await;
     for rt in ["token", "code id_token", "id_token", "code token", "CODE"] {
-        let r = s
-            .authorize(&request(&client, &[("response_type", Some(rt))]))
-            .await;
-        assert_error_redirect(&s, &r, "unsupported_response_type", Some("st-1"));
-    }
-    let r = s
-        .authorize(&request(&client, &[("response_type", None)]))
+        let page = assert_error_page(
+            s.authorize(&request(&client, &[("response_type", Some(rt))]))
+                .await,
+        )
         .await;
-    assert_error_redirect(&s, &r, "invalid_request", Some("st-1"));
+        assert!(page.contains("unsupported_response_type"), "{rt}: {page}");
+    }
+    let page = assert_error_page(
+        s.authorize(&request(&client, &[("response_type", None)]))
+            .await,
+    )
+    .await;
+    assert!(page.contains("invalid_request"), "{page}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn state_is_bounded() {
+    let s = TestServer::start().await;
+    let client = s.public_client().await;
+    let long = "s".repeat(1025);
+    let page = assert_error_page(
+        s.authorize(&request(&client, &[("state", Some(&long))]))
+            .await,
+    )
+    .await;
+    assert!(page.contains("state must be at most 1024 bytes"), "{page}");
+    let most = "s".repeat(1024);
+    let r = s
+        .authorize(&request(&client, &[("state", Some(&most))]))
+        .await;
+    assert_eq!(r.status().as_u16(), 302);
+    let q = redirect_query(&r);
+    assert!(q.contains_key("code"), "{q:?}");
+    assert_eq!(q["state"], most);
     s.stop().await;
 }
 
@@ -428,21 +475,25 @@ async fn request_objects_are_refused() {
 }
 
 #[tokio::test]
-async fn client_without_code_grant_is_unauthorized_client() {
+async fn client_without_code_grant_gets_an_error_page() {
     let s = TestServer::start().await;
-    // A confidential client registered for client_credentials and, oddly, a redirect URI.
+    // A confidential client registered for client_credentials and, oddly, a redirect URI: it
+    // has no business at the authorization endpoint, so nothing is redirected for it.
     let (status, body) = s
-        .register(json!({
-            "redirect_uris": [REDIRECT],
-            "grant_types": ["client_credentials"],
-            "response_types": [],
-            "token_endpoint_auth_method": "client_secret_basic",
-        }))
+        .register_with(
+            json!({
+                "redirect_uris": [REDIRECT],
+                "grant_types": ["client_credentials"],
+                "response_types": [],
+                "token_endpoint_auth_method": "client_secret_basic",
+            }),
+            Some(INITIAL_ACCESS_TOKEN),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let client = body["client_id"].as_str().unwrap();
-    let r = s.authorize(&request(client, &[])).await;
-    assert_error_redirect(&s, &r, "unauthorized_client", Some("st-1"));
+    let page = assert_error_page(s.authorize(&request(client, &[])).await).await;
+    assert!(page.contains("unauthorized_client"), "{page}");
     s.stop().await;
 }
 

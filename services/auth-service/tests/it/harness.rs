@@ -27,6 +27,13 @@ pub const OTHER_RESOURCE: &str = "https://other.example/mcp";
 /// Pre-registered confidential client used for introspection and client_credentials.
 pub const STATIC_CLIENT: &str = "static-backend";
 pub const STATIC_SECRET: &str = "static-backend-secret-0123456789abcdef";
+/// The resource server of `https://api.example.com/mcp`: listed in its `introspection_clients`
+/// (a test that introspects as it configures the client itself).
+pub const API_SERVER: &str = "api-server";
+
+/// The initial access token (RFC 7591 §3) the test configuration accepts: registrations that
+/// present it may use `client_credentials`.
+pub const INITIAL_ACCESS_TOKEN: &str = "test-initial-access-token-0123456789";
 
 pub fn sha256_hex(s: &str) -> String {
     auth_service::domain::token::hex(&auth_service::domain::token::hash(s))
@@ -120,7 +127,9 @@ default_scopes = ["mcp:tools.read"]
 uri = "https://api.example.com/mcp"
 scopes = ["api:read"]
 default_scopes = ["api:read"]
+introspection_clients = ["{API_SERVER}"]
 
+{policy}
 [[clients]]
 client_id = "{STATIC_CLIENT}"
 client_name = "Static backend"
@@ -132,7 +141,24 @@ token_endpoint_auth_method = "client_secret_basic"
         key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
         cred = sha256_hex(GRPC_CREDENTIAL),
         secret = sha256_hex(STATIC_SECRET),
+        policy = test_policy_toml(extra),
     )
+}
+
+/// The static client introspects every resource's tokens, and [`INITIAL_ACCESS_TOKEN`] is
+/// accepted, unless the test brings its own `[introspection]` or `[registration]` table.
+fn test_policy_toml(extra: &str) -> String {
+    let mut t = String::new();
+    if !extra.contains("[introspection]") {
+        t += &format!("[introspection]\nclients = [\"{STATIC_CLIENT}\"]\n");
+    }
+    if !extra.contains("[registration]") {
+        t += &format!(
+            "[registration]\ninitial_access_tokens_sha256 = [\"{}\"]\n",
+            sha256_hex(INITIAL_ACCESS_TOKEN)
+        );
+    }
+    t
 }
 
 /// A running auth-service with its own database and Redis prefix.
@@ -247,6 +273,21 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /register` with `Authorization: Bearer <initial access token>` when given.
+    pub async fn register_with(
+        &self,
+        body: Value,
+        initial_access_token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.http.post(self.url("/register")).json(&body);
+        if let Some(t) = initial_access_token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Registers a public client with one loopback redirect URI.
     pub async fn public_client(&self) -> String {
         let (s, body) = self
@@ -274,7 +315,12 @@ impl TestServer {
         } else {
             body["response_types"] = json!([]);
         }
-        let (s, body) = self.register(body).await;
+        // Machine clients need the operator's initial access token (RFC 7591 §3).
+        let (s, body) = if grants.contains(&"client_credentials") {
+            self.register_with(body, Some(INITIAL_ACCESS_TOKEN)).await
+        } else {
+            self.register(body).await
+        };
         assert_eq!(s, 201, "{body}");
         (
             body["client_id"].as_str().unwrap().to_owned(),
@@ -565,9 +611,23 @@ impl TestServer {
         );
     }
 
-    /// Asserts that a token is active over HTTP and gRPC; returns the HTTP introspection.
+    /// Asserts that a token is active over HTTP and gRPC; returns the HTTP introspection. A
+    /// refresh token is described over HTTP only to its own client: for one, the static client
+    /// must be told `{"active": false}` and gRPC must call it active.
     pub async fn assert_active(&self, token: &str) -> Value {
         let body = self.introspect(token).await;
+        if token.starts_with("mcprt_") {
+            assert_eq!(
+                body,
+                json!({"active": false}),
+                "another client's refresh token"
+            );
+            assert!(
+                self.grpc_introspect(token, "").await.active,
+                "gRPC introspection"
+            );
+            return body;
+        }
         assert_eq!(body["active"], true, "{body}");
         assert!(
             self.grpc_introspect(token, "").await.active,

@@ -424,7 +424,8 @@ async fn unsupported_grant_and_response_types_are_refused() {
     assert_oauth_error(&(status, body, headers), 400, "invalid_client_metadata");
     assert_no_dynamic_clients(&s).await;
 
-    // A confidential client may use client_credentials (no redirect URIs needed).
+    // A confidential client may use client_credentials (no redirect URIs needed) when it
+    // registers with an initial access token (registration_policy.rs).
     let (id, secret) = s.confidential_client(&["client_credentials"]).await;
     assert!(!id.is_empty() && !secret.is_empty());
     s.stop().await;
@@ -483,7 +484,8 @@ async fn registered_scope_is_a_ceiling_without_a_user() {
         "token_endpoint_auth_method": "client_secret_basic",
         "scope": "mcp:tools.read",
     });
-    let (status, resp, _) = post_register(&s, &body).await;
+    // A machine client: registered with the operator's initial access token.
+    let (status, resp) = s.register_with(body, Some(INITIAL_ACCESS_TOKEN)).await;
     assert_eq!(status, 201, "{resp}");
     let id = resp["client_id"].as_str().unwrap().to_owned();
     let secret = resp["client_secret"].as_str().unwrap().to_owned();

@@ -8,6 +8,8 @@ use mcp_service::app::Running as McpRunning;
 use serde_json::{Value, json};
 
 pub const CREDENTIAL: &str = "mcp-service-test-credential";
+/// auth-service's initial access token (RFC 7591 §3): machine clients register with it.
+pub const INITIAL_ACCESS_TOKEN: &str = "mcp-service-test-initial-access-token";
 pub const OTHER_RESOURCE: &str = "https://other.example/mcp";
 pub const REDIRECT: &str = "http://127.0.0.1:3000/callback";
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -80,8 +82,10 @@ impl Stack {
         let auth_toml = format!(
             "[[tokens.keys]]\nid = \"k1\"\nsecret = \"{key}\"\n\n[[grpc.callers]]\nname = \"mcp\"\ncredential_sha256 = \"{}\"\n\n\
              [[resources]]\nuri = \"{resource}\"\nscopes = [\"mcp:tools.read\", \"mcp:tools.write\", \"mcp:tools\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
-             [[resources]]\nuri = \"{OTHER_RESOURCE}\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n",
-            sha256_hex(CREDENTIAL)
+             [[resources]]\nuri = \"{OTHER_RESOURCE}\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
+             [registration]\ninitial_access_tokens_sha256 = [\"{}\"]\n",
+            sha256_hex(CREDENTIAL),
+            sha256_hex(INITIAL_ACCESS_TOKEN)
         );
         let mut env: HashMap<String, String> = [
             ("MCPAUTH__DEV_MODE", "true".to_owned()),

@@ -525,6 +525,7 @@ pub async fn machine_token(s: &Stack) -> String {
     let reg: Value = s
         .http
         .post(format!("{}/register", s.issuer))
+        .bearer_auth(INITIAL_ACCESS_TOKEN)
         .json(&json!({"client_name": "machine", "grant_types": ["client_credentials"], "response_types": [],
                       "token_endpoint_auth_method": "client_secret_basic"}))
         .send()
