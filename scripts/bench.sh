@@ -98,6 +98,7 @@ addr = "127.0.0.1:$GRPC_PORT"
 [[grpc.callers]]
 name = "bench"
 credential_sha256 = "$(printf '%s' "$CRED" | "$AUTH" hash-secret)"
+permissions = ["introspect"]
 [tokens]
 current_key = "k1"
 [[tokens.keys]]
