@@ -99,6 +99,7 @@ addr = "127.0.0.1:$GRPC_PORT"
 [[grpc.callers]]
 name = "bench"
 credential_sha256 = "$(printf '%s' "$CRED" | "$AUTH" hash-secret)"
+permissions = ["introspect"]
 [registration]
 # The bench backend registers for client_credentials with this initial access token (RFC 7591 §3).
 initial_access_tokens_sha256 = ["$(printf '%s' "$IAT" | "$AUTH" hash-secret)"]

@@ -118,10 +118,13 @@ addr = "127.0.0.1:$P_GRPC"
 [[grpc.callers]]
 name = "mcp-service"
 credential_sha256 = "$(sha "$CRED_MCP")"
+permissions = ["introspect", "start_connect"]
+resources = ["$MCP_URL"]
 
 [[grpc.callers]]
 name = "token-vault"
 credential_sha256 = "$(sha "$CRED_VAULT")"
+permissions = ["introspect"]
 
 [database]
 url = "$URL_AUTH"

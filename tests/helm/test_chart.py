@@ -131,6 +131,11 @@ class GeneratedSecrets(unittest.TestCase):
         self.assertEqual({c["name"]: c["credential_sha256"] for c in auth["grpc"]["callers"]}, {
             "mcp-service": hashlib.sha256(data["mcp-service-at-auth-service.credential"].encode()).hexdigest(),
             "token-vault": hashlib.sha256(data["token-vault-at-auth-service.credential"].encode()).hexdigest()})
+        # Least privilege at auth-service: explicit permissions, no `admin`; mcp-service may start
+        # connect flows only for tokens of the chart's resource.
+        self.assertEqual({c["name"]: (c["permissions"], c.get("resources")) for c in auth["grpc"]["callers"]}, {
+            "mcp-service": (["introspect", "start_connect"], [auth["resources"][0]["uri"]]),
+            "token-vault": (["introspect"], None)})
         self.assertEqual({c["name"]: (c["credential_sha256"], c["permissions"]) for c in vault["grpc"]["callers"]}, {
             "auth-service": (hashlib.sha256(data["auth-service-at-token-vault.credential"].encode()).hexdigest(), ["put"]),
             "mcp-service": (hashlib.sha256(data["mcp-service-at-token-vault.credential"].encode()).hexdigest(), ["get"])})
@@ -393,7 +398,7 @@ class Pods(unittest.TestCase):
 
     def test_config_is_valid_toml_with_integers_and_user_lists(self):
         docs = render(*URLS, "--set-json",
-                      'authService.config={"clients":[{"client_id":"c1","redirect_uris":["https://x/cb"]}],"tokens":{"access_ttl_secs":900},"grpc":{"callers":[{"name":"ops","credential_sha256":"ab"}]}}')
+                      'authService.config={"clients":[{"client_id":"c1","redirect_uris":["https://x/cb"]}],"tokens":{"access_ttl_secs":900},"grpc":{"callers":[{"name":"ops","credential_sha256":"ab","permissions":["admin"]}]}}')
         auth = config(docs, "auth-service")
         self.assertEqual(auth["tokens"]["access_ttl_secs"], 900)
         self.assertIsInstance(auth["database"]["max_connections"], int)

@@ -39,10 +39,11 @@ network, or a mesh that encrypts): say so, as the services require for non-loopb
 {{- $_ := set $d "http" (dict "addr" "0.0.0.0:8080" "shutdown_timeout_secs" (int $v.shutdownTimeoutSeconds)) -}}
 {{- $callers := list -}}
 {{- if $v.mcpService.enabled -}}
-{{- $callers = append $callers (dict "name" "mcp-service" "credential_sha256" (include "mcpauth.callerHash" (dict "root" $ "caller" "mcp-service" "callee" "auth-service"))) -}}
+{{- /* Least privilege (docs/grpc.md): no chart-made caller holds `admin`. */ -}}
+{{- $callers = append $callers (dict "name" "mcp-service" "permissions" (list "introspect" "start_connect") "resources" (list $v.resource) "credential_sha256" (include "mcpauth.callerHash" (dict "root" $ "caller" "mcp-service" "callee" "auth-service"))) -}}
 {{- end -}}
 {{- if $v.tokenVault.enabled -}}
-{{- $callers = append $callers (dict "name" "token-vault" "credential_sha256" (include "mcpauth.callerHash" (dict "root" $ "caller" "token-vault" "callee" "auth-service"))) -}}
+{{- $callers = append $callers (dict "name" "token-vault" "permissions" (list "introspect") "credential_sha256" (include "mcpauth.callerHash" (dict "root" $ "caller" "token-vault" "callee" "auth-service"))) -}}
 {{- end -}}
 {{- $grpc := dict "addr" "0.0.0.0:9090" "callers" $callers -}}
 {{- if $v.internalTls.enabled -}}{{- $_ := set $grpc "tls" (include "mcpauth.tlsServer" $ | fromJson) -}}{{- end -}}

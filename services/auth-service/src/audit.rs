@@ -44,6 +44,11 @@ pub enum AuditKind {
     ConnectStarted,
     ConnectRefused,
     ConnectCompleted,
+    UserRevoked,
+    UserDisabled,
+    UserEnabled,
+    GrpcPermissionDenied,
+    SessionLoggedOut,
 }
 
 impl AuditKind {
@@ -71,6 +76,11 @@ impl AuditKind {
             AuditKind::ConnectStarted => "connect.started",
             AuditKind::ConnectRefused => "connect.refused",
             AuditKind::ConnectCompleted => "connect.completed",
+            AuditKind::UserRevoked => "user.revoked",
+            AuditKind::UserDisabled => "user.disabled",
+            AuditKind::UserEnabled => "user.enabled",
+            AuditKind::GrpcPermissionDenied => "grpc.permission_denied",
+            AuditKind::SessionLoggedOut => "session.logged_out",
         }
     }
 }

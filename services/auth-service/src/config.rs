@@ -154,6 +154,63 @@ pub struct GrpcCaller {
     /// `file:/path` (as `init-secrets` writes it).
     #[serde(deserialize_with = "mcpauth_runtime::string_or_file")]
     pub credential_sha256: String,
+    /// The RPCs this caller may use (`introspect`, `start_connect`, `admin`; see
+    /// [`GrpcPermission`]). Required outside dev mode; in dev mode a caller without the key gets
+    /// `introspect` and `start_connect` (never `admin`).
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    /// The audiences (configured resource URIs) of the user access tokens this caller may
+    /// present to `StartConnect`. Required with `start_connect` outside dev mode; in dev mode
+    /// it defaults to every configured resource.
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+}
+
+/// What a gRPC caller of auth-service may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrpcPermission {
+    /// `TokenIntrospection.Introspect` (mcp-service, token-vault, internal resource servers).
+    Introspect,
+    /// `UpstreamConnect.StartConnect` (mcp-service).
+    StartConnect,
+    /// `UserAdmin.*`: incident response (an operator's tooling only).
+    Admin,
+}
+
+impl GrpcPermission {
+    pub const ALL: [GrpcPermission; 3] = [
+        GrpcPermission::Introspect,
+        GrpcPermission::StartConnect,
+        GrpcPermission::Admin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GrpcPermission::Introspect => "introspect",
+            GrpcPermission::StartConnect => "start_connect",
+            GrpcPermission::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+impl GrpcCaller {
+    /// The caller's permissions (the configuration was validated: unknown names are gone).
+    pub fn granted(&self, dev_mode: bool) -> Vec<GrpcPermission> {
+        match &self.permissions {
+            Some(p) => p.iter().filter_map(|p| GrpcPermission::parse(p)).collect(),
+            None if dev_mode => vec![GrpcPermission::Introspect, GrpcPermission::StartConnect],
+            None => Vec::new(),
+        }
+    }
+
+    /// The audiences accepted from this caller by `StartConnect`.
+    pub fn start_connect_resources(&self, all: &[String]) -> Vec<String> {
+        self.resources.clone().unwrap_or_else(|| all.to_vec())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +275,10 @@ pub struct UpstreamConfig {
     /// Lifetime of a connect link (`UpstreamConnect.StartConnect`).
     #[serde(default = "default_state_ttl")]
     pub connect_ttl_secs: u64,
+    /// A scope the user's access token must carry for `StartConnect` (empty: any scope of the
+    /// token's resource, but at least one).
+    #[serde(default)]
+    pub connect_scope: String,
     #[serde(default)]
     pub providers: std::collections::BTreeMap<String, UpstreamProviderConfig>,
 }
@@ -587,6 +648,7 @@ impl Config {
                     "grpc.callers[{i}].credential_sha256: must be 64 hex characters"
                 ));
             }
+            self.validate_caller_permissions(i, c)?;
         }
         for (i, c) in self.clients.iter().enumerate() {
             if let Some(h) = &c.client_secret_sha256
@@ -644,6 +706,53 @@ impl Config {
             return err("login.users: the local provider needs at least one user".into());
         }
         self.validate_upstream()
+    }
+
+    /// `grpc.callers[i].permissions` and `.resources`: known names, present outside dev mode.
+    fn validate_caller_permissions(&self, i: usize, c: &GrpcCaller) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError::new(m));
+        let known = GrpcPermission::ALL.map(GrpcPermission::name).join(", ");
+        match &c.permissions {
+            None if !self.dev_mode => {
+                return err(format!(
+                    "grpc.callers[{i}].permissions: missing; list the RPCs {:?} may call ({known})",
+                    c.name
+                ));
+            }
+            None => {}
+            Some(p) if p.is_empty() => {
+                return err(format!(
+                    "grpc.callers[{i}].permissions: must not be empty ({known})"
+                ));
+            }
+            Some(p) => {
+                if let Some(bad) = p.iter().find(|p| GrpcPermission::parse(p).is_none()) {
+                    return err(format!(
+                        "grpc.callers[{i}].permissions: unknown permission {bad:?} (known: {known})"
+                    ));
+                }
+            }
+        }
+        match &c.resources {
+            Some(list) => {
+                if let Some(bad) = list
+                    .iter()
+                    .find(|r| !self.resources.iter().any(|c| &c.uri == *r))
+                {
+                    return err(format!(
+                        "grpc.callers[{i}].resources: {bad:?} is not a configured resource"
+                    ));
+                }
+            }
+            None if !self.dev_mode && c.granted(false).contains(&GrpcPermission::StartConnect) => {
+                return err(format!(
+                    "grpc.callers[{i}].resources: required with start_connect (the audiences of the user tokens {:?} may present)",
+                    c.name
+                ));
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     fn validate_upstream(&self) -> Result<(), ConfigError> {

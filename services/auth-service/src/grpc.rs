@@ -1,39 +1,69 @@
 //! The gRPC face (tonic): `mcpauth.v1.TokenIntrospection`, `mcpauth.v1.UpstreamConnect`
-//! (`grpc_connect`), `grpc.health.v1` and server
+//! (`grpc_connect`), `mcpauth.v1.UserAdmin` (`grpc_admin`), `grpc.health.v1` and server
 //! reflection. Callers authenticate with a service credential (`authorization: Bearer …`)
-//! whose SHA-256 is listed in `grpc.callers`.
+//! whose SHA-256 is listed in `grpc.callers`, and each RPC needs its permission there
+//! (`introspect`, `start_connect`, `admin`): anything else is PERMISSION_DENIED.
 
 use mcpauth_proto::v1::token_introspection_server::{TokenIntrospection, TokenIntrospectionServer};
 use mcpauth_proto::v1::upstream_connect_server::UpstreamConnectServer;
+use mcpauth_proto::v1::user_admin_server::UserAdminServer;
 use mcpauth_proto::v1::{IntrospectRequest, IntrospectResponse, TokenKind as ProtoKind};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind, AuditLog};
+use crate::config::GrpcPermission;
 use crate::domain::token::{hash, unhex};
 use crate::tokens::TokenKind;
 
-/// The services allowed to call, each with the SHA-256 of its credential.
+/// One configured caller: its name, the SHA-256 of its credential, what it may call.
+pub struct KnownCaller {
+    pub name: String,
+    digest: Vec<u8>,
+    permissions: HashSet<GrpcPermission>,
+    /// Audiences of the user tokens it may present to `StartConnect`.
+    pub resources: Vec<String>,
+}
+
+/// The services allowed to call, each with the SHA-256 of its credential and its permissions.
 #[derive(Clone)]
-pub struct Callers(std::sync::Arc<Vec<(String, Vec<u8>)>>);
+pub struct Callers {
+    callers: Arc<Vec<KnownCaller>>,
+    audit: AuditLog,
+}
 
 impl Callers {
     pub fn from_config(state: &AppState) -> Self {
-        Self(std::sync::Arc::new(
-            state
-                .config
-                .grpc
-                .callers
-                .iter()
-                .filter_map(|c| unhex(&c.credential_sha256).map(|h| (c.name.clone(), h)))
-                .collect(),
-        ))
+        let all = state.config.resource_uris();
+        let callers = state
+            .config
+            .grpc
+            .callers
+            .iter()
+            .filter_map(|c| {
+                Some(KnownCaller {
+                    name: c.name.clone(),
+                    digest: unhex(&c.credential_sha256)?,
+                    permissions: c.granted(state.config.dev_mode).into_iter().collect(),
+                    resources: c.start_connect_resources(&all),
+                })
+            })
+            .collect();
+        Self {
+            callers: Arc::new(callers),
+            audit: state.audit.clone(),
+        }
     }
 
     /// Names the calling service, or refuses it. Every configured credential is compared, in
     /// constant time, so the time taken does not reveal which one was close.
-    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<&str, Status> {
+    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<&KnownCaller, Status> {
         let presented = req
             .metadata()
             .get("authorization")
@@ -42,12 +72,40 @@ impl Callers {
             .ok_or_else(|| Status::unauthenticated("a service credential is required"))?;
         let digest = hash(presented);
         let mut found = None;
-        for (name, h) in self.0.iter() {
-            if bool::from(digest.ct_eq(h)) {
-                found = Some(name.as_str());
+        for c in self.callers.iter() {
+            if bool::from(digest.ct_eq(&c.digest)) {
+                found = Some(c);
             }
         }
         found.ok_or_else(|| Status::unauthenticated("unknown service credential"))
+    }
+
+    /// Authenticates the caller and checks that it holds `needed`; a caller without it gets
+    /// PERMISSION_DENIED, logged and audited (the caller's name and the RPC, never a credential).
+    pub async fn authorize<T>(
+        &self,
+        req: &Request<T>,
+        needed: GrpcPermission,
+        rpc: &'static str,
+    ) -> Result<&KnownCaller, Status> {
+        let caller = self.authenticate(req)?;
+        if caller.permissions.contains(&needed) {
+            return Ok(caller);
+        }
+        tracing::warn!(caller = %caller.name, rpc, permission = needed.name(), "grpc permission denied");
+        metrics::counter!("mcpauth_grpc_permission_denied_total", "rpc" => rpc).increment(1);
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::GrpcPermissionDenied).detail(
+                    json!({"caller": caller.name, "rpc": rpc, "permission": needed.name()}),
+                ),
+            )
+            .await;
+        Err(Status::permission_denied(format!(
+            "caller {:?} lacks the {} permission",
+            caller.name,
+            needed.name()
+        )))
     }
 }
 
@@ -62,10 +120,6 @@ impl Introspection {
         let callers = Callers::from_config(&state);
         Self { state, callers }
     }
-
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<&str, Status> {
-        self.callers.authenticate(req)
-    }
 }
 
 #[tonic::async_trait]
@@ -74,7 +128,12 @@ impl TokenIntrospection for Introspection {
         &self,
         request: Request<IntrospectRequest>,
     ) -> Result<Response<IntrospectResponse>, Status> {
-        let caller = self.authenticate(&request)?.to_owned();
+        let caller = self
+            .callers
+            .authorize(&request, GrpcPermission::Introspect, "Introspect")
+            .await?
+            .name
+            .clone();
         let req = request.into_inner();
         let expected =
             (!req.expected_resource.is_empty()).then_some(req.expected_resource.as_str());
@@ -145,6 +204,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<UpstreamConnectServer<crate::grpc_connect::Connect>>()
         .await;
+    health_reporter
+        .set_serving::<UserAdminServer<crate::grpc_admin::Admin>>()
+        .await;
     // Draining: health checks see NOT_SERVING while calls are still served.
     let drain = state.drain.clone();
     tokio::spawn(async move {
@@ -154,6 +216,9 @@ pub async fn serve(
             .await;
         health_reporter
             .set_not_serving::<UpstreamConnectServer<crate::grpc_connect::Connect>>()
+            .await;
+        health_reporter
+            .set_not_serving::<UserAdminServer<crate::grpc_admin::Admin>>()
             .await;
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -182,8 +247,9 @@ pub async fn serve(
             state.clone(),
         )))
         .add_service(UpstreamConnectServer::new(
-            crate::grpc_connect::Connect::new(state),
+            crate::grpc_connect::Connect::new(state.clone()),
         ))
+        .add_service(UserAdminServer::new(crate::grpc_admin::Admin::new(state)))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

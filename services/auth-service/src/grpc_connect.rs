@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
+use crate::config::GrpcPermission;
 use crate::domain::token::hash;
 use crate::grpc::Callers;
 use crate::store::ephemeral::ConnectTicket;
@@ -35,13 +36,37 @@ impl UpstreamConnect for Connect {
         &self,
         request: Request<StartConnectRequest>,
     ) -> Result<Response<StartConnectResponse>, Status> {
-        let caller = self.callers.authenticate(&request)?.to_owned();
+        let caller = self
+            .callers
+            .authorize(&request, GrpcPermission::StartConnect, "StartConnect")
+            .await?;
+        let (caller, resources) = (caller.name.clone(), caller.resources.clone());
         let req = request.into_inner();
         let claims = self
             .state
             .tokens
             .validate_access(&req.access_token)
             .ok_or_else(|| Status::unauthenticated("the access token is not active"))?;
+        // The token must have been issued for a resource this caller serves (a token another
+        // resource server received cannot be replayed here), and carry the connect scope.
+        if !resources.iter().any(|r| r == &claims.aud) {
+            tracing::warn!(caller, "StartConnect with a token for another audience");
+            return Err(Status::permission_denied(
+                "the access token was not issued for this caller's resource",
+            ));
+        }
+        let required = &self.state.config.upstream.connect_scope;
+        let mut scopes = claims.scope.split(' ').filter(|s| !s.is_empty());
+        let scope_ok = if required.is_empty() {
+            scopes.next().is_some()
+        } else {
+            scopes.any(|s| s == required)
+        };
+        if !scope_ok {
+            return Err(Status::permission_denied(
+                "the access token lacks the scope needed to connect a provider",
+            ));
+        }
         // client_credentials tokens name a client, not a user.
         let user_id = Uuid::parse_str(&claims.sub)
             .map_err(|_| Status::failed_precondition("the access token does not name a user"))?;

@@ -13,6 +13,7 @@ pub mod config_clients;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod grpc_admin;
 pub mod grpc_connect;
 pub mod http;
 pub mod init_secrets;
@@ -22,6 +23,7 @@ pub mod ratelimit;
 pub mod store;
 pub mod tokens;
 pub mod upstream;
+pub mod user_admin;
 pub mod vault;
 
 pub use audit::{AuditEvent, AuditKind, AuditLog};

@@ -41,6 +41,12 @@ enum Command {
     /// Exit 0 iff GET /readyz answers 200 on the admin listener (else the HTTP listener):
     /// container probes.
     Healthcheck,
+    /// Incident response for one user, with this service's configuration (Postgres and Redis
+    /// directly; audited). Prints a JSON summary. See docs/operations.md.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
     /// Generate the keys and service credentials a single-host deployment needs into DIR, once.
     InitSecrets {
         /// Directory of the generated files (created if needed; existing files are kept).
@@ -53,6 +59,44 @@ enum Command {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+// The variant names are the subcommands (`revoke-user`, `disable-user`, `enable-user`).
+#[allow(clippy::enum_variant_names)]
+#[derive(Subcommand, Clone)]
+enum AdminCommand {
+    /// Revoke every grant, refresh and access token, consent and browser session of a user.
+    RevokeUser {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Also delete the user's upstream credentials in token-vault (auth-service's
+        /// credential at token-vault then needs the `admin` permission).
+        #[arg(long)]
+        vault: bool,
+    },
+    /// Disable a user (no sign-in code, no token) and revoke everything it holds.
+    DisableUser {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Also delete the user's upstream credentials in token-vault.
+        #[arg(long)]
+        vault: bool,
+    },
+    /// Re-enable a disabled user (nothing revoked comes back).
+    EnableUser {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct AdminTarget {
+    /// The user: its id, `local:USERNAME`, or `ISSUER#SUBJECT` of its upstream identity.
+    #[arg(long)]
+    user: String,
+    /// Recorded in the audit trail (e.g. an incident number).
+    #[arg(long, default_value = "")]
+    reason: String,
 }
 
 /// The configuration a command needs.
@@ -175,6 +219,36 @@ fn main() -> ExitCode {
                     auth_service::store::connect_postgres(config.database.url.expose(), 2).await?;
                 auth_service::store::migrate(&pool).await?;
                 tracing::info!("migrations applied");
+                Ok(())
+            }
+            Loaded::Full(config) if matches!(command, Command::Admin { .. }) => {
+                let Command::Admin { action } = command else {
+                    unreachable!()
+                };
+                use auth_service::user_admin::CliAction;
+                let (target, action) = match action {
+                    AdminCommand::RevokeUser { target, vault } => (
+                        target,
+                        CliAction::RevokeUser {
+                            include_vault: vault,
+                        },
+                    ),
+                    AdminCommand::DisableUser { target, vault } => (
+                        target,
+                        CliAction::DisableUser {
+                            include_vault: vault,
+                        },
+                    ),
+                    AdminCommand::EnableUser { target } => (target, CliAction::EnableUser),
+                };
+                let out = auth_service::user_admin::run_cli(
+                    *config,
+                    &target.user,
+                    &target.reason,
+                    action,
+                )
+                .await?;
+                println!("{out}");
                 Ok(())
             }
             Loaded::Full(config) => {

@@ -111,6 +111,7 @@ impl TokenService {
         if self
             .deny
             .is_revoked(&claims.jti, claims.grant_id.as_deref(), &claims.client_id)
+            || self.deny.is_user_revoked(&claims.sub, claims.iat)
         {
             return None;
         }
@@ -174,7 +175,13 @@ impl TokenService {
             kind,
             id: id.to_owned(),
             expires_at: tokens_expire_by,
+            issued_before: None,
         };
+        self.publish_revocation(r).await
+    }
+
+    /// Persists a revocation, applies it here and fans it out to every replica.
+    pub async fn publish_revocation(&self, r: Revocation) -> Result<(), StoreError> {
         self.revocations.insert(&r).await?;
         self.deny.insert(&r);
         if let Err(e) = self.ephemeral.publish(&ReplicaEvent::Revoked(r)).await {

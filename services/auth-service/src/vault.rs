@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
-use mcpauth_proto::v1::{PutCredentialRequest, UpstreamTokens as ProtoTokens};
+use mcpauth_proto::v1::{
+    DeleteCredentialRequest, ListConnectionsRequest, PutCredentialRequest,
+    UpstreamTokens as ProtoTokens,
+};
 use mcpauth_runtime::Secret;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 
@@ -83,6 +86,51 @@ impl VaultClient {
                 message: s.message().chars().take(200).collect(),
             }),
         }
+    }
+}
+
+impl VaultClient {
+    /// Incident response: deletes every credential of `user_id` (and revokes it upstream where
+    /// the provider supports it). Needs the `admin` permission at token-vault. Returns how many
+    /// were deleted.
+    pub async fn delete_all_of_user(&self, user_id: &str) -> Result<u64, VaultError> {
+        let refused = |s: tonic::Status| VaultError::Refused {
+            code: s.code(),
+            message: s.message().chars().take(200).collect(),
+        };
+        let mut client = TokenVaultClient::new(self.channel.clone());
+        let mut req = tonic::Request::new(ListConnectionsRequest {
+            access_token: String::new(),
+            user_id: user_id.to_owned(),
+        });
+        req.metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        let connections = client
+            .list_connections(req)
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .connections;
+        let mut deleted = 0;
+        for c in connections {
+            let mut req = tonic::Request::new(DeleteCredentialRequest {
+                access_token: String::new(),
+                provider: c.provider,
+                user_id: user_id.to_owned(),
+            });
+            req.metadata_mut()
+                .insert("authorization", self.authorization.clone());
+            if client
+                .delete_credential(req)
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .deleted
+            {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 

@@ -396,8 +396,17 @@ pub(crate) async fn issue_code(
         state: p.state.as_deref(),
         issuer: &state.config.issuer,
     };
+    // A disabled user gets no code (the operator's `admin disable-user`).
+    match crate::user_admin::is_disabled(state, user_id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return cb.error(&OAuthError::access_denied("this account is disabled"));
+        }
+        Err(e) => return cb.error(&OAuthError::server_error(e)),
+    }
     let code = state.tokens.keys.mint_opaque(OpaqueKind::AuthorizationCode);
     let record = CodeRecord {
+        issued_at: chrono::Utc::now().timestamp(),
         client_id: p.client_id.clone(),
         redirect_uri: p.redirect_uri.clone(),
         redirect_uri_given: p.redirect_uri_given,

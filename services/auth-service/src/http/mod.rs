@@ -4,6 +4,7 @@
 mod authorize;
 mod connect;
 mod grants;
+mod logout;
 mod metadata;
 mod ops;
 mod pages;
@@ -50,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/authorize", web::get().to(authorize::authorize))
     .route("/login", web::get().to(authorize::login_page))
     .route("/login", web::post().to(authorize::login_submit))
+    .route("/logout", web::post().to(logout::logout))
     .route("/consent", web::get().to(authorize::consent_page))
     .route("/consent", web::post().to(authorize::consent_submit))
     .route("/upstream/callback", web::get().to(upstream::callback))

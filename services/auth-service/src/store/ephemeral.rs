@@ -85,6 +85,9 @@ pub struct CodeRecord {
     pub scope: String,
     pub resource: String,
     pub user_id: Uuid,
+    /// Unix seconds; a code issued at or before a revocation of its user is refused.
+    #[serde(default)]
+    pub issued_at: i64,
 }
 
 /// Result of redeeming a code.
@@ -348,14 +351,44 @@ impl Ephemeral {
         ttl: u64,
     ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let _: () = c
-            .set_ex(
-                self.key("session", &hex(session_sha256)),
-                user_id.to_string(),
-                ttl,
-            )
+        let id = hex(session_sha256);
+        // The user's set of sessions lets `admin revoke-user` end them all; it lives as long as
+        // the newest session.
+        let index = self.key("user_sessions", &user_id.to_string());
+        let _: () = redis::pipe()
+            .atomic()
+            .set_ex(self.key("session", &id), user_id.to_string(), ttl)
+            .sadd(&index, &id)
+            .expire(&index, ttl as i64)
+            .query_async(&mut *c)
             .await?;
         Ok(())
+    }
+
+    /// Ends one browser session (logout).
+    pub async fn delete_session(&self, session_sha256: &[u8]) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let n: u64 = c.del(self.key("session", &hex(session_sha256))).await?;
+        Ok(n > 0)
+    }
+
+    /// Ends every browser session of a user; returns how many were live.
+    pub async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let index = self.key("user_sessions", &user_id.to_string());
+        // One script: a session stored meanwhile is either in the set read here or in a new set.
+        let n: u64 = redis::Script::new(
+            "local ids = redis.call('SMEMBERS', KEYS[1]) \
+             redis.call('DEL', KEYS[1]) \
+             local n = 0 \
+             for _, id in ipairs(ids) do n = n + redis.call('DEL', ARGV[1] .. id) end \
+             return n",
+        )
+        .key(&index)
+        .arg(self.key("session", ""))
+        .invoke_async(&mut *c)
+        .await?;
+        Ok(n)
     }
 
     pub async fn get_session(&self, session_sha256: &[u8]) -> Result<Option<Uuid>, StoreError> {

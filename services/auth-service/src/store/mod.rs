@@ -6,6 +6,7 @@ pub mod clients;
 pub mod ephemeral;
 pub mod grants;
 pub mod revocations;
+pub mod user_admin;
 pub mod users;
 
 use sqlx::PgPool;

@@ -20,6 +20,9 @@ pub enum RevocationKind {
     Grant,
     /// Every token issued to a (deleted) client.
     Client,
+    /// Every token of a user (`id` = the user id, the tokens' `sub`) issued at or before
+    /// `issued_before` (incident response: `admin revoke-user`).
+    User,
 }
 
 impl RevocationKind {
@@ -28,6 +31,7 @@ impl RevocationKind {
             RevocationKind::Token => "token",
             RevocationKind::Grant => "grant",
             RevocationKind::Client => "client",
+            RevocationKind::User => "user",
         }
     }
 }
@@ -39,16 +43,29 @@ pub struct Revocation {
     pub id: String,
     /// Unix seconds after which no token it covers can be valid anyway.
     pub expires_at: i64,
+    /// Kind `user` only: Unix seconds; the user's tokens issued at or before it are revoked
+    /// (tokens issued later, after the user signs in again, are not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_before: Option<i64>,
 }
 
 /// The in-memory deny list of one replica.
 #[derive(Clone, Default)]
 pub struct DenyList {
     entries: Arc<RwLock<HashMap<(RevocationKind, String), i64>>>,
+    /// Per-user entries: user id → (issued_before, expires_at).
+    users: Arc<RwLock<HashMap<String, (i64, i64)>>>,
 }
 
 impl DenyList {
     pub fn insert(&self, r: &Revocation) {
+        if r.kind == RevocationKind::User {
+            let mut users = self.users.write().expect("deny list lock");
+            let e = users.entry(r.id.clone()).or_insert((i64::MIN, i64::MIN));
+            e.0 = e.0.max(r.issued_before.unwrap_or(i64::MAX));
+            e.1 = e.1.max(r.expires_at);
+            return;
+        }
         self.entries
             .write()
             .expect("deny list lock")
@@ -68,16 +85,35 @@ impl DenyList {
             || probe(RevocationKind::Client, client_id)
     }
 
+    /// Whether a token of user `sub` issued at `iat` is revoked by a per-user entry.
+    pub fn is_user_revoked(&self, sub: &str, iat: i64) -> bool {
+        self.user_revoked_before(sub).is_some_and(|t| iat <= t)
+    }
+
+    /// The instant up to which the user's tokens (and authorization codes) are revoked.
+    pub fn user_revoked_before(&self, sub: &str) -> Option<i64> {
+        let users = self.users.read().expect("deny list lock");
+        if users.is_empty() {
+            return None;
+        }
+        users.get(sub).map(|(before, _)| *before)
+    }
+
     /// Drops entries whose tokens have all expired.
     pub fn purge(&self, now: i64) {
         self.entries
             .write()
             .expect("deny list lock")
             .retain(|_, exp| *exp > now);
+        self.users
+            .write()
+            .expect("deny list lock")
+            .retain(|_, (_, exp)| *exp > now);
     }
 
     pub fn len(&self) -> usize {
         self.entries.read().expect("deny list lock").len()
+            + self.users.read().expect("deny list lock").len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -98,12 +134,14 @@ impl RevocationStore {
 
     pub async fn insert(&self, r: &Revocation) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO revocations (kind, id, expires_at) VALUES ($1, $2, to_timestamp($3)) \
-             ON CONFLICT (kind, id) DO UPDATE SET expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at)",
+            "INSERT INTO revocations (kind, id, expires_at, issued_before) VALUES ($1, $2, to_timestamp($3), $4) \
+             ON CONFLICT (kind, id) DO UPDATE SET expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at), \
+             issued_before = GREATEST(revocations.issued_before, EXCLUDED.issued_before), revoked_at = clock_timestamp()",
         )
         .bind(r.kind.as_str())
         .bind(&r.id)
         .bind(r.expires_at as f64)
+        .bind(r.issued_before)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -116,7 +154,7 @@ impl RevocationStore {
         since: Option<DateTime<Utc>>,
     ) -> Result<(Vec<Revocation>, DateTime<Utc>), StoreError> {
         let rows = sqlx::query(
-            "SELECT kind, id, extract(epoch FROM expires_at)::bigint AS exp, clock_timestamp() AS now FROM revocations \
+            "SELECT kind, id, extract(epoch FROM expires_at)::bigint AS exp, issued_before, clock_timestamp() AS now FROM revocations \
              WHERE expires_at > now() AND ($1::timestamptz IS NULL OR revoked_at >= $1)",
         )
         .bind(since)
@@ -127,12 +165,14 @@ impl RevocationStore {
             let kind = match row.try_get::<&str, _>("kind")? {
                 "token" => RevocationKind::Token,
                 "client" => RevocationKind::Client,
+                "user" => RevocationKind::User,
                 _ => RevocationKind::Grant,
             };
             out.push(Revocation {
                 kind,
                 id: row.try_get("id")?,
                 expires_at: row.try_get("exp")?,
+                issued_before: row.try_get("issued_before")?,
             });
         }
         let now = match rows.first() {
@@ -169,16 +209,19 @@ mod tests {
             kind: RevocationKind::Token,
             id: "j1".into(),
             expires_at: 100,
+            issued_before: None,
         });
         d.insert(&Revocation {
             kind: RevocationKind::Grant,
             id: "g2".into(),
             expires_at: 200,
+            issued_before: None,
         });
         d.insert(&Revocation {
             kind: RevocationKind::Client,
             id: "gone".into(),
             expires_at: 200,
+            issued_before: None,
         });
         assert!(d.is_revoked("j1", None, "c"));
         assert!(d.is_revoked("other", Some("g2"), "c"));
@@ -187,5 +230,38 @@ mod tests {
         d.purge(150);
         assert!(!d.is_revoked("j1", None, "c"));
         assert!(d.is_revoked("x", Some("g2"), "c"));
+    }
+
+    #[test]
+    fn a_user_entry_covers_tokens_issued_up_to_its_instant() {
+        let d = DenyList::default();
+        assert!(!d.is_user_revoked("u1", 10));
+        d.insert(&Revocation {
+            kind: RevocationKind::User,
+            id: "u1".into(),
+            expires_at: 200,
+            issued_before: Some(50),
+        });
+        assert!(d.is_user_revoked("u1", 10));
+        assert!(d.is_user_revoked("u1", 50));
+        assert!(!d.is_user_revoked("u1", 51));
+        assert!(!d.is_user_revoked("u2", 10));
+        // A later revocation moves the instant forward, never back.
+        d.insert(&Revocation {
+            kind: RevocationKind::User,
+            id: "u1".into(),
+            expires_at: 100,
+            issued_before: Some(80),
+        });
+        assert!(d.is_user_revoked("u1", 80));
+        d.insert(&Revocation {
+            kind: RevocationKind::User,
+            id: "u1".into(),
+            expires_at: 100,
+            issued_before: Some(20),
+        });
+        assert!(d.is_user_revoked("u1", 80));
+        d.purge(250);
+        assert!(!d.is_user_revoked("u1", 10));
     }
 }

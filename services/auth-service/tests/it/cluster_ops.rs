@@ -380,7 +380,7 @@ fn refusals_are_one_line_and_stop_the_start() {
     let _ = std::fs::remove_file(&ok);
 
     let dev_caller = format!(
-        "[[grpc.callers]]\nname = \"dev\"\ncredential_sha256 = \"{}\"\n",
+        "[[grpc.callers]]\nname = \"dev\"\ncredential_sha256 = \"{}\"\npermissions = [\"introspect\"]\n",
         sha256_hex("dev-service-credential")
     );
     let vault = |addr: &str, credential: &str| {
@@ -471,4 +471,51 @@ fn one_environment_for_the_whole_stack() {
         String::from_utf8_lossy(&out.stderr).contains("dev mode refuses"),
         "the file named by MCPAUTH_AUTH_CONFIG was read"
     );
+}
+
+/// Issue 12 item 10: outside dev mode every gRPC caller names its permissions; unknown names and
+/// a `start_connect` without the audiences it may present stop the start with one line.
+#[test]
+fn grpc_caller_permissions_are_explicit_and_checked_at_start() {
+    let caller = |rest: &str| {
+        format!(
+            "[[resources]]\nuri = \"https://mcp.example.com/mcp\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\
+             [[grpc.callers]]\nname = \"mcp-service\"\ncredential_sha256 = \"{}\"\n{rest}",
+            "ab".repeat(32)
+        )
+    };
+    for (rest, line) in [
+        (
+            "",
+            "grpc.callers[0].permissions: missing; list the RPCs \"mcp-service\" may call (introspect, start_connect, admin)",
+        ),
+        (
+            "permissions = [\"introspect\", \"everything\"]\n",
+            "grpc.callers[0].permissions: unknown permission \"everything\" (known: introspect, start_connect, admin)",
+        ),
+        (
+            "permissions = []\n",
+            "grpc.callers[0].permissions: must not be empty (introspect, start_connect, admin)",
+        ),
+        (
+            "permissions = [\"start_connect\"]\n",
+            "grpc.callers[0].resources: required with start_connect (the audiences of the user tokens \"mcp-service\" may present)",
+        ),
+        (
+            "permissions = [\"start_connect\"]\nresources = [\"https://other.example/mcp\"]\n",
+            "grpc.callers[0].resources: \"https://other.example/mcp\" is not a configured resource",
+        ),
+    ] {
+        let file = temp_config(&production(&caller(rest)));
+        let (code, _, err) = run(&["check-config"], &file, &[]);
+        assert_eq!(code, 2, "{rest}");
+        assert_eq!(err, format!("auth-service: configuration error: {line}\n"));
+        let _ = std::fs::remove_file(&file);
+    }
+    let file = temp_config(&production(&caller(
+        "permissions = [\"introspect\", \"start_connect\"]\nresources = [\"https://mcp.example.com/mcp\"]\n",
+    )));
+    let (code, _, err) = run(&["check-config"], &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_file(&file);
 }

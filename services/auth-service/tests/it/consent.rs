@@ -9,10 +9,10 @@ use serde_json::json;
 
 use crate::harness::*;
 
-const ALICE_PASSWORD: &str = "correct horse battery staple";
-const BOB_PASSWORD: &str = "Tr0ub4dor&3-but-longer";
+pub(crate) const ALICE_PASSWORD: &str = "correct horse battery staple";
+pub(crate) const BOB_PASSWORD: &str = "Tr0ub4dor&3-but-longer";
 const BROWSER_COOKIE: &str = "__Host-mcpauth_browser";
-const SESSION_COOKIE: &str = "__Host-mcpauth_session";
+pub(crate) const SESSION_COOKIE: &str = "__Host-mcpauth_session";
 
 /// argon2 is slow in debug builds: hash once per test binary.
 fn password_hashes() -> &'static (String, String) {
@@ -26,7 +26,7 @@ fn password_hashes() -> &'static (String, String) {
 }
 
 /// Production-like login: no dev mode, the local provider with two users.
-fn local_login() -> Options {
+pub(crate) fn local_login() -> Options {
     let (alice, bob) = password_hashes();
     Options {
         toml: format!(
@@ -42,8 +42,8 @@ fn local_login() -> Options {
 
 /// A browser: keeps the cookies the server sets and sends them back.
 #[derive(Default, Clone)]
-struct Browser {
-    cookies: HashMap<String, String>,
+pub(crate) struct Browser {
+    pub(crate) cookies: HashMap<String, String>,
 }
 
 impl Browser {
@@ -63,7 +63,7 @@ impl Browser {
         b
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -71,7 +71,11 @@ impl Browser {
             .join("; ")
     }
 
-    async fn authorize(&mut self, s: &TestServer, params: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn authorize(
+        &mut self,
+        s: &TestServer,
+        params: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = s.http.get(s.url("/authorize")).query(params);
         if !self.cookies.is_empty() {
             req = req.header("cookie", self.cookie_header());
@@ -81,7 +85,7 @@ impl Browser {
         r
     }
 
-    async fn post(
+    pub(crate) async fn post(
         &mut self,
         s: &TestServer,
         path: &str,
@@ -97,7 +101,10 @@ impl Browser {
     }
 }
 
-fn request<'a>(client: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn request<'a>(
+    client: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
     let mut p = vec![
         ("response_type", "code"),
         ("client_id", client),
@@ -115,7 +122,7 @@ fn request<'a>(client: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &
 }
 
 /// The value of a hidden form field.
-fn hidden(page: &str, name: &str) -> String {
+pub(crate) fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = page
         .find(&marker)
@@ -125,7 +132,7 @@ fn hidden(page: &str, name: &str) -> String {
 }
 
 /// The full `Set-Cookie` header for `name`.
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
     r.headers()
         .get_all("set-cookie")
         .iter()
@@ -169,7 +176,7 @@ fn assert_unframeable(r: &reqwest::Response) {
     );
 }
 
-async fn page(r: reqwest::Response, status: u16) -> String {
+pub(crate) async fn page(r: reqwest::Response, status: u16) -> String {
     assert_eq!(r.status().as_u16(), status, "{:?}", r.headers());
     assert!(r.headers().get("location").is_none());
     assert_unframeable(&r);
@@ -177,7 +184,7 @@ async fn page(r: reqwest::Response, status: u16) -> String {
 }
 
 /// Submits the login form on `login_page`.
-async fn log_in(
+pub(crate) async fn log_in(
     s: &TestServer,
     b: &mut Browser,
     login_page: &str,
@@ -198,7 +205,7 @@ async fn log_in(
 }
 
 /// Submits the consent form on `consent_page`.
-async fn decide(
+pub(crate) async fn decide(
     s: &TestServer,
     b: &mut Browser,
     consent_page: &str,
@@ -217,7 +224,7 @@ async fn decide(
 }
 
 /// `/authorize` → login form → consent page, as `user`. Returns the consent page.
-async fn reach_consent(
+pub(crate) async fn reach_consent(
     s: &TestServer,
     b: &mut Browser,
     client: &str,
@@ -228,7 +235,7 @@ async fn reach_consent(
     page(log_in(s, b, &login, user, password).await, 200).await
 }
 
-async fn consents(s: &TestServer, client: &str) -> Vec<(String, String, String)> {
+pub(crate) async fn consents(s: &TestServer, client: &str) -> Vec<(String, String, String)> {
     sqlx::query_as(
         "SELECT u.username, c.scope, c.resource FROM consents c JOIN users u USING (user_id) \
          WHERE c.client_id = $1 ORDER BY u.username, c.resource",

@@ -117,6 +117,8 @@ secret = "{key}"
 [[grpc.callers]]
 name = "tests"
 credential_sha256 = "{cred}"
+permissions = ["introspect", "start_connect"]
+resources = ["{RESOURCE}"]
 
 [[resources]]
 uri = "{RESOURCE}"

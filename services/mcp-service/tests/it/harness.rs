@@ -80,7 +80,7 @@ impl Stack {
         let resource = format!("http://127.0.0.1:{mcp_port}/mcp");
         let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
         let auth_toml = format!(
-            "[[tokens.keys]]\nid = \"k1\"\nsecret = \"{key}\"\n\n[[grpc.callers]]\nname = \"mcp\"\ncredential_sha256 = \"{}\"\n\n\
+            "[[tokens.keys]]\nid = \"k1\"\nsecret = \"{key}\"\n\n[[grpc.callers]]\nname = \"mcp\"\ncredential_sha256 = \"{}\"\npermissions = [\"introspect\", \"start_connect\"]\nresources = [\"{resource}\"]\n\n\
              [[resources]]\nuri = \"{resource}\"\nscopes = [\"mcp:tools.read\", \"mcp:tools.write\", \"mcp:tools\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
              [[resources]]\nuri = \"{OTHER_RESOURCE}\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
              [registration]\ninitial_access_tokens_sha256 = [\"{}\"]\n",

@@ -228,7 +228,7 @@ impl World {
         let issuer = format!("http://127.0.0.1:{auth_port}");
         let resource = "http://127.0.0.1:8081/mcp".to_owned();
         let auth_toml = format!(
-            "[[tokens.keys]]\nid = \"k1\"\nsecret = \"{}\"\n\n[[grpc.callers]]\nname = \"vault\"\ncredential_sha256 = \"{}\"\n\n\
+            "[[tokens.keys]]\nid = \"k1\"\nsecret = \"{}\"\n\n[[grpc.callers]]\nname = \"vault\"\ncredential_sha256 = \"{}\"\npermissions = [\"introspect\"]\n\n\
              [[resources]]\nuri = \"{resource}\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
              [[resources]]\nuri = \"{OTHER_RESOURCE}\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n",
             key_b64(9),

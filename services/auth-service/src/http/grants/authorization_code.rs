@@ -63,6 +63,15 @@ pub async fn handle(
     if record.client_id != client.client_id {
         return Err(invalid());
     }
+    // A code issued before its user was revoked (`admin revoke-user`) is dead too.
+    if state
+        .tokens
+        .deny
+        .user_revoked_before(&record.user_id.to_string())
+        .is_some_and(|t| record.issued_at <= t)
+    {
+        return Err(invalid());
+    }
     match form.get("redirect_uri") {
         Some(r) if r != &record.redirect_uri => {
             return Err(OAuthError::invalid_grant(
@@ -117,6 +126,15 @@ pub async fn handle(
         state
             .tokens
             .revoke_grant(grant.grant_id, "authorization_code_replay")
+            .await?;
+        return Err(invalid());
+    }
+    // Checked after the grant exists: `admin disable-user` sets the flag before it revokes the
+    // user's grants, so a grant created meanwhile is either seen here or revoked there.
+    if crate::user_admin::is_disabled(state, grant.user_id).await? {
+        state
+            .tokens
+            .revoke_grant(grant.grant_id, "user_disabled")
             .await?;
         return Err(invalid());
     }

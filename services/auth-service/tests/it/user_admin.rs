@@ -1,0 +1,342 @@
+//! Issue 12 item 13: incident response for one user — revoke everything of a user in one call
+//! (gRPC `UserAdmin` and the `admin` CLI), disable/enable a user, and `POST /logout`.
+
+use std::time::{Duration, Instant};
+
+use mcpauth_proto::v1::user_admin_client::UserAdminClient;
+use mcpauth_proto::v1::{RevokeUserRequest, SetUserDisabledRequest, UserRef};
+use serde_json::Value;
+use tonic::Code;
+
+use crate::consent::*;
+use crate::grpc_permissions::{ADMIN, INTROSPECT_ONLY, callers_toml, with_credential};
+use crate::harness::*;
+
+fn local_login_with_admin() -> Options {
+    let mut o = local_login();
+    o.toml.push_str(&callers_toml());
+    o
+}
+
+/// alice (or bob) signs in with her browser, approves the client, and redeems the code.
+/// Returns the token response.
+async fn sign_in(s: &TestServer, b: &mut Browser, client: &str, user: &str, pw: &str) -> Value {
+    let consent = reach_consent(s, b, client, user, pw).await;
+    let r = decide(s, b, &consent, "allow").await;
+    assert_eq!(r.status().as_u16(), 302);
+    redeem(s, client, &redirect_query(&r)["code"]).await
+}
+
+async fn redeem(s: &TestServer, client: &str, code: &str) -> Value {
+    let (status, body, _) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", VERIFIER),
+            ("client_id", client),
+            ("redirect_uri", REDIRECT),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn tokens(body: &Value) -> (String, String) {
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn time_until_inactive(s: &TestServer, token: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if s.introspect(token).await["active"] == false {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "still active after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn admin_client(s: &TestServer) -> UserAdminClient<tonic::transport::Channel> {
+    UserAdminClient::connect(format!("http://{}", s.grpc))
+        .await
+        .unwrap()
+}
+
+fn by_subject(issuer: &str, subject: &str) -> Option<UserRef> {
+    Some(UserRef {
+        user_id: String::new(),
+        upstream_issuer: issuer.into(),
+        upstream_subject: subject.into(),
+    })
+}
+
+#[tokio::test]
+async fn revoke_user_ends_every_grant_token_consent_and_session_of_that_user_only() {
+    let a = TestServer::start_with(local_login_with_admin()).await;
+    let b = TestServer::start_on(a.shared_db(), a.prefix.clone(), local_login_with_admin()).await;
+    let client = a.public_client().await;
+    let mut alice = Browser::default();
+    let (alice_at, alice_rt) =
+        tokens(&sign_in(&a, &mut alice, &client, "alice", ALICE_PASSWORD).await);
+    let mut bob = Browser::default();
+    let (bob_at, bob_rt) = tokens(&sign_in(&a, &mut bob, &client, "bob", BOB_PASSWORD).await);
+    b.assert_active(&alice_at).await;
+    assert_eq!(consents(&a, &client).await.len(), 2);
+
+    // Without the admin permission: refused, nothing revoked.
+    let refused = admin_client(&a)
+        .await
+        .revoke_user(with_credential(
+            INTROSPECT_ONLY,
+            RevokeUserRequest {
+                user: by_subject("local", "alice"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    b.assert_active(&alice_at).await;
+
+    // Unknown users are NOT_FOUND.
+    let unknown = admin_client(&a)
+        .await
+        .revoke_user(with_credential(
+            ADMIN,
+            RevokeUserRequest {
+                user: by_subject("local", "mallory"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let done = admin_client(&a)
+        .await
+        .revoke_user(with_credential(
+            ADMIN,
+            RevokeUserRequest {
+                user: by_subject("local", "alice"),
+                include_vault: false,
+                reason: "INC-42".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            done.grants_revoked,
+            done.consents_deleted,
+            done.sessions_deleted
+        ),
+        (1, 1, 1),
+        "{done:?}"
+    );
+    // The other replica refuses alice's access token within a second (fan-out), on HTTP and
+    // gRPC; her refresh token is dead.
+    let took = time_until_inactive(&b, &alice_at, Duration::from_secs(3)).await;
+    println!("user revocation reached replica B after {took:?}");
+    assert!(took < Duration::from_secs(1), "replica B took {took:?}");
+    b.assert_inactive(&alice_at).await;
+    a.assert_inactive(&alice_at).await;
+    a.assert_inactive(&alice_rt).await;
+    assert_oauth_error(
+        &b.refresh(&client, &alice_rt, &[]).await,
+        400,
+        "invalid_grant",
+    );
+    // Her consent and her browser session are gone: the next /authorize asks her to sign in,
+    // then to consent again.
+    assert_eq!(consents(&a, &client).await.len(), 1);
+    let login = page(alice.authorize(&b, &request(&client, &[])).await, 200).await;
+    assert!(login.contains("name=\"password\""), "{login}");
+    let again = page(
+        log_in(&b, &mut alice, &login, "alice", ALICE_PASSWORD).await,
+        200,
+    )
+    .await;
+    assert!(again.contains("action=\"consent\""), "{again}");
+
+    // Bob is untouched.
+    b.assert_active(&bob_at).await;
+    let (status, body, _) = b.refresh(&client, &bob_rt, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let r = bob.authorize(&a, &request(&client, &[])).await;
+    assert_eq!(
+        r.status().as_u16(),
+        302,
+        "bob's session and consent still stand"
+    );
+
+    let audited = a.audit_events("user.revoked", 1).await;
+    assert_eq!(audited[0].detail["actor"], "grpc:ops");
+    assert_eq!(audited[0].detail["reason"], "INC-42");
+    let _ = b.stop_keep_db().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_disabled_user_gets_no_code_and_no_token_until_enabled() {
+    let s = TestServer::start_with(local_login_with_admin()).await;
+    let client = s.public_client().await;
+    let mut alice = Browser::default();
+    let (at, rt) = tokens(&sign_in(&s, &mut alice, &client, "alice", ALICE_PASSWORD).await);
+    let user_id = s.introspect(&at).await["sub"].as_str().unwrap().to_owned();
+    // A code issued before the user is disabled, redeemed after.
+    let mut alice2 = Browser::default();
+    let pending = sign_in_code(&s, &mut alice2, &client).await;
+
+    let set = |disabled: bool| SetUserDisabledRequest {
+        user: Some(UserRef {
+            user_id: user_id.clone(),
+            ..Default::default()
+        }),
+        disabled,
+        include_vault: false,
+        reason: "test".into(),
+    };
+    let r = admin_client(&s)
+        .await
+        .set_user_disabled(with_credential(ADMIN, set(true)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.disabled && r.revoked.is_some(), "{r:?}");
+    s.assert_inactive(&at).await;
+    assert_oauth_error(&s.refresh(&client, &rt, &[]).await, 400, "invalid_grant");
+    let (status, body, _) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &pending),
+            ("code_verifier", VERIFIER),
+            ("client_id", &client),
+            ("redirect_uri", REDIRECT),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // Signing in again gets no code: the client hears access_denied.
+    let mut fresh = Browser::default();
+    let consent = reach_consent(&s, &mut fresh, &client, "alice", ALICE_PASSWORD).await;
+    let r = decide(&s, &mut fresh, &consent, "allow").await;
+    assert_eq!(r.status().as_u16(), 302);
+    let q = redirect_query(&r);
+    assert_eq!(
+        q.get("error").map(String::as_str),
+        Some("access_denied"),
+        "{q:?}"
+    );
+    assert!(!q.contains_key("code"));
+    assert_eq!(s.audit_events("user.disabled", 1).await.len(), 1);
+
+    // Enabled again: a new sign-in works (tokens are compared with the revocation instant in
+    // whole seconds, so step past it).
+    admin_client(&s)
+        .await
+        .set_user_disabled(with_credential(ADMIN, set(false)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // (The consent given while disabled was recorded: straight to the code.)
+    let code = sign_in_code(&s, &mut Browser::default(), &client).await;
+    let (at2, rt2) = tokens(&redeem(&s, &client, &code).await);
+    s.assert_active(&at2).await;
+    let (status, body, _) = s.refresh(&client, &rt2, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.audit_events("user.enabled", 1).await.len(), 1);
+    s.stop().await;
+}
+
+/// Sign-in of a user who already consented, up to the code (not redeemed).
+async fn sign_in_code(s: &TestServer, b: &mut Browser, client: &str) -> String {
+    let login = page(b.authorize(s, &request(client, &[])).await, 200).await;
+    let r = log_in(s, b, &login, "alice", ALICE_PASSWORD).await;
+    assert_eq!(r.status().as_u16(), 302);
+    redirect_query(&r)["code"].clone()
+}
+
+#[tokio::test]
+async fn the_admin_cli_revokes_with_the_service_configuration() {
+    let s = TestServer::start_with(local_login_with_admin()).await;
+    let client = s.public_client().await;
+    let mut alice = Browser::default();
+    let (at, rt) = tokens(&sign_in(&s, &mut alice, &client, "alice", ALICE_PASSWORD).await);
+    // The CLI is another process with the same configuration: here, another state on the same
+    // database and Redis prefix.
+    let config = s.running.as_ref().unwrap().state.config.as_ref().clone();
+    let out = auth_service::user_admin::run_cli(
+        config,
+        "local:alice",
+        "INC-7",
+        auth_service::user_admin::CliAction::RevokeUser {
+            include_vault: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["grants_revoked"], 1, "{out}");
+    let took = time_until_inactive(&s, &at, Duration::from_secs(3)).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_oauth_error(&s.refresh(&client, &rt, &[]).await, 400, "invalid_grant");
+    let audited = s.audit_events("user.revoked", 1).await;
+    assert_eq!(audited[0].detail["actor"], "cli");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_browser_session_and_refuses_cross_site_requests() {
+    let s = TestServer::start_with(local_login()).await;
+    let client = s.public_client().await;
+    let mut alice = Browser::default();
+    sign_in(&s, &mut alice, &client, "alice", ALICE_PASSWORD).await;
+    let signed_in = |b: &Browser| {
+        let b = b.clone();
+        let s = &s;
+        let client = client.clone();
+        async move {
+            let mut b = b;
+            let r = b.authorize(s, &request(&client, &[])).await;
+            r.status().as_u16() == 302
+        }
+    };
+    assert!(signed_in(&alice).await);
+    let logout = |origin: Option<String>, b: &Browser| {
+        let mut req = s
+            .http
+            .post(s.url("/logout"))
+            .header("cookie", b.cookie_header());
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    // Another site's form: refused, the session stands.
+    let r = logout(Some("https://evil.example".into()), &alice)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = logout(None, &alice).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(signed_in(&alice).await);
+    // From the issuer's own origin: signed out, cookie cleared, session gone server-side too
+    // (a copy of the old cookie no longer works).
+    let before = alice.clone();
+    let r = logout(Some(s.issuer()), &alice).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cleared = set_cookie(&r, SESSION_COOKIE).expect("the session cookie is cleared");
+    assert!(
+        cleared.to_ascii_lowercase().contains("max-age=0"),
+        "{cleared}"
+    );
+    assert!(!signed_in(&before).await);
+    assert_eq!(s.audit_events("session.logged_out", 1).await.len(), 1);
+    s.stop().await;
+}
