@@ -11,6 +11,8 @@ pub mod clients;
 pub mod config;
 pub mod domain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod grpc_connect;
 pub mod http;
