@@ -8,6 +8,8 @@ mod consent;
 mod grpc;
 mod grpc_tls;
 mod harness;
+mod hostile;
+mod hostile_http;
 mod metrics;
 mod ops;
 mod rate_limit;
