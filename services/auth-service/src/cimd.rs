@@ -696,7 +696,7 @@ fn cache_ttl(
 }
 
 /// Validates a fetched document against the URL it came from.
-fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, CimdError> {
+pub(crate) fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, CimdError> {
     let invalid = |m: &str| CimdError::InvalidDocument(m.to_owned());
     let raw: Value = serde_json::from_slice(body).map_err(|_| invalid("not valid json"))?;
     let obj = raw

@@ -12,6 +12,8 @@ pub mod config;
 pub mod config_clients;
 pub mod domain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod grpc_admin;
 pub mod grpc_connect;

@@ -7,6 +7,8 @@ pub mod config;
 pub mod connect;
 pub mod connectors;
 pub mod direct;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod inflight;
 pub mod revocations;

@@ -16,8 +16,10 @@ pub fn percent_decoded_has_control(s: &str) -> bool {
     let control = |b: u8| b < 0x20 || b == 0x7f;
     let mut i = 0;
     while i < bytes.len() {
+        // Two hex digits exactly: `from_str_radix` alone also takes a sign (`%+a` is no escape).
         let b = if bytes[i] == b'%'
             && let Some(hex) = s.get(i + 1..i + 3)
+            && hex.bytes().all(|d| d.is_ascii_hexdigit())
             && let Ok(b) = u8::from_str_radix(hex, 16)
         {
             i += 3;

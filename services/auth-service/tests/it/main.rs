@@ -10,6 +10,8 @@ mod grpc;
 mod grpc_permissions;
 mod grpc_tls;
 mod harness;
+mod hostile;
+mod hostile_http;
 mod introspection;
 mod metrics;
 mod ops;

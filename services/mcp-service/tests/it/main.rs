@@ -6,6 +6,7 @@ mod cluster_ops;
 mod connectors;
 mod external;
 mod harness;
+mod hostile;
 mod internal_tls;
 mod metrics;
 mod redis_tls;
