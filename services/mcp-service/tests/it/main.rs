@@ -5,6 +5,7 @@ mod cluster;
 mod cluster_ops;
 mod connectors;
 mod external;
+mod faults;
 mod harness;
 mod internal_tls;
 mod metrics;
