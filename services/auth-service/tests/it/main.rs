@@ -12,6 +12,7 @@ mod metrics;
 mod ops;
 mod rate_limit;
 mod refresh;
+mod refresh_delayed;
 mod registration;
 mod revocation;
 mod smoke;
