@@ -399,6 +399,8 @@ async fn wait_recovered(log: &Log, since: Instant, services: &[&'static str]) ->
                     (*s, ready)
                 })
                 .collect();
+            // Unlocked before panicking: the load tasks still record (no poisoned lock).
+            drop(probes);
             let stranded: Vec<String> = log
                 .stranded
                 .lock()
