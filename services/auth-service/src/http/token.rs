@@ -28,6 +28,9 @@ pub async fn token(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
+    // Before anything that may wait on a store: the refresh grant tells a replay from a request
+    // that was merely delayed by when it arrived (see `store::grants::RefreshRequest`).
+    let received_at = chrono::Utc::now();
     rate_limit(&state, &req, Bucket::Token).await?;
     let form = form_body(&req, &body)?;
     let grant_type = form
@@ -49,7 +52,7 @@ pub async fn token(
     let ip = client_ip(&state, &req);
     let resp = match grant_type.as_str() {
         "authorization_code" => authorization_code::handle(&state, &client, &form, ip).await?,
-        "refresh_token" => refresh_token::handle(&state, &client, &form, ip).await?,
+        "refresh_token" => refresh_token::handle(&state, &client, &form, ip, received_at).await?,
         "client_credentials" => client_credentials::handle(&state, &client, &form, ip).await?,
         other => {
             return Err(OAuthError::unsupported_grant_type(format!(

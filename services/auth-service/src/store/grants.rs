@@ -83,6 +83,12 @@ pub struct RefreshRequest<'a> {
     pub requested_resource: Option<&'a str>,
     pub grace_secs: i64,
     pub refresh_ttl_secs: i64,
+    /// When the request reached the token endpoint. A token spent *after* that was still
+    /// active when the request was sent, so presenting it is no replay: the request was held up
+    /// (e.g. waiting for Postgres during an outage) while its client gave up, retried and moved
+    /// on to the successor. Such a late request is refused without revoking the family — the
+    /// client holds a live successor and must not be logged out by its own abandoned request.
+    pub received_at: DateTime<Utc>,
 }
 
 /// Postgres access to `grants` and `refresh_tokens`.
@@ -212,6 +218,7 @@ impl GrantStore {
             requested_resource,
             grace_secs,
             refresh_ttl_secs,
+            received_at,
         } = r;
         let row = sqlx::query(
             "SELECT rt.scope, rt.resource, rt.expires_at, rt.rotated_at, rt.successor_used, rt.parent_sha256, \
@@ -244,6 +251,10 @@ impl GrantStore {
             grace_secs,
         );
         if decision == RefreshDecision::Reuse {
+            if rotated_at.is_some_and(|at| at > received_at) {
+                // Spent after this request arrived: a delayed request, not a replay.
+                return Ok(Some(RefreshOutcome::Invalid));
+            }
             sqlx::query("UPDATE grants SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE grant_id = $1 AND revoked_at IS NULL")
                 .bind(grant.grant_id)
                 .execute(&self.pool)

@@ -17,6 +17,7 @@ mod metrics;
 mod ops;
 mod rate_limit;
 mod refresh;
+mod refresh_delayed;
 mod registration;
 mod registration_policy;
 mod revocation;

@@ -167,6 +167,15 @@ impl Upstream {
     }
 }
 
+/// Extra configuration for [`Env::start_configured`].
+#[derive(Default)]
+pub(crate) struct EnvExtra {
+    /// TOML appended to auth-service's configuration (e.g. a static client).
+    pub auth_toml: String,
+    /// Whether token-vault gets an admin listener (`/readyz`) on a free port.
+    pub vault_admin: bool,
+}
+
 /// auth-service + mcp-service (harness), token-vault and the upstream API.
 pub(crate) struct Env {
     s: Stack,
@@ -230,6 +239,14 @@ impl Env {
     /// and every client (mcp-service's verifier, connect and vault clients, token-vault's
     /// introspection, auth-service's vault client) has a `[<section>.tls]` table.
     pub(crate) async fn start_with(pki: Option<&crate::internal_tls::Pki>) -> Env {
+        Self::start_configured(pki, EnvExtra::default()).await
+    }
+
+    /// [`Env::start_with`] with `extra` configuration (the fault tests).
+    pub(crate) async fn start_configured(
+        pki: Option<&crate::internal_tls::Pki>,
+        extra: EnvExtra,
+    ) -> Env {
         let upstream = Upstream::start().await;
         let vault_port = free_port();
         let vault_addr = match pki {
@@ -279,6 +296,7 @@ impl Env {
             auth_env,
             mcp_env,
             mcp_toml: mcp_toml(vault_port, &vault_prefix, &upstream.base),
+            auth_toml: extra.auth_toml,
         })
         .await;
 
@@ -314,8 +332,13 @@ impl Env {
                 String::new(),
             ),
         };
+        let vault_admin = if extra.vault_admin {
+            "[admin]\naddr = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
         let toml = format!(
-            r#"
+            r#"{vault_admin}
 [grpc]
 addr = "127.0.0.1:{vault_port}"
 
@@ -374,7 +397,7 @@ client_secret = "gh-secret"
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(v) = self.vault.take() {
             v.shutdown().await;
         }
@@ -391,8 +414,36 @@ client_secret = "gh-secret"
         self.s.stop().await;
     }
 
+    /// The auth-service + mcp-service stack.
+    pub(crate) fn stack(&self) -> &Stack {
+        &self.s
+    }
+
+    /// The running token-vault.
+    pub(crate) fn vault(&self) -> &token_vault::Running {
+        self.vault.as_ref().unwrap()
+    }
+
+    /// The URL of token-vault's database.
+    pub(crate) fn vault_db_url(&self) -> String {
+        format!(
+            "{}/{}",
+            admin_url().rsplit_once('/').unwrap().0,
+            self.vault_db
+        )
+    }
+
+    /// The Authorization headers the upstream API received, in order.
+    pub(crate) fn upstream_authorizations(&self) -> Vec<String> {
+        self.upstream
+            .seen()
+            .into_iter()
+            .map(|s| s.authorization)
+            .collect()
+    }
+
     /// What auth-service does after a connect: stores the user's upstream tokens.
-    async fn put_credential(&self, user_id: &str, access_token: &str) {
+    pub(crate) async fn put_credential(&self, user_id: &str, access_token: &str) {
         self.put_tokens(user_id, access_token, "", chrono_now() + 3600)
             .await;
     }

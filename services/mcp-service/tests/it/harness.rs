@@ -50,6 +50,8 @@ pub struct StackOptions {
     pub auth_env: Vec<(&'static str, String)>,
     pub mcp_env: Vec<(&'static str, String)>,
     pub mcp_toml: String,
+    /// TOML appended to auth-service's configuration (e.g. a static client).
+    pub auth_toml: String,
 }
 
 impl Stack {
@@ -83,9 +85,10 @@ impl Stack {
             "[[tokens.keys]]\nid = \"k1\"\nsecret = \"{key}\"\n\n[[grpc.callers]]\nname = \"mcp\"\ncredential_sha256 = \"{}\"\npermissions = [\"introspect\", \"start_connect\"]\nresources = [\"{resource}\"]\n\n\
              [[resources]]\nuri = \"{resource}\"\nscopes = [\"mcp:tools.read\", \"mcp:tools.write\", \"mcp:tools\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
              [[resources]]\nuri = \"{OTHER_RESOURCE}\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
-             [registration]\ninitial_access_tokens_sha256 = [\"{}\"]\n",
+             [registration]\ninitial_access_tokens_sha256 = [\"{}\"]\n{}",
             sha256_hex(CREDENTIAL),
-            sha256_hex(INITIAL_ACCESS_TOKEN)
+            sha256_hex(INITIAL_ACCESS_TOKEN),
+            opts.auth_toml,
         );
         let mut env: HashMap<String, String> = [
             ("MCPAUTH__DEV_MODE", "true".to_owned()),

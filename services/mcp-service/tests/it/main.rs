@@ -5,6 +5,7 @@ mod cluster;
 mod cluster_ops;
 mod connectors;
 mod external;
+mod faults;
 mod harness;
 mod hostile;
 mod internal_tls;

@@ -20,6 +20,7 @@ pub async fn handle(
     client: &Client,
     form: &HashMap<String, String>,
     ip: Option<String>,
+    received_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<TokenResponse, OAuthError> {
     let presented = form
         .get("refresh_token")
@@ -57,6 +58,7 @@ pub async fn handle(
             requested_resource: requested_resource.as_deref(),
             grace_secs: cfg.refresh_grace_secs,
             refresh_ttl_secs: cfg.refresh_ttl_secs,
+            received_at,
         })
         .await?;
     let row = match outcome {
