@@ -22,7 +22,7 @@ fn admin_url() -> String {
 fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
-fn sha256_hex(s: &str) -> String {
+pub fn sha256_hex(s: &str) -> String {
     auth_service::domain::token::hex(&auth_service::domain::token::hash(s))
 }
 fn free_port() -> u16 {
@@ -49,6 +49,7 @@ pub struct Stack {
 pub struct StackOptions {
     pub auth_env: Vec<(&'static str, String)>,
     pub mcp_env: Vec<(&'static str, String)>,
+    /// TOML appended to mcp-service's configuration; `{issuer}` stands for auth-service's URL.
     pub mcp_toml: String,
     /// TOML appended to auth-service's configuration (e.g. a static client).
     pub auth_toml: String,
@@ -144,7 +145,7 @@ impl Stack {
             format!(
                 "authorization_servers = [\"{issuer}\"]\nscopes_supported = [\"mcp:tools.read\"]\n\
                  [http]\nallowed_origins = [\"http://127.0.0.1:{mcp_port}\"]\n{}",
-                opts.mcp_toml
+                opts.mcp_toml.replace("{issuer}", &issuer)
             ),
         )
         .unwrap();

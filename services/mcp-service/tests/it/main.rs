@@ -10,6 +10,7 @@ mod harness;
 mod hostile;
 mod internal_tls;
 mod metrics;
+mod own_as_introspection;
 mod redis_tls;
 mod resource;
 mod rmcp_client;
