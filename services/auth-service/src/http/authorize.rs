@@ -155,6 +155,7 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
         csrf: state.tokens.keys.random_id(),
         browser_sha256: hex(&hash(binding)),
         user_id: None,
+        authenticated_at: None,
         force_consent: params
             .get("prompt")
             .is_some_and(|p| p.split(' ').any(|v| v == "consent")),
@@ -249,6 +250,9 @@ async fn proceed(
             },
             Err(e) => return server_error_page(e),
         };
+        if pending.user_id.is_some() {
+            pending.authenticated_at = Some(chrono::Utc::now().timestamp());
+        }
         if let Some(u) = pending.user_id
             && state.login.automatic_identity().is_some()
         {
@@ -396,6 +400,19 @@ pub(crate) async fn issue_code(
         state: p.state.as_deref(),
         issuer: &state.config.issuer,
     };
+    // A user revoked (`admin revoke-user`) since this request learnt who they are gets no
+    // code: the consent page may have stayed open in a hijacked browser while the operator
+    // acted. A request without that instant (stored by an earlier version) counts as older.
+    if state
+        .tokens
+        .deny
+        .user_revoked_before(&user_id.to_string())
+        .is_some_and(|t| p.authenticated_at.is_none_or(|at| at <= t))
+    {
+        return cb.error(&OAuthError::access_denied(
+            "this sign-in was revoked; sign in again",
+        ));
+    }
     // A disabled user gets no code (the operator's `admin disable-user`).
     match crate::user_admin::is_disabled(state, user_id).await {
         Ok(false) => {}
@@ -573,6 +590,7 @@ pub async fn login_submit(
         )
         .await;
     pending.user_id = Some(user_id);
+    pending.authenticated_at = Some(chrono::Utc::now().timestamp());
     // A fresh CSRF token for the consent step.
     pending.csrf = state.tokens.keys.random_id();
     let mut resp = proceed(&state, &req, &client, &request_id, pending).await;
@@ -663,7 +681,9 @@ pub async fn consent_submit(
         return crate::http::upstream::redirect_upstream(
             &state,
             &provider,
-            crate::store::ephemeral::UpstreamPurpose::Login { pending },
+            crate::store::ephemeral::UpstreamPurpose::Login {
+                pending: Box::new(pending),
+            },
         )
         .await;
     };

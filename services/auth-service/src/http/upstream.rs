@@ -406,7 +406,12 @@ async fn finish(
                 return cb.error(&OAuthError::server_error(e));
             }
             tracing::debug!(client = %client_display_name(&client), "upstream login complete");
-            let mut resp = issue_code(state, req, pending, user_id).await;
+            // The user has just signed in upstream.
+            let authenticated = PendingAuthorization {
+                authenticated_at: Some(chrono::Utc::now().timestamp()),
+                ..(**pending).clone()
+            };
+            let mut resp = issue_code(state, req, &authenticated, user_id).await;
             if let Some(c) = new_session(state, user_id).await {
                 let _ = resp.add_cookie(&c);
             }

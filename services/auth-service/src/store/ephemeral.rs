@@ -32,6 +32,10 @@ pub struct PendingAuthorization {
     pub browser_sha256: String,
     /// Set once the user has logged in.
     pub user_id: Option<Uuid>,
+    /// When `user_id` was established (Unix seconds): a user revoked at or after it (`admin
+    /// revoke-user`) gets no code from this request, even from a consent page already open.
+    #[serde(default)]
+    pub authenticated_at: Option<i64>,
     /// `prompt=consent`: ask again even if the user already approved this client.
     #[serde(default)]
     pub force_consent: bool,
@@ -42,7 +46,7 @@ pub struct PendingAuthorization {
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamPurpose {
     /// Logging a user in for an `/authorize` request the user already consented to.
-    Login { pending: PendingAuthorization },
+    Login { pending: Box<PendingAuthorization> },
     /// Logging a user in to open a connect link (`ticket` is the link's secret part).
     ConnectLogin { ticket: String },
     /// Connecting `provider` for an already identified user.

@@ -176,6 +176,7 @@ impl GrantStore {
                  FROM refresh_tokens rt JOIN grants g USING (grant_id) \
                  WHERE rt.token_sha256 = $1 AND rt.rotated_at IS NULL AND rt.expires_at > now() \
                    AND g.client_id = $3 AND g.revoked_at IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = g.user_id AND u.disabled_at IS NOT NULL) \
                    AND ($4::text IS NULL OR rt.resource = $4)), \
              spent AS (\
                  UPDATE refresh_tokens t SET rotated_at = now() FROM cur \
@@ -223,7 +224,8 @@ impl GrantStore {
         let row = sqlx::query(
             "SELECT rt.scope, rt.resource, rt.expires_at, rt.rotated_at, rt.successor_used, rt.parent_sha256, \
                     g.grant_id, g.user_id, g.client_id, g.scope AS grant_scope, g.resource AS grant_resource, \
-                    g.revoked_at IS NOT NULL AS grant_revoked, now() AS now \
+                    g.revoked_at IS NOT NULL AS grant_revoked, now() AS now, \
+                    EXISTS (SELECT 1 FROM users u WHERE u.user_id = g.user_id AND u.disabled_at IS NOT NULL) AS user_disabled \
              FROM refresh_tokens rt JOIN grants g USING (grant_id) \
              WHERE rt.token_sha256 = $1",
         )
@@ -237,8 +239,11 @@ impl GrantStore {
         let now: DateTime<Utc> = row.try_get("now")?;
         let expires_at: DateTime<Utc> = row.try_get("expires_at")?;
         let grant_revoked: bool = row.try_get("grant_revoked")?;
+        // A disabled user's tokens are dead even if revoking their grants failed halfway
+        // (`admin disable-user` sets the flag first).
+        let user_disabled: bool = row.try_get("user_disabled")?;
         // A token presented by another client is treated like an unknown one (RFC 6749 §6).
-        if grant.client_id != client_id || grant_revoked || expires_at <= now {
+        if grant.client_id != client_id || grant_revoked || user_disabled || expires_at <= now {
             return Ok(Some(RefreshOutcome::Invalid));
         }
         let rotated_at: Option<DateTime<Utc>> = row.try_get("rotated_at")?;

@@ -80,8 +80,10 @@ impl UserAdminStore {
         .unwrap_or(false))
     }
 
-    /// Marks every live grant of the user revoked (their refresh tokens stop working at once);
-    /// returns the grants revoked.
+    /// Marks every unrevoked grant of the user revoked (their refresh tokens stop working at
+    /// once); returns the grants revoked. `grants.expires_at` is not a filter: it is set when
+    /// the grant is created, while each rotation gives its refresh token a fresh lifetime, so a
+    /// grant past it can still be refreshed until the sweeper removes it.
     pub async fn revoke_grants(
         &self,
         user_id: Uuid,
@@ -89,7 +91,7 @@ impl UserAdminStore {
     ) -> Result<Vec<Uuid>, StoreError> {
         Ok(sqlx::query_scalar(
             "UPDATE grants SET revoked_at = now(), revoke_reason = $2 \
-             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING grant_id",
+             WHERE user_id = $1 AND revoked_at IS NULL RETURNING grant_id",
         )
         .bind(user_id)
         .bind(reason)

@@ -340,3 +340,89 @@ async fn logout_ends_the_browser_session_and_refuses_cross_site_requests() {
     assert_eq!(s.audit_events("session.logged_out", 1).await.len(), 1);
     s.stop().await;
 }
+
+async fn revoke_alice(s: &TestServer) -> mcpauth_proto::v1::RevokeUserResponse {
+    admin_client(s)
+        .await
+        .revoke_user(with_credential(
+            ADMIN,
+            RevokeUserRequest {
+                user: by_subject("local", "alice"),
+                include_vault: false,
+                reason: "INC-43".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A browser that reached the consent page as alice (a hijacked session, say) before the
+/// operator revoked her must not finish the authorization afterwards: the pending request
+/// outlives the session and the consents that revoke-user deletes.
+#[tokio::test]
+async fn a_consent_page_left_open_across_revoke_user_yields_no_code() {
+    let s = TestServer::start_with(local_login_with_admin()).await;
+    let client = s.public_client().await;
+    let mut hijacked = Browser::default();
+    let consent = reach_consent(&s, &mut hijacked, &client, "alice", ALICE_PASSWORD).await;
+    revoke_alice(&s).await;
+    let r = decide(&s, &mut hijacked, &consent, "allow").await;
+    assert_eq!(r.status().as_u16(), 302);
+    let q = redirect_query(&r);
+    assert_eq!(
+        q.get("error").map(String::as_str),
+        Some("access_denied"),
+        "{q:?}"
+    );
+    assert!(!q.contains_key("code"), "{q:?}");
+    s.stop().await;
+}
+
+/// `grants.expires_at` is fixed when a grant is created while every rotation gives its refresh
+/// token a fresh lifetime: a grant refreshed past that instant is still live, and revoke-user
+/// must end it too. And the disabled flag alone stops refreshing, should revoking the grants
+/// of a disabled user fail halfway.
+#[tokio::test]
+async fn revoke_user_ends_grants_refreshed_past_their_first_expiry_and_disabled_users_cannot_refresh()
+ {
+    let s = TestServer::start_with(local_login_with_admin()).await;
+    let client = s.public_client().await;
+    let (_, rt) = tokens(
+        &sign_in(
+            &s,
+            &mut Browser::default(),
+            &client,
+            "alice",
+            ALICE_PASSWORD,
+        )
+        .await,
+    );
+    let (_, bob_rt) =
+        tokens(&sign_in(&s, &mut Browser::default(), &client, "bob", BOB_PASSWORD).await);
+    sqlx::query("UPDATE grants SET expires_at = now() - interval '1 hour'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let (status, body, _) = s.refresh(&client, &rt, &[]).await;
+    assert_eq!(
+        status, 200,
+        "a grant past its first expiry still refreshes: {body}"
+    );
+    let rt = body["refresh_token"].as_str().unwrap().to_owned();
+
+    let done = revoke_alice(&s).await;
+    assert_eq!(done.grants_revoked, 1, "{done:?}");
+    assert_oauth_error(&s.refresh(&client, &rt, &[]).await, 400, "invalid_grant");
+
+    sqlx::query("UPDATE users SET disabled_at = now() WHERE username = 'bob'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_oauth_error(
+        &s.refresh(&client, &bob_rt, &[]).await,
+        400,
+        "invalid_grant",
+    );
+    s.stop().await;
+}

@@ -130,12 +130,22 @@ pub async fn handle(
         return Err(invalid());
     }
     // Checked after the grant exists: `admin disable-user` sets the flag before it revokes the
-    // user's grants, so a grant created meanwhile is either seen here or revoked there.
-    if crate::user_admin::is_disabled(state, grant.user_id).await? {
-        state
-            .tokens
-            .revoke_grant(grant.grant_id, "user_disabled")
-            .await?;
+    // user's grants, so a grant created meanwhile is either seen here or revoked there. The
+    // same for `admin revoke-user` as far as this replica has heard of it.
+    let revoked_meanwhile = state
+        .tokens
+        .deny
+        .user_revoked_before(&grant.user_id.to_string())
+        .is_some_and(|t| record.issued_at <= t);
+    let stop = if revoked_meanwhile {
+        Some("user_revoked")
+    } else if crate::user_admin::is_disabled(state, grant.user_id).await? {
+        Some("user_disabled")
+    } else {
+        None
+    };
+    if let Some(reason) = stop {
+        state.tokens.revoke_grant(grant.grant_id, reason).await?;
         return Err(invalid());
     }
     let (access, claims) = state.tokens.issue_access(
