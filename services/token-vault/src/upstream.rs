@@ -110,7 +110,15 @@ impl UpstreamClient {
         let req = self.authenticated(&provider.token_endpoint, provider, &mut form);
         let resp = req.form(&form).send().await.map_err(transport)?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = match mcpauth_runtime::http_body::read_limited(resp, MAX_TOKEN_RESPONSE_BYTES)
+            .await
+        {
+            Ok(b) => b,
+            Err(mcpauth_runtime::http_body::BodyError::Transport(e)) => return Err(transport(e)),
+            Err(e @ mcpauth_runtime::http_body::BodyError::TooLarge) => {
+                return Err(UpstreamError::Transient(format!("token response: {e}")));
+            }
+        };
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             return Err(UpstreamError::Transient(format!(
                 "HTTP {}",
@@ -180,6 +188,9 @@ impl UpstreamClient {
         Ok(resp.status().is_success())
     }
 }
+
+/// A token response is a few hundred bytes; anything near this is not one.
+const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
 fn transport(e: reqwest::Error) -> UpstreamError {
     // reqwest's message carries the URL but never the form body; keep only the kind.

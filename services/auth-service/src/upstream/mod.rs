@@ -208,22 +208,12 @@ impl UpstreamProviders {
 }
 
 /// Reads a response body up to `max` bytes.
-async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, UpstreamError> {
-    if resp.content_length().is_some_and(|l| l > max as u64) {
-        return Err(UpstreamError::BadResponse("response too large".into()));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| UpstreamError::Http(e.without_url().to_string()))?
-    {
-        if body.len() + chunk.len() > max {
-            return Err(UpstreamError::BadResponse("response too large".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, UpstreamError> {
+    use mcpauth_runtime::http_body::{BodyError, read_limited};
+    read_limited(resp, max).await.map_err(|e| match e {
+        BodyError::TooLarge => UpstreamError::BadResponse(e.to_string()),
+        BodyError::Transport(e) => UpstreamError::Http(e.without_url().to_string()),
+    })
 }
 
 fn http_error(e: reqwest::Error) -> UpstreamError {

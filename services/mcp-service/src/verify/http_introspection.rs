@@ -142,13 +142,9 @@ impl HttpIntrospection {
             // says anything about the token.
             return Err(unavailable(format!("introspection answered {status}")));
         }
-        let body = resp
-            .bytes()
+        let body = mcpauth_runtime::http_body::read_limited(resp, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| unavailable(format!("introspection response failed: {e}")))?;
-        if body.len() > MAX_RESPONSE_BYTES {
-            return Err(unavailable("introspection response too large".into()));
-        }
+            .map_err(|e| unavailable(format!("introspection response: {e}")))?;
         let r: IntrospectionResponse = serde_json::from_slice(&body)
             .map_err(|e| unavailable(format!("introspection response is not RFC 7662: {e}")))?;
         self.principal(r)

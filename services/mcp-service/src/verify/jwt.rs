@@ -177,19 +177,12 @@ impl JwtVerifier {
         if !resp.status().is_success() {
             return Err(format!("JWKS fetch answered {}", resp.status()));
         }
-        if resp
-            .content_length()
-            .is_some_and(|l| l > MAX_JWKS_BYTES as u64)
-        {
-            return Err("JWKS too large".into());
-        }
-        let body = resp
-            .bytes()
+        let body = mcpauth_runtime::http_body::read_limited(resp, MAX_JWKS_BYTES)
             .await
-            .map_err(|e| format!("JWKS fetch failed: {e}"))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err("JWKS too large".into());
-        }
+            .map_err(|e| match e {
+                mcpauth_runtime::http_body::BodyError::TooLarge => "JWKS too large".to_owned(),
+                e => format!("JWKS fetch failed: {e}"),
+            })?;
         parse_jwks(&body)
     }
 
