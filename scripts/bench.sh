@@ -22,6 +22,11 @@
 # that does not saturate the two cores, where queueing does not drown them: BENCH_LATENCY_CONCURRENCY
 # (default 4) connections with one request in flight each.
 #
+# auth-service also gets /token at 32 keep-alive connections without pipelining (the tail most
+# clients see), and every hot path (client_credentials, mcp-service tools/call) a memory series:
+# BENCH_RSS_MILLIONS (default 2) runs of one million requests while nothing scrapes /metrics,
+# with the RSS after each (target: flat after warm-up).
+#
 # The generator shares the two cores with the server, so by default it uses its lean clients
 # (tools/loadgen/README.md): HTTP/1.1 pipelined BENCH_PIPELINE deep over CONCURRENCY/PIPELINE
 # connections, gRPC on h2 with CONCURRENCY/BENCH_GRPC_CONNECTIONS streams per connection, on
