@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 pub mod batch;
+pub mod bus;
 pub mod grpc_client;
 pub mod grpc_metrics;
 pub mod healthcheck;

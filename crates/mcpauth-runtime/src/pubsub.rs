@@ -4,9 +4,6 @@
 //! must do when messages may have been missed (forget everything) is the same in all of them.
 
 use std::future::Future;
-use std::time::Duration;
-
-use futures_util::StreamExt;
 
 /// What happened on a followed channel.
 #[derive(Debug)]
@@ -23,62 +20,27 @@ pub enum ChannelEvent {
 
 /// Follows `channel` on the Redis of `client` (from [`crate::redis_client`], so plain or TLS
 /// as configured) until `stop` resolves, calling `on` with each [`ChannelEvent`] in order.
-/// `what` names the channel in log lines.
+/// `what` names the channel in log lines. (The same as [`crate::bus::follow`] on a
+/// [`crate::bus::RedisBus`].)
 pub async fn follow_channel<F, Fut>(
     client: redis::Client,
     channel: &str,
     what: &'static str,
     stop: impl Future<Output = ()>,
-    mut on: F,
+    on: F,
 ) where
     F: FnMut(ChannelEvent) -> Fut,
     Fut: Future<Output = ()>,
 {
-    tokio::pin!(stop);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let subscribed = match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(channel).await {
-                Ok(()) => Some(pubsub),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot subscribe to {what}, retrying");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to {what}, retrying");
-                None
-            }
-        };
-        if let Some(mut pubsub) = subscribed {
-            backoff = Duration::from_millis(100);
-            on(ChannelEvent::Subscribed).await;
-            let mut messages = pubsub.on_message();
-            loop {
-                tokio::select! {
-                    msg = messages.next() => {
-                        let Some(msg) = msg else { break };
-                        if let Ok(payload) = msg.get_payload::<String>() {
-                            on(ChannelEvent::Message(payload)).await;
-                        }
-                    }
-                    () = &mut stop => return,
-                }
-            }
-            tracing::warn!("{what} subscription closed, reconnecting");
-        }
-        on(ChannelEvent::Lost).await;
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = &mut stop => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+    let events = crate::bus::redis_events(client, channel.to_owned(), what);
+    crate::bus::follow_stream(events, stop, on).await;
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    use std::time::Duration;
 
     use super::*;
 
