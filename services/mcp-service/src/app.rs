@@ -1,4 +1,6 @@
-//! Wiring: state, the HTTP server, revocation fan-out, graceful shutdown.
+//! Wiring: state, the HTTP server, revocation fan-out, graceful shutdown. [`start`] connects the
+//! production stores from the configuration; [`start_with`] runs on the stores it is given (the
+//! embedded ones of the single-process mode).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ScopePolicy, TokenVerifier};
 use crate::config::Config;
+use crate::store::Stores;
 use crate::tools::{ToolRegistry, WhoAmI};
 use crate::verify::cache::IntrospectionCache;
 
@@ -20,13 +23,14 @@ pub struct AppState {
     pub cache: Option<IntrospectionCache>,
     pub scopes: ScopePolicy,
     pub tools: ToolRegistry,
-    pub redis: deadpool_redis::Pool,
+    /// Session records and the event bus (Redis, or the embedded backends).
+    pub stores: Stores,
     pub metrics: MetricsHandle,
     /// Host header values accepted on `/mcp`.
     pub allowed_hosts: Vec<String>,
     /// Cancelled at shutdown: ends every MCP session and SSE stream.
     pub cancel: CancellationToken,
-    /// MCP sessions shared by all replicas through Redis, and cluster-wide notifications:
+    /// MCP sessions shared by all replicas through the stores, and cluster-wide notifications:
     /// `sessions.notify_tools_changed(subject)` (see [`crate::sessions::SessionHub`]).
     pub sessions: crate::sessions::SessionHub,
     /// Revocations received from auth-service, for open event streams to watch.
@@ -107,24 +111,41 @@ pub fn allowed_hosts(config: &Config) -> anyhow::Result<Vec<String>> {
     })
 }
 
+/// Starts on the production stores (the configured Redis).
 pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let (verifier, cache) = crate::verify::build(&config).await?;
+    let stores = Stores::production(&config).await?;
+    start_verified(config, stores, verifier, cache, metrics).await
+}
+
+/// Starts on `stores` (e.g. [`Stores::embedded`]).
+pub async fn start_with(
+    config: Config,
+    stores: Stores,
+    metrics: MetricsHandle,
+) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let (verifier, cache) = crate::verify::build(&config).await?;
+    start_verified(config, stores, verifier, cache, metrics).await
+}
+
+async fn start_verified(
+    config: Arc<Config>,
+    stores: Stores,
+    verifier: Arc<dyn TokenVerifier>,
+    cache: Option<IntrospectionCache>,
+    metrics: MetricsHandle,
+) -> anyhow::Result<Running> {
     // Principals carry the request's token for the user's own calls to token-vault.
     let verifier: Arc<dyn TokenVerifier> = Arc::new(crate::auth::CarryBearer(verifier));
-    let (redis_client, redis) = mcpauth_runtime::start_redis(
-        "redis",
-        config.redis.url.expose(),
-        config.redis.tls.as_ref(),
-        config.redis.pool_size,
-    )
-    .await?;
     let tools = ToolRegistry::default();
     tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
     let connectors = crate::connectors::install(&config, &tools)?;
     let allowed_hosts = allowed_hosts(&config)?;
     let sessions = crate::sessions::SessionHub::new(
-        redis.clone(),
+        stores.sessions.clone(),
+        stores.bus.clone(),
         &config.redis.key_prefix,
         std::time::Duration::from_secs(config.sessions.idle_timeout_secs),
     );
@@ -134,7 +155,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         verifier,
         cache,
         tools,
-        redis,
+        stores,
         metrics,
         allowed_hosts,
         cancel: CancellationToken::new(),
@@ -143,14 +164,17 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         drain: mcpauth_runtime::Drain::default(),
         in_flight: crate::inflight::InFlight::default(),
     };
-    // mcp-service has no Postgres pool.
-    let mut tasks = vec![mcpauth_runtime::pool_metrics::spawn(
-        None,
-        Some(state.redis.clone()),
-    )];
+    // mcp-service has no Postgres pool; the embedded stores have no Redis pool either.
+    let mut tasks = vec![];
+    if let Some(redis) = &state.stores.redis {
+        tasks.push(mcpauth_runtime::pool_metrics::spawn(
+            None,
+            Some(redis.clone()),
+        ));
+    }
     if let Some(cache) = &state.cache {
         tasks.push(tokio::spawn(crate::revocations::follow(
-            redis_client.clone(),
+            state.stores.bus.clone(),
             format!("{}:events", config.redis.auth_key_prefix),
             cache.clone(),
             state.revoked.clone(),
@@ -158,14 +182,11 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         )));
     }
     tasks.push(tokio::spawn(
-        state
-            .sessions
-            .clone()
-            .run(redis_client.clone(), state.cancel.clone()),
+        state.sessions.clone().run(state.cancel.clone()),
     ));
     if let Some(c) = connectors {
         tasks.push(tokio::spawn(crate::connectors::connections::follow(
-            redis_client.clone(),
+            state.stores.bus.clone(),
             c.channel,
             c.cache,
             crate::connectors::tools_changed(&state),

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::{Challenge, Principal, VerifyError};
-use crate::sessions::{ClusterSessionManager, Ownership, RedisSessionStore};
+use crate::sessions::{ClusterSessionManager, Ownership, RecordedSessions};
 use crate::tools::McpServer;
 
 /// The rmcp service behind `/mcp`.
@@ -71,21 +71,19 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-/// Ready when the token verifier's dependencies answer (Redis for revocation fan-out) and no
-/// shutdown is under way (503 `draining` then).
+/// Ready when the stores answer (Redis in production: sessions and revocation fan-out; the
+/// body names the backend) and no shutdown is under way (503 `draining` then).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.drain.is_draining() {
         return mcpauth_runtime::ops::draining_response();
     }
-    let redis = match state.redis.get().await {
-        Ok(mut c) => redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .is_ok(),
-        Err(_) => false,
-    };
-    let body = json!({"redis": if redis { "ok" } else { "unavailable" }});
-    if redis {
+    let ok = state.stores.sessions.ping().await.is_ok();
+    let mut body = serde_json::Map::new();
+    body.insert(
+        state.stores.backend.to_owned(),
+        json!(if ok { "ok" } else { "unavailable" }),
+    );
+    if ok {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
@@ -283,7 +281,7 @@ pub async fn serve_as(
             Ok(Ownership::Owned) => {}
             Ok(Ownership::NotFound) => return Ok(session_not_found()),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot check a session in redis");
+                tracing::warn!(error = %e, "cannot check a session record");
                 return Ok(HttpResponse::ServiceUnavailable()
                     .insert_header((header::RETRY_AFTER, "1"))
                     .json(json!({"error": "temporarily_unavailable"})));
@@ -533,8 +531,8 @@ impl StreamGuard {
     }
 }
 
-/// Builds the rmcp service behind `/mcp`: sessions live in Redis (any replica restores any
-/// session), and rmcp's cancellation token is the app's, cancelled at shutdown so open event
+/// Builds the rmcp service behind `/mcp`: sessions are recorded in the session store (any
+/// replica restores any session), and rmcp's cancellation token is the app's, cancelled at shutdown so open event
 /// streams end cleanly.
 pub fn mcp_service(state: &AppState) -> McpHttpService {
     let server = McpServer {
@@ -545,7 +543,7 @@ pub fn mcp_service(state: &AppState) -> McpHttpService {
     let mut config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
         .with_allowed_hosts(state.allowed_hosts.iter().cloned())
         .with_cancellation_token(state.cancel.clone());
-    config.session_store = Some(Arc::new(RedisSessionStore::new(state.sessions.clone())));
+    config.session_store = Some(Arc::new(RecordedSessions::new(state.sessions.clone())));
     StreamableHttpService::new(
         move || Ok(server.clone()),
         Arc::new(ClusterSessionManager::new(state.sessions.clone())),

@@ -13,6 +13,7 @@ pub mod http;
 pub mod inflight;
 pub mod revocations;
 pub mod sessions;
+pub mod store;
 pub mod tools;
 pub mod vault;
 pub mod verify;

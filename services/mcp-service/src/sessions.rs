@@ -2,22 +2,22 @@
 //! replica produced them.
 //!
 //! A 2025-06-18 / 2025-11-25 session is a live rmcp worker in one process; it cannot move. What
-//! moves is its registration in Redis: any replica that gets a request for a session it does not
-//! hold re-creates the worker from the stored `initialize` parameters (rmcp's `SessionStore`
-//! restore). DELETE and expiry are cluster-wide because every request checks the Redis entry
-//! first, and a DELETE is announced on the cluster channel so holders drop their workers and
-//! end their GET streams at once.
+//! moves is its record ([`crate::store::sessions`], in Redis in production): any replica that
+//! gets a request for a session it does not hold re-creates the worker from the stored
+//! `initialize` parameters (rmcp's `SessionStore` restore). DELETE and expiry are cluster-wide
+//! because every request checks the record first, and a DELETE is announced on the cluster
+//! channel (the event bus) so holders drop their workers and end their GET streams at once.
 //!
 //! Each session is bound to the user who created it (MCP 2025-11-25: session ids SHOULD be bound
 //! to the user; 2026-07-28: possession of a handle is not authentication). A request naming
 //! another user's session is answered as if the session did not exist (404).
 //!
-//! Redis (prefix = `redis.key_prefix`):
-//! - `{prefix}:session:{id}`: hash with `state` (rmcp `SessionState` JSON: the `initialize`
-//!   parameters) and `owner` (the subject). Expires after `sessions.idle_timeout_secs` without
-//!   use; every request of the session, and every replica holding its GET stream, refreshes it.
-//! - channel `{prefix}:sessions`: JSON [`ClusterMessage`]s (session closed, notification for a
-//!   user or a session). One dispatcher task per replica delivers them to the GET streams
+//! Shared state (prefix = `redis.key_prefix`):
+//! - the session record: rmcp `SessionState` JSON (the `initialize` parameters) and the owner
+//!   (the subject). It expires after `sessions.idle_timeout_secs` without use; every request of
+//!   the session, and every replica holding its GET stream, refreshes it.
+//! - bus channel `{prefix}:sessions`: JSON [`ClusterMessage`]s (session closed, notification
+//!   for a user or a session). One dispatcher task per replica delivers them to the GET streams
 //!   (2025 sessions) and `subscriptions/listen` streams (2026-07-28) it holds.
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
-use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
+use mcpauth_runtime::bus::{BusError, ChannelEvent, EventBus};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::service::SubscriptionSink;
 use rmcp::transport::streamable_http_server::SessionManager;
@@ -43,6 +43,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::store::sessions::{SessionRecords, StoreError};
 
 tokio::task_local! {
     /// The subject of the `/mcp` request rmcp is handling; set by the HTTP bridge.
@@ -95,15 +97,15 @@ struct Listener {
     sink: SubscriptionSink,
 }
 
-/// How long a confirmed (session, owner) pair is trusted without asking Redis again, at most
-/// (a quarter of the idle timeout when that is shorter): within it a request of the session
-/// neither reads the Redis entry nor refreshes its TTL. Deletions reach the cache through the
+/// How long a confirmed (session, owner) pair is trusted without asking the store again, at
+/// most (a quarter of the idle timeout when that is shorter): within it a request of the
+/// session neither reads the record nor refreshes its expiry. Deletions reach the cache through the
 /// cluster channel at once; this bounds only a missed message. Documented in
 /// `docs/mcp-service.md`.
 pub const SESSION_RECHECK: Duration = Duration::from_secs(1);
 
 /// A local worker unused on this replica this long (and without a GET stream here) is dropped,
-/// at most (the idle timeout if shorter); its session lives on in Redis and is restored by its
+/// at most (the idle timeout if shorter); its session lives on in its record and is restored by its
 /// next request. rmcp's own limit of the same length is off (see `local_sessions`).
 pub const LOCAL_IDLE: Duration = Duration::from_secs(300);
 
@@ -119,12 +121,13 @@ struct CachedOwner {
 }
 
 struct HubInner {
-    redis: deadpool_redis::Pool,
+    records: Arc<dyn SessionRecords>,
+    bus: Arc<dyn EventBus>,
     prefix: String,
     idle: Duration,
     recheck: Duration,
     local: LocalSessionManager,
-    /// Sessions recently confirmed live in Redis, with their owner (see [`SESSION_RECHECK`]).
+    /// Sessions recently confirmed live in the store, with their owner (see [`SESSION_RECHECK`]).
     owners: Mutex<HashMap<SessionId, CachedOwner>>,
     /// When each session was last used on this replica (either path), for [`LOCAL_IDLE`].
     last_use: Mutex<HashMap<SessionId, Instant>>,
@@ -140,19 +143,19 @@ pub struct SessionHub {
     inner: Arc<HubInner>,
 }
 
-/// Redis or serialisation failure.
+/// Session store, event bus or serialisation failure.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }
 
 /// rmcp's in-process session registry, without rmcp's own idle limit: a local worker lives as
-/// long as the session's Redis entry (see [`SessionHub::run`]). rmcp's limit counts only the
+/// long as the session's record (see [`SessionHub::run`]). rmcp's limit counts only the
 /// messages that pass through the worker, and most `tools/call`s do not (`crate::direct`).
 fn local_sessions() -> LocalSessionManager {
     let mut local = LocalSessionManager::default();
@@ -161,11 +164,19 @@ fn local_sessions() -> LocalSessionManager {
 }
 
 impl SessionHub {
-    /// `prefix` is `redis.key_prefix`; `idle` is how long an unused session lives.
-    pub fn new(redis: deadpool_redis::Pool, prefix: &str, idle: Duration) -> Self {
+    /// Sessions recorded in `records`, cluster messages on `bus`; `prefix` is
+    /// `redis.key_prefix` (it names the cluster channel); `idle` is how long an unused session
+    /// lives.
+    pub fn new(
+        records: Arc<dyn SessionRecords>,
+        bus: Arc<dyn EventBus>,
+        prefix: &str,
+        idle: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(HubInner {
-                redis,
+                records,
+                bus,
                 prefix: prefix.to_owned(),
                 idle: idle.max(Duration::from_secs(1)),
                 recheck: SESSION_RECHECK.min(idle.max(Duration::from_secs(1)) / 4),
@@ -179,17 +190,9 @@ impl SessionHub {
         }
     }
 
-    fn key(&self, session: &str) -> String {
-        format!("{}:session:{session}", self.inner.prefix)
-    }
-
     /// The cluster channel.
     pub fn channel(&self) -> String {
         format!("{}:sessions", self.inner.prefix)
-    }
-
-    fn idle_secs(&self) -> i64 {
-        i64::try_from(self.inner.idle.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Sends `notifications/tools/list_changed` to every live session of `subject` (the user id,
@@ -197,7 +200,7 @@ impl SessionHub {
     /// stream of each 2025-06-18 / 2025-11-25 session, and each 2026-07-28
     /// `subscriptions/listen` stream that asked for tool-list changes.
     ///
-    /// Fire and forget: it publishes on the Redis cluster channel from a spawned task and
+    /// Fire and forget: it publishes on the cluster channel from a spawned task and
     /// returns at once; it must be called inside the tokio runtime. Sessions without an open
     /// stream miss it (clients re-list tools when they reconnect). Failures are logged.
     pub fn notify_tools_changed(&self, subject: &str) {
@@ -222,30 +225,14 @@ impl SessionHub {
     /// Publishes `msg` on the cluster channel (every replica, this one included, delivers it).
     pub async fn publish(&self, msg: &ClusterMessage) -> Result<(), HubError> {
         let payload = serde_json::to_string(msg)?;
-        let mut c = self.inner.redis.get().await?;
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(self.channel())
-            .arg(payload)
-            .query_async(&mut c)
-            .await?;
+        self.inner.bus.publish(&self.channel(), &payload).await?;
         Ok(())
     }
 
     /// Whether `session` is live and belongs to `subject`; refreshes its idle timer. A session
-    /// that is gone from Redis is dropped from this replica too.
+    /// that is gone from the store is dropped from this replica too.
     pub async fn ownership(&self, session: &str, subject: &str) -> Result<Ownership, HubError> {
-        let key = self.key(session);
-        let mut c = self.inner.redis.get().await?;
-        let (owner, _): (Option<String>, i64) = redis::pipe()
-            .cmd("HGET")
-            .arg(&key)
-            .arg("owner")
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(self.idle_secs())
-            .query_async(&mut c)
-            .await?;
-        match owner {
+        match self.inner.records.owner(session, self.inner.idle).await? {
             Some(o) if o == subject => Ok(Ownership::Owned),
             Some(_) => Ok(Ownership::NotFound),
             None => {
@@ -255,9 +242,9 @@ impl SessionHub {
         }
     }
 
-    /// Like [`Self::ownership`], but a pair confirmed in Redis less than [`SESSION_RECHECK`] ago
+    /// Like [`Self::ownership`], but a pair confirmed in the store less than [`SESSION_RECHECK`] ago
     /// (a quarter of the idle timeout if shorter) is answered from memory, without reading or
-    /// refreshing the Redis entry. The entry's TTL was refreshed when the pair was confirmed, so
+    /// refreshing the record. The record's expiry was refreshed when the pair was confirmed, so
     /// a cached pair cannot have expired; a deletion anywhere in the cluster evicts it through
     /// the cluster channel. Another user's id is never answered from the cache with `Owned`.
     pub async fn ownership_cached(
@@ -309,7 +296,7 @@ impl SessionHub {
         self.inner.owners.lock().expect("owners").remove(session);
     }
 
-    /// Ends this replica's worker and GET stream of `session` (not the Redis entry).
+    /// Ends this replica's worker and GET stream of `session` (not its record).
     pub async fn close_local(&self, session: &str) {
         self.forget_owner(session);
         self.inner
@@ -331,6 +318,11 @@ impl SessionHub {
     /// How many sessions this replica holds a worker for (for tests and metrics).
     pub async fn local_sessions(&self) -> usize {
         self.inner.local.sessions.read().await.len()
+    }
+
+    /// How many (session, owner) pairs are cached (see [`SESSION_RECHECK`]; for tests).
+    pub fn cached_owners(&self) -> usize {
+        self.inner.owners.lock().expect("owners").len()
     }
 
     /// Delivers a cluster message to the streams this replica holds.
@@ -415,10 +407,10 @@ impl SessionHub {
     }
 
     /// Follows the cluster channel until `cancel`: delivers messages, and every third of the idle
-    /// timeout keeps the sessions whose GET streams this replica holds alive in Redis and drops
-    /// the local workers of sessions gone from Redis (expiry ends their streams even if a
+    /// timeout keeps the sessions whose GET streams this replica holds alive in the store and
+    /// drops the local workers of sessions gone from it (expiry ends their streams even if a
     /// message was missed; rmcp's own idle limit is off, see `local_sessions`).
-    pub async fn run(self, redis: redis::Client, cancel: CancellationToken) {
+    pub async fn run(self, cancel: CancellationToken) {
         let refresh_every = (self.inner.idle / 3)
             .min(SWEEP_EVERY)
             .max(Duration::from_millis(500));
@@ -434,8 +426,8 @@ impl SessionHub {
             }
         };
         let channel = self.channel();
-        let follower = follow_channel(
-            redis,
+        let follower = mcpauth_runtime::bus::follow(
+            &*self.inner.bus,
             &channel,
             "session channel",
             cancel.cancelled(),
@@ -471,7 +463,7 @@ impl SessionHub {
             .insert(session.clone(), Instant::now());
     }
 
-    /// Refreshes the Redis entries of the sessions this replica streams to, drops the local
+    /// Refreshes the records of the sessions this replica streams to, drops the local
     /// workers unused here for [`LOCAL_IDLE`] (without a GET stream here), and closes every
     /// local session whose entry is gone.
     async fn sweep(&self) {
@@ -516,37 +508,34 @@ impl SessionHub {
             self.close_local(id).await;
         }
         let ids: Vec<SessionId> = ids.into_iter().collect();
-        // Bounded pipelines: a replica may hold many sessions.
+        // Bounded batches (pipelines in Redis): a replica may hold many sessions.
         for chunk in ids.chunks(1_000) {
-            let Ok(mut c) = self.inner.redis.get().await else {
+            let batch: Vec<(&str, bool)> = chunk
+                .iter()
+                .map(|id| (&**id, streamed.contains(id)))
+                .collect();
+            let Ok(alive) = self.inner.records.alive(&batch, self.inner.idle).await else {
                 return;
             };
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                if streamed.contains(id) {
-                    pipe.cmd("EXPIRE").arg(self.key(id)).arg(self.idle_secs());
-                } else {
-                    pipe.cmd("EXISTS").arg(self.key(id));
-                }
-            }
-            let Ok(alive): Result<Vec<i64>, _> = pipe.query_async(&mut c).await else {
-                return;
-            };
-            drop(c);
             for (id, alive) in chunk.iter().zip(alive) {
-                if alive == 0 {
+                if !alive {
                     self.close_local(id).await;
                 }
             }
         }
     }
 
-    fn register_get(&self, id: SessionId, owner: Arc<str>, tx: mpsc::Sender<ServerSseMessage>) {
+    /// The cluster side of the GET stream of session `id` of `owner`: the notifications for it
+    /// published on the cluster channel. It ends when the session is closed anywhere in the
+    /// cluster (or expires), or a newer GET stream of the session replaces it.
+    pub fn side_channel(&self, id: SessionId, owner: Arc<str>) -> mpsc::Receiver<ServerSseMessage> {
+        let (tx, rx) = mpsc::channel(64);
         self.inner
             .get_streams
             .lock()
             .expect("get streams")
             .insert(id, GetStream { owner, tx });
+        rx
     }
 }
 
@@ -564,14 +553,14 @@ impl Drop for ListenerGuard {
     }
 }
 
-/// rmcp's `SessionStore` on Redis: what a replica needs to re-create a session it never saw.
-/// `load` answers only for the session's owner, so another user's id is "not found".
+/// rmcp's `SessionStore` on the session records: what a replica needs to re-create a session it
+/// never saw. `load` answers only for the session's owner, so another user's id is "not found".
 #[derive(Clone)]
-pub struct RedisSessionStore {
+pub struct RecordedSessions {
     hub: SessionHub,
 }
 
-impl RedisSessionStore {
+impl RecordedSessions {
     pub fn new(hub: SessionHub) -> Self {
         Self { hub }
     }
@@ -579,7 +568,7 @@ impl RedisSessionStore {
 
 type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SessionStoreError>> + Send + 'a>>;
 
-impl SessionStore for RedisSessionStore {
+impl SessionStore for RecordedSessions {
     fn load<'life0, 'life1, 'async_trait>(
         &'life0 self,
         session_id: &'life1 str,
@@ -593,23 +582,10 @@ impl SessionStore for RedisSessionStore {
             let Some(subject) = current_subject() else {
                 return Ok(None);
             };
-            let key = self.hub.key(session_id);
-            let mut c = self.hub.inner.redis.get().await?;
-            let ((state, owner), _): ((Option<String>, Option<String>), i64) = redis::pipe()
-                .cmd("HMGET")
-                .arg(&key)
-                .arg("state")
-                .arg("owner")
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(self.hub.idle_secs())
-                .query_async(&mut c)
-                .await?;
-            match (state, owner) {
-                (Some(state), Some(owner)) if *owner == *subject => {
-                    Ok(Some(serde_json::from_str(&state)?))
-                }
-                _ => Ok(None),
+            let hub = &self.hub.inner;
+            match hub.records.load(session_id, &subject, hub.idle).await? {
+                Some(state) => Ok(Some(serde_json::from_str(&state)?)),
+                None => Ok(None),
             }
         })
     }
@@ -628,23 +604,10 @@ impl SessionStore for RedisSessionStore {
         Box::pin(async move {
             // Without a caller the session would belong to nobody: refuse (it then 404s).
             let subject = current_subject().ok_or("a session created outside a /mcp request")?;
-            let key = self.hub.key(session_id);
             let json = serde_json::to_string(state)?;
-            let mut c = self.hub.inner.redis.get().await?;
-            let () = redis::pipe()
-                .atomic()
-                .cmd("HSET")
-                .arg(&key)
-                .arg("state")
-                .arg(json)
-                .arg("owner")
-                .arg(&*subject)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(self.hub.idle_secs())
-                .ignore()
-                .query_async(&mut c)
+            let hub = &self.hub.inner;
+            hub.records
+                .create(session_id, &subject, &json, hub.idle)
                 .await?;
             Ok(())
         })
@@ -660,12 +623,7 @@ impl SessionStore for RedisSessionStore {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            let mut c = self.hub.inner.redis.get().await?;
-            let _: i64 = redis::cmd("DEL")
-                .arg(self.hub.key(session_id))
-                .query_async(&mut c)
-                .await?;
-            drop(c);
+            self.hub.inner.records.delete(session_id).await?;
             self.hub
                 .publish(&ClusterMessage::Close {
                     session: session_id.to_owned(),
@@ -677,7 +635,7 @@ impl SessionStore for RedisSessionStore {
 }
 
 /// rmcp's in-process `LocalSessionManager` with the cluster hooks:
-/// - `has_session` first asks Redis whether the session is live and the caller's; if it is gone
+/// - `has_session` first asks the session records whether the session is live and the caller's; if it is gone
 ///   the local worker is dropped, so rmcp answers 404 (DELETE and expiry are cluster-wide);
 /// - the GET stream also carries notifications published on the cluster channel;
 /// - closing a session ends that side channel too.
@@ -722,7 +680,7 @@ impl SessionManager for ClusterSessionManager {
             Ok(Ownership::Owned) => self.local().has_session(id).await,
             Ok(Ownership::NotFound) => Ok(false),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot check a session in redis");
+                tracing::warn!(error = %e, "cannot check a session record");
                 Err(LocalSessionManagerError::SessionNotFound(id.clone()))
             }
         }
@@ -762,9 +720,8 @@ impl SessionManager for ClusterSessionManager {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let own = self.local().create_standalone_stream(id).await?;
-        let (tx, rx) = mpsc::channel(64);
         let owner = current_subject().unwrap_or_else(|| Arc::from(""));
-        self.hub.register_get(id.clone(), owner, tx);
+        let rx = self.hub.side_channel(id.clone(), owner);
         // Ends when either side ends: the worker closed its stream (session closed or a newer
         // GET replaced it), or the side channel was dropped (session closed cluster-wide).
         let own = own.map(Some).chain(stream::iter([None]));

@@ -5,7 +5,7 @@
 //! token-vault's connection events, which also tell the user's sessions that their tool list
 //! changed.
 
-use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
+use mcpauth_runtime::bus::{ChannelEvent, EventBus};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -287,38 +287,58 @@ struct ConnectionEvent {
     status: String,
 }
 
+/// What a follower of token-vault's connection events learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionNews {
+    /// The connections of this user changed (connected, disconnected, needs
+    /// re-authorization).
+    Changed(String),
+    /// Events may have been missed (subscribed anew, or the subscription is down): nothing
+    /// learnt before can be trusted.
+    Missed,
+}
+
+/// Follows token-vault's connection events on `channel` of `bus` until `stop`, telling `on`.
+pub async fn follow_news(
+    bus: &dyn EventBus,
+    channel: &str,
+    stop: impl std::future::Future<Output = ()>,
+    mut on: impl FnMut(ConnectionNews),
+) {
+    mcpauth_runtime::bus::follow(bus, channel, "connection events", stop, |event| {
+        match event {
+            // Events published before now were not seen.
+            ChannelEvent::Subscribed => on(ConnectionNews::Missed),
+            ChannelEvent::Message(payload) => {
+                match serde_json::from_str::<ConnectionEvent>(&payload) {
+                    Ok(ev) => on(ConnectionNews::Changed(ev.user_id)),
+                    Err(_) => tracing::warn!("malformed connection event ignored"),
+                }
+            }
+            // Events are being missed until resubscribed.
+            ChannelEvent::Lost => on(ConnectionNews::Missed),
+        }
+        std::future::ready(())
+    })
+    .await;
+}
+
 /// Follows `<vault key_prefix>:connections` until `cancel`: each event invalidates the user's
 /// cached connections, then `changed(user)` tells the user's sessions. While the subscription
 /// is down the whole cache is dropped on reconnect, so nothing missed meanwhile survives.
 pub async fn follow(
-    redis: redis::Client,
+    bus: Arc<dyn EventBus>,
     channel: String,
     cache: ConnectionCache,
     changed: ToolsChanged,
     cancel: CancellationToken,
 ) {
-    follow_channel(
-        redis,
-        &channel,
-        "connection events",
-        cancel.cancelled(),
-        |event| {
-            match event {
-                ChannelEvent::Subscribed => cache.clear(),
-                ChannelEvent::Message(payload) => {
-                    match serde_json::from_str::<ConnectionEvent>(&payload) {
-                        Ok(ev) => {
-                            cache.invalidate(&ev.user_id);
-                            changed(&ev.user_id);
-                        }
-                        Err(_) => tracing::warn!("malformed connection event ignored"),
-                    }
-                }
-                // Events are being missed: nothing cached can be trusted until resubscribed.
-                ChannelEvent::Lost => cache.clear(),
-            }
-            std::future::ready(())
-        },
-    )
+    follow_news(&*bus, &channel, cancel.cancelled(), |news| match news {
+        ConnectionNews::Changed(user) => {
+            cache.invalidate(&user);
+            changed(&user);
+        }
+        ConnectionNews::Missed => cache.clear(),
+    })
     .await;
 }

@@ -26,7 +26,7 @@ use crate::tools::ToolRegistry;
 #[derive(Clone)]
 pub struct Installed {
     pub cache: ConnectionCache,
-    /// Redis channel of token-vault's connection events.
+    /// Event bus channel of token-vault's connection events.
     pub channel: String,
 }
 
