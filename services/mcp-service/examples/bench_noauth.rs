@@ -94,17 +94,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let (redis_client, redis) = mcpauth_runtime::start_redis(
-        "redis",
-        config.redis.url.expose(),
-        config.redis.tls.as_ref(),
-        config.redis.pool_size,
-    )
-    .await?;
+    let stores = mcp_service::store::Stores::production(&config).await?;
     let tools = ToolRegistry::default();
     tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
     let sessions = SessionHub::new(
-        redis.clone(),
+        stores.sessions.clone(),
+        stores.bus.clone(),
         &config.redis.key_prefix,
         std::time::Duration::from_secs(config.sessions.idle_timeout_secs),
     );
@@ -115,7 +110,7 @@ async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
         verifier: Arc::new(NoVerifier),
         cache: None,
         tools,
-        redis,
+        stores,
         metrics: mcpauth_runtime::init_metrics(),
         cancel: CancellationToken::new(),
         sessions,
@@ -124,12 +119,7 @@ async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
         in_flight: Default::default(),
     };
     // The cluster channel, as mcp-service follows it.
-    let hub = tokio::spawn(
-        state
-            .sessions
-            .clone()
-            .run(redis_client.clone(), state.cancel.clone()),
-    );
+    let hub = tokio::spawn(state.sessions.clone().run(state.cancel.clone()));
     let principal = web::Data::new(Principal {
         subject: "bench-noauth-user".into(),
         client_id: "bench-noauth-client".into(),

@@ -19,7 +19,7 @@
 //! in its own process, which needs nextest's process per test (`make test` runs nextest).
 
 #[path = "../../../../tests/support/private_backends.rs"]
-mod private_backends;
+pub(crate) mod private_backends;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,4 +15,5 @@ mod redis_tls;
 mod resource;
 mod rmcp_client;
 mod stateless;
+mod store_conformance;
 mod telemetry;
