@@ -4,6 +4,7 @@
 mod cluster;
 mod cluster_ops;
 mod connectors;
+mod embedded;
 mod external;
 mod faults;
 mod harness;
