@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use super::{Refusal, Revocable, Revocation, Scope, VerificationCache};
+use crate::bus::EventBus;
 use crate::pubsub::{ChannelEvent, follow_channel};
 
 /// An event on auth-service's channel, as far as verification caches are concerned.
@@ -82,6 +83,29 @@ pub async fn follow<V, E>(
 {
     cache.set_live(false);
     follow_channel(redis, channel, "revocations", stop, |event| {
+        if let Some(r) = apply(&cache, event) {
+            on_revoked(r);
+        }
+        std::future::ready(())
+    })
+    .await;
+    cache.set_live(false);
+}
+
+/// [`follow`] on an [`EventBus`] (Redis pub/sub or the in-process bus of the embedded mode):
+/// the same events, the same cache discipline.
+pub async fn follow_bus<V, E>(
+    bus: &dyn EventBus,
+    channel: &str,
+    cache: VerificationCache<V, E>,
+    stop: impl Future<Output = ()>,
+    mut on_revoked: impl FnMut(Revocation),
+) where
+    V: Revocable,
+    E: Refusal,
+{
+    cache.set_live(false);
+    crate::bus::follow(bus, channel, "revocations", stop, |event| {
         if let Some(r) = apply(&cache, event) {
             on_revoked(r);
         }
