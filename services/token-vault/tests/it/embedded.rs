@@ -38,7 +38,7 @@ async fn the_vault_serves_from_the_embedded_stores_and_its_file_holds_no_plainte
     assert_eq!(w.upstream.get(|s| s.refreshes_ok), 1);
     assert_eq!(
         w.upstream.get(|s| s.refresh_tokens_seen.clone()),
-        [due.refresh_token.clone()]
+        std::slice::from_ref(&due.refresh_token)
     );
     assert_eq!(
         get(&mut c, &mcp, "github").await.unwrap().access_token,
@@ -142,7 +142,10 @@ async fn the_vault_serves_from_the_embedded_stores_and_its_file_holds_no_plainte
             base64::engine::general_purpose::STANDARD.encode(s),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s),
         ] {
-            assert!(!contains(&form), "secret #{i} in plaintext in the SQLite files");
+            assert!(
+                !contains(&form),
+                "secret #{i} in plaintext in the SQLite files"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -52,5 +52,8 @@ pub async fn n_events_in_n_rows(b: &Backend) {
         rows.iter()
             .any(|r| (r.0.as_str(), r.2.as_str()) == ("x", "not_found"))
     );
-    assert_eq!(rows.len(), N + rows.iter().filter(|r| r.0 == "same-user").count() + 1);
+    assert_eq!(
+        rows.len(),
+        N + rows.iter().filter(|r| r.0 == "same-user").count() + 1
+    );
 }

@@ -102,7 +102,10 @@ pub async fn credential_invalidations_reach_every_replica_cache(b: &Backend) {
         // The cache keeps nothing until its follower is subscribed.
         let deadline = tokio::time::Instant::now() + WITHIN;
         while cache.get(&alice).is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "follower subscribes");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "follower subscribes"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
             cache.put(alice, row(), cache.epoch());
         }
@@ -121,7 +124,10 @@ pub async fn credential_invalidations_reach_every_replica_cache(b: &Backend) {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(cache.get(&bob).is_some(), "only the written record is evicted");
+        assert!(
+            cache.get(&bob).is_some(),
+            "only the written record is evicted"
+        );
     }
     cancel.cancel();
 }
@@ -159,7 +165,10 @@ async fn publish(bus: &dyn EventBus, channel: &str, kind: &str, id: &str) {
 async fn wait_following(cache: &IntrospectionCache, bus: &dyn EventBus, channel: &str) {
     let deadline = tokio::time::Instant::now() + WITHIN;
     for i in 0.. {
-        assert!(tokio::time::Instant::now() < deadline, "follower subscribes");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "follower subscribes"
+        );
         let probe = format!("probe-{i}");
         if fill(cache, &probe, user(&probe, "probe-grant")) {
             publish(bus, channel, "token", &probe).await;

@@ -41,7 +41,11 @@ pub async fn one_holder_among_50_concurrent_acquirers(b: &Backend) {
             held.push(lock);
         }
     }
-    assert_eq!(held.len(), 1, "exactly one of 50 concurrent acquirers holds the lock");
+    assert_eq!(
+        held.len(),
+        1,
+        "exactly one of 50 concurrent acquirers holds the lock"
+    );
 
     // Other records are not blocked.
     let locks = &b.stores.locks;
@@ -146,7 +150,10 @@ impl TokenEndpoint for CountingEndpoint {
         refresh_token: &str,
     ) -> Result<UpstreamTokens, UpstreamError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        assert_eq!(refresh_token, "rt-due", "the stored refresh token is redeemed");
+        assert_eq!(
+            refresh_token, "rt-due",
+            "the stored refresh token is redeemed"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(UpstreamTokens {
             access_token: format!("at-fresh-{n}"),
