@@ -7,19 +7,18 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use mcpauth_runtime::MetricsHandle;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::cache::{CredentialCache, Invalidations};
+use crate::changes::Changes;
 use crate::config::Config;
 use crate::events::ConnectionEvents;
 use crate::grpc::VaultService;
 use crate::introspect::Introspector;
-use crate::lock::RefreshLocks;
-use crate::store::CredentialStore;
+use crate::store::Stores;
 use crate::upstream::UpstreamClient;
 use crate::vault::Vault;
 
@@ -80,59 +79,59 @@ impl Running {
 /// (`token-vault migrate`), so replicas never race on them.
 pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The key ring first: a configuration error is reported before any connection is tried.
+    config.key_ring()?;
+    let stores = Stores::connect(&config).await?;
+    start_with(config, stores, metrics).await
+}
+
+/// Starts token-vault on `stores` (production: [`Stores::connect`]; the embedded single-process
+/// mode: [`Stores::embedded`]). The rest is as [`start`].
+pub async fn start_with(
+    config: Config,
+    stores: Stores,
+    metrics: MetricsHandle,
+) -> anyhow::Result<Running> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let keys = config.key_ring()?;
-    let pool = crate::store::connect_postgres(
-        config.database.url.expose(),
-        config.database.max_connections,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
-    let (redis_client, redis) = mcpauth_runtime::start_redis(
-        "redis",
-        config.redis.url.expose(),
-        config.redis.tls.as_ref(),
-        config.redis.pool_size,
-    )
-    .await?;
     let introspector = Introspector::new(&config.introspection)?;
-    let (audit, audit_writer) = AuditLog::start(pool.clone());
+    let (audit, audit_writer) = AuditLog::start(stores.audit.clone());
     let upstream = UpstreamClient::new(Duration::from_millis(config.refresh.upstream_timeout_ms))?;
+    let changes = Changes {
+        cache: CredentialCache::new(crate::cache::TTL, crate::cache::MAX_ENTRIES),
+        invalidations: Invalidations::new(stores.bus.clone(), &config.redis.key_prefix),
+        events: ConnectionEvents::new(stores.bus.clone(), &config.redis.key_prefix),
+        audit,
+    };
     let vault = Vault::new(
-        CredentialStore::new(pool.clone()),
+        stores.credentials.clone(),
+        stores.locks.clone(),
         keys,
         upstream,
-        RefreshLocks::new(
-            redis.clone(),
-            &config.redis.key_prefix,
-            Duration::from_millis(config.refresh.lock_ttl_ms),
-        ),
-        ConnectionEvents::new(redis.clone(), &config.redis.key_prefix),
-        audit,
+        changes,
         config.providers.clone(),
         config.refresh.clone(),
-        CredentialCache::new(crate::cache::TTL, crate::cache::MAX_ENTRIES),
-        Invalidations::new(redis.clone(), &config.redis.key_prefix),
     );
     let tls = match &config.grpc.tls {
         Some(t) => Some(crate::grpc::tls_config(t)?),
         None => None,
     };
     let cancel = CancellationToken::new();
-    let tasks = vec![
-        mcpauth_runtime::pool_metrics::spawn(Some(pool.clone()), Some(redis.clone())),
+    let mut tasks = vec![
         tokio::spawn(crate::revocations::follow(
-            redis_client.clone(),
+            stores.bus.clone(),
             format!("{}:events", config.redis.auth_key_prefix),
             introspector.cache().clone(),
             cancel.clone(),
         )),
         tokio::spawn(crate::cache::follow(
-            redis_client,
+            stores.bus.clone(),
             crate::cache::channel(&config.redis.key_prefix),
             vault.cache().clone(),
             cancel.clone(),
         )),
     ];
+    tasks.extend(stores.spawn_pool_metrics());
 
     let listener = TcpListener::bind(config.grpc.addr)
         .await
@@ -154,8 +153,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         Some(addr) => {
             let state = web::Data::new(OpsState {
                 metrics,
-                pool,
-                redis,
+                stores: stores.clone(),
                 drain: drain.clone(),
             });
             Some(mcpauth_runtime::ops::AdminServer::start(
@@ -174,7 +172,8 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
         }
     };
     let http_addr = admin.as_ref().map(|a| a.addr);
-    tracing::info!(%grpc_addr, ?http_addr, providers = ?config.providers.keys().collect::<Vec<_>>(), "token-vault started");
+    tracing::info!(%grpc_addr, ?http_addr, providers = ?config.providers.keys().collect::<Vec<_>>(),
+        storage = %stores.describe(), "token-vault started");
     Ok(Running {
         grpc_addr,
         http_addr,
@@ -193,8 +192,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
 
 struct OpsState {
     metrics: MetricsHandle,
-    pool: PgPool,
-    redis: deadpool_redis::Pool,
+    stores: Stores,
     drain: mcpauth_runtime::Drain,
 }
 
@@ -204,21 +202,14 @@ async fn metrics_route(state: web::Data<OpsState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// Ready when Postgres and Redis answer and no shutdown is under way (503 `draining` then).
+/// Ready when the stores answer (Postgres and Redis in production) and no shutdown is under way
+/// (503 `draining` then).
 async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
     if state.drain.is_draining() {
         return mcpauth_runtime::ops::draining_response();
     }
-    let pg = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
-    let redis = async {
-        let mut c = state.redis.get().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-    }
-    .await
-    .is_some();
-    if pg && redis {
-        HttpResponse::Ok().body("ready")
-    } else {
-        HttpResponse::ServiceUnavailable().body(format!("postgres: {pg}, redis: {redis}"))
+    match state.stores.ready().await {
+        Ok(()) => HttpResponse::Ok().body("ready"),
+        Err(what) => HttpResponse::ServiceUnavailable().body(what),
     }
 }

@@ -1,5 +1,6 @@
 //! The vault access trail: who (caller) did what (action) to which user's credential for which
-//! provider, and how it ended. Never a token or secret. Written to `vault_audit` in batches by a
+//! provider, and how it ended. Never a token or secret. Written to `vault_audit` (through an
+//! [`AuditSink`]: Postgres, or SQLite in the embedded mode) in batches by a
 //! background task so that the request path never waits on an insert (identical accesses within
 //! a batch are one row with their `count`), and also emitted as a
 //! structured log event (target `audit`). A full channel applies back-pressure for at most
@@ -8,15 +9,15 @@
 //! (see `mcpauth_runtime::batch`); shutdown drains.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use mcpauth_runtime::batch::{
-    Batching, Recorder, Sink, postgres_rejects, sanitize, sanitize_json, write_batches,
-};
-use sqlx::PgPool;
+use mcpauth_runtime::batch::{Batching, Recorder, Sink, sanitize, sanitize_json, write_batches};
 use tokio::sync::mpsc;
+
+use crate::store::audit::AuditSink;
 
 /// One access.
 #[derive(Debug, Clone)]
@@ -72,13 +73,13 @@ const LINGER: Duration = Duration::from_millis(10);
 
 impl AuditLog {
     /// Starts the writer; it ends once every handle is dropped and the channel is drained.
-    pub fn start(pool: PgPool) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(sink: Arc<dyn AuditSink>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let batching = Batching {
             max: BATCH,
             linger: LINGER,
         };
-        let writer = write_batches(rx, batching, "vault audit", AuditTable { pool });
+        let writer = write_batches(rx, batching, "vault audit", AuditTable { sink });
         let recorder = Recorder::new(tx, "vault audit", RECORD_WAIT);
         (Self { recorder }, tokio::spawn(writer))
     }
@@ -94,18 +95,18 @@ impl AuditLog {
     }
 }
 
-/// The `vault_audit` table.
+/// The `vault_audit` table, whichever store holds it.
 struct AuditTable {
-    pool: PgPool,
+    sink: Arc<dyn AuditSink>,
 }
 
 impl Sink<AuditEvent> for AuditTable {
     type Error = sqlx::Error;
     fn write<'a>(&'a mut self, batch: &'a [AuditEvent]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(insert(&self.pool, batch))
+        self.sink.record(batch)
     }
     fn rejects(&self, error: &sqlx::Error) -> bool {
-        postgres_rejects(error)
+        self.sink.rejects(error)
     }
     fn quarantine(&mut self, e: &AuditEvent, error: &sqlx::Error) {
         tracing::error!(target: "audit", error = %error, caller = %e.caller, action = e.action,
@@ -116,16 +117,16 @@ impl Sink<AuditEvent> for AuditTable {
 
 /// One row of the trail: `count` identical accesses, the earliest at `first`, the latest at
 /// `last` (events may reach the writer slightly out of order).
-struct Row<'a> {
-    event: &'a AuditEvent,
-    count: i32,
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
+pub(crate) struct Row<'a> {
+    pub event: &'a AuditEvent,
+    pub count: i32,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
 }
 
 /// Folds identical accesses of a batch (same caller, action, user, provider, outcome and detail)
 /// into one row each, in the order of their first occurrence.
-fn coalesce(batch: &[AuditEvent]) -> Vec<Row<'_>> {
+pub(crate) fn coalesce(batch: &[AuditEvent]) -> Vec<Row<'_>> {
     let mut rows: Vec<Row<'_>> = Vec::new();
     let mut index: HashMap<(&str, &str, &str, &str, &str), Vec<usize>> = HashMap::new();
     for e in batch {
@@ -159,38 +160,6 @@ fn coalesce(batch: &[AuditEvent]) -> Vec<Row<'_>> {
         }
     }
     rows
-}
-
-async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> {
-    let rows = coalesce(batch);
-    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.first).collect();
-    let caller: Vec<&str> = rows.iter().map(|r| r.event.caller.as_str()).collect();
-    let action: Vec<&str> = rows.iter().map(|r| r.event.action).collect();
-    let user: Vec<&str> = rows.iter().map(|r| r.event.user_id.as_str()).collect();
-    let provider: Vec<&str> = rows.iter().map(|r| r.event.provider.as_str()).collect();
-    let outcome: Vec<&str> = rows.iter().map(|r| r.event.outcome).collect();
-    let detail: Vec<&serde_json::Value> = rows.iter().map(|r| &r.event.detail).collect();
-    let count: Vec<i32> = rows.iter().map(|r| r.count).collect();
-    let last: Vec<Option<DateTime<Utc>>> = rows
-        .iter()
-        .map(|r| (r.count > 1).then_some(r.last))
-        .collect();
-    sqlx::query(
-        "INSERT INTO vault_audit (occurred_at, caller, action, user_id, provider, outcome, detail, count, last_occurred_at) \
-         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::int[], $9::timestamptz[])",
-    )
-    .bind(at)
-    .bind(caller)
-    .bind(action)
-    .bind(user)
-    .bind(provider)
-    .bind(outcome)
-    .bind(detail)
-    .bind(count)
-    .bind(last)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

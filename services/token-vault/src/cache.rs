@@ -5,8 +5,9 @@
 //!
 //! Freshness:
 //! - every write of this replica (put, refresh, `reauthorization_required`, delete) evicts the
-//!   row here and publishes its key on `<redis.key_prefix>:credential-invalidations`; every
-//!   replica follows that channel and evicts the row at once;
+//!   row here and publishes its key on `<redis.key_prefix>:credential-invalidations` (on the
+//!   event bus: Redis pub/sub, or in-process in the embedded mode); every replica follows that
+//!   channel and evicts the row at once;
 //! - an entry lives at most [`TTL`], so a lost message (a failed publish, a subscription gap not
 //!   yet noticed) serves an old row for at most that long;
 //! - while the subscription is down nothing is cached or served from the cache, and the cache is
@@ -17,13 +18,12 @@
 //! Keys are the SHA-256 of `user_id ‖ 0 ‖ provider` (user ids have no control characters), so
 //! the channel carries no user id.
 
-use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
+use mcpauth_runtime::bus::{ChannelEvent, EventBus};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::Pool;
 use ring::digest;
 use tokio_util::sync::CancellationToken;
 
@@ -154,31 +154,21 @@ impl CredentialCache {
 /// Publishes evictions to every replica.
 #[derive(Clone)]
 pub struct Invalidations {
-    pool: Pool,
+    bus: Arc<dyn EventBus>,
     channel: String,
 }
 
 impl Invalidations {
-    pub fn new(pool: Pool, key_prefix: &str) -> Self {
+    pub fn new(bus: Arc<dyn EventBus>, key_prefix: &str) -> Self {
         Self {
-            pool,
+            bus,
             channel: channel(key_prefix),
         }
     }
 
     /// Best effort: a lost message is bounded by [`TTL`].
     pub async fn publish(&self, key: &Key) {
-        let result = async {
-            let mut c = self.pool.get().await.map_err(|e| e.to_string())?;
-            redis::cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(hex(key))
-                .query_async::<i64>(&mut c)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(e) = result {
+        if let Err(e) = self.bus.publish(&self.channel, &hex(key)).await {
             tracing::warn!(error = %e, "credential invalidation not published; other replicas catch up within the cache TTL");
         }
     }
@@ -191,13 +181,13 @@ pub fn channel(key_prefix: &str) -> String {
 
 /// Follows the invalidation channel until `cancel`, keeping `cache` live only while subscribed.
 pub async fn follow(
-    redis: redis::Client,
+    bus: Arc<dyn EventBus>,
     channel: String,
     cache: CredentialCache,
     cancel: CancellationToken,
 ) {
-    follow_channel(
-        redis,
+    mcpauth_runtime::bus::follow(
+        &*bus,
         &channel,
         "credential invalidations",
         cancel.cancelled(),

@@ -1,8 +1,11 @@
-//! Connection events on Redis: `PUBLISH <key_prefix>:connections {"user_id", "provider",
-//! "status"}` after every stored, deleted or refused credential. mcp-service subscribes to
-//! update its tool lists. Publishing is best effort: a lost event never blocks a request.
+//! Connection events on the event bus (Redis pub/sub, or the in-process bus of the embedded
+//! mode): `<key_prefix>:connections {"user_id", "provider", "status"}` after every stored,
+//! deleted or refused credential. mcp-service subscribes to update its tool lists. Publishing is
+//! best effort: a lost event never blocks a request.
 
-use deadpool_redis::Pool;
+use std::sync::Arc;
+
+use mcpauth_runtime::bus::EventBus;
 use serde::Serialize;
 
 /// What happened to a connection.
@@ -23,14 +26,14 @@ struct Message<'a> {
 
 #[derive(Clone)]
 pub struct ConnectionEvents {
-    pool: Pool,
+    bus: Arc<dyn EventBus>,
     channel: String,
 }
 
 impl ConnectionEvents {
-    pub fn new(pool: Pool, key_prefix: &str) -> Self {
+    pub fn new(bus: Arc<dyn EventBus>, key_prefix: &str) -> Self {
         Self {
-            pool,
+            bus,
             channel: format!("{key_prefix}:connections"),
         }
     }
@@ -46,17 +49,7 @@ impl ConnectionEvents {
             status,
         })
         .expect("event serializes");
-        let result = async {
-            let mut c = self.pool.get().await.map_err(|e| e.to_string())?;
-            redis::cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(body)
-                .query_async::<i64>(&mut c)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(e) = result {
+        if let Err(e) = self.bus.publish(&self.channel, &body).await {
             tracing::warn!(error = %e, provider, ?status, "connection event not published");
         }
     }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod audit;
 pub mod cache;
+pub mod changes;
 pub mod config;
 pub mod credential;
 pub mod crypto;
@@ -15,7 +16,6 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod introspect;
-pub mod lock;
 pub mod refresh;
 pub mod rekey;
 pub mod revocations;
@@ -23,5 +23,6 @@ pub mod store;
 pub mod upstream;
 pub mod vault;
 
-pub use app::{Running, start};
+pub use app::{Running, start, start_with};
 pub use config::Config;
+pub use store::Stores;

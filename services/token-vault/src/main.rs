@@ -140,7 +140,7 @@ fn main() -> ExitCode {
                 let keys = config.key_ring()?;
                 let pool =
                     token_vault::store::connect_postgres(config.database.url.expose(), 2).await?;
-                let store = token_vault::store::CredentialStore::new(pool);
+                let store = token_vault::store::credentials::PostgresCredentials::new(pool);
                 let report =
                     token_vault::rekey::rekey(&store, &keys, batch.clamp(1, 10_000), |line| {
                         println!("{line}")
@@ -153,7 +153,9 @@ fn main() -> ExitCode {
                     report.skipped,
                     report.failed
                 );
-                for (key, count) in store.count_by_key().await? {
+                for (key, count) in
+                    token_vault::store::CredentialStore::count_by_key(&store).await?
+                {
                     println!("  key {key:?}: {count} records");
                 }
                 if report.failed > 0 || report.skipped > 0 {

@@ -20,7 +20,7 @@ pub struct RekeyReport {
 
 /// Re-encrypts under `keys.current_id()`; `progress` receives a line per batch.
 pub async fn rekey(
-    store: &CredentialStore,
+    store: &dyn CredentialStore,
     keys: &KeyRing,
     batch: i64,
     mut progress: impl FnMut(&str),

@@ -1,11 +1,34 @@
-//! Postgres storage of credentials (ciphertext and non-secret metadata only). Every write is
-//! conditional on the version it read, so concurrent writers never overwrite each other blindly.
+//! The vault's storage, behind one narrow interface per aggregate, each with a production and an
+//! embedded implementation:
+//!
+//! | aggregate | interface | production | embedded |
+//! |---|---|---|---|
+//! | credentials (+ tombstones, rekey) | [`CredentialStore`] | Postgres | SQLite |
+//! | refresh lock | [`RefreshLocks`] | Redis | in-process leases |
+//! | access trail | [`AuditSink`] | Postgres | SQLite |
+//! | events (connections, cache invalidations, revocations) | [`EventBus`] | Redis pub/sub | in-process broadcast |
+//!
+//! [`Stores`] holds one of each; the service starts from it. Production builds it from the
+//! configured Postgres and Redis; the embedded single-process mode from a data directory and the
+//! process's event bus. Ciphertexts are stored the same way in both: AES-256-GCM sealed before
+//! they reach any store.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpauth_runtime::bus::{EventBus, RedisBus};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
 
-use crate::crypto::Sealed;
+pub mod audit;
+pub mod credentials;
+pub mod locks;
+
+pub use audit::AuditSink;
+pub use credentials::{ConnectionStatus, CredentialRow, CredentialStore, CredentialWrite};
+pub use locks::RefreshLocks;
 
 /// The vault's own migrations table, so the vault can share a database with auth-service.
 pub const MIGRATIONS_TABLE: &str = "_token_vault_migrations";
@@ -13,6 +36,13 @@ pub const MIGRATIONS_TABLE: &str = "_token_vault_migrations";
 /// The embedded migrations of token-vault (`migrations/token-vault`).
 pub fn migrator() -> sqlx::migrate::Migrator {
     let mut m = sqlx::migrate!("../../migrations/token-vault");
+    m.dangerous_set_table_name(MIGRATIONS_TABLE);
+    m
+}
+
+/// The migrations of the embedded database (`migrations/token-vault-sqlite`).
+pub fn sqlite_migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("../../migrations/token-vault-sqlite");
     m.dangerous_set_table_name(MIGRATIONS_TABLE);
     m
 }
@@ -31,362 +61,168 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         .await
 }
 
-/// Whether a connection is usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionStatus {
-    Connected,
-    /// The upstream refused the refresh token: the user must connect again.
-    ReauthorizationRequired,
+/// The file of the embedded database in `data_dir`.
+pub fn sqlite_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("token-vault.sqlite3")
 }
 
-impl ConnectionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionStatus::Connected => "connected",
-            ConnectionStatus::ReauthorizationRequired => "reauthorization_required",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        match s {
-            "reauthorization_required" => ConnectionStatus::ReauthorizationRequired,
-            _ => ConnectionStatus::Connected,
-        }
-    }
-}
+/// How long a writer waits for another's transaction before SQLite reports `SQLITE_BUSY`.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One stored credential.
-#[derive(Debug, Clone)]
-pub struct CredentialRow {
-    pub user_id: String,
-    pub provider: String,
-    pub version: i64,
-    pub sealed: Sealed,
-    pub status: ConnectionStatus,
-    pub scopes: Vec<String>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub upstream_issuer: String,
-    pub upstream_subject: String,
-    pub connected_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// The highest version at which this record was ever deleted (0: never). A row at or below
-    /// it is a restored stale copy and is refused (see `vault_credential_tombstones`).
-    pub deleted_through: i64,
-}
-
-impl CredentialRow {
-    /// Whether this row is older than the last delete of its record.
-    pub fn is_stale(&self) -> bool {
-        self.version <= self.deleted_through
-    }
-}
-
-/// What a write stores besides the ciphertext.
-#[derive(Debug, Clone)]
-pub struct CredentialWrite<'a> {
-    pub sealed: &'a Sealed,
-    pub version: i64,
-    pub scopes: &'a [String],
-    /// Seconds since the epoch; 0 = unknown.
-    pub expires_at: i64,
-}
-
-type Row = (
-    String,
-    String,
-    i64,
-    String,
-    Vec<u8>,
-    String,
-    Vec<String>,
-    Option<DateTime<Utc>>,
-    String,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    i64,
-);
-
-const COLUMNS: &str = "user_id, provider, version, key_id, sealed, status, scopes, expires_at, \
-                       upstream_issuer, upstream_subject, connected_at, updated_at, \
-                       COALESCE((SELECT t.version FROM vault_credential_tombstones t \
-                       WHERE t.user_id = c.user_id AND t.provider = c.provider), 0)";
-
-fn from_row(r: Row) -> CredentialRow {
-    CredentialRow {
-        user_id: r.0,
-        provider: r.1,
-        version: r.2,
-        sealed: Sealed {
-            key_id: r.3,
-            blob: r.4,
-        },
-        status: ConnectionStatus::parse(&r.5),
-        scopes: r.6,
-        expires_at: r.7,
-        upstream_issuer: r.8,
-        upstream_subject: r.9,
-        connected_at: r.10,
-        updated_at: r.11,
-        deleted_through: r.12,
-    }
-}
-
-fn expiry(secs: i64) -> Option<DateTime<Utc>> {
-    (secs != 0)
-        .then(|| DateTime::from_timestamp(secs, 0))
-        .flatten()
-}
-
-/// The credentials table.
-#[derive(Clone)]
-pub struct CredentialStore {
-    pool: PgPool,
-}
-
-impl CredentialStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    pub async fn get(
-        &self,
-        user_id: &str,
-        provider: &str,
-    ) -> Result<Option<CredentialRow>, sqlx::Error> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM vault_credentials c WHERE user_id = $1 AND provider = $2"
-        )))
-        .bind(user_id)
-        .bind(provider)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(from_row))
-    }
-
-    /// The version and status of a record (what waiters poll).
-    pub async fn version(
-        &self,
-        user_id: &str,
-        provider: &str,
-    ) -> Result<Option<(i64, ConnectionStatus)>, sqlx::Error> {
-        let row: Option<(i64, String)> = sqlx::query_as(
-            "SELECT version, status FROM vault_credentials WHERE user_id = $1 AND provider = $2",
-        )
-        .bind(user_id)
-        .bind(provider)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(v, s)| (v, ConnectionStatus::parse(&s))))
-    }
-
-    pub async fn list(&self, user_id: &str) -> Result<Vec<CredentialRow>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM vault_credentials c WHERE user_id = $1 ORDER BY provider"
-        )))
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(from_row).collect())
-    }
-
-    /// The record's version and status (`None` when there is none) and the highest version it
-    /// was ever deleted at (0: never): a write's new version must exceed both.
-    pub async fn version_and_floor(
-        &self,
-        user_id: &str,
-        provider: &str,
-    ) -> Result<(Option<(i64, ConnectionStatus)>, i64), sqlx::Error> {
-        let (version, status, deleted): (Option<i64>, Option<String>, i64) = sqlx::query_as(
-            "SELECT c.version, c.status, COALESCE(t.version, 0) \
-             FROM (SELECT $1::text AS user_id, $2::text AS provider) k \
-             LEFT JOIN vault_credentials c USING (user_id, provider) \
-             LEFT JOIN vault_credential_tombstones t USING (user_id, provider)",
-        )
-        .bind(user_id)
-        .bind(provider)
-        .fetch_one(&self.pool)
-        .await?;
-        let current =
-            version.map(|v| (v, ConnectionStatus::parse(status.as_deref().unwrap_or(""))));
-        Ok((current, deleted))
-    }
-
-    /// Creates the record at `w.version`; false when it already exists.
-    pub async fn insert(
-        &self,
-        user_id: &str,
-        provider: &str,
-        w: &CredentialWrite<'_>,
-        upstream_issuer: &str,
-        upstream_subject: &str,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO vault_credentials (user_id, provider, version, key_id, sealed, status, scopes, \
-             expires_at, upstream_issuer, upstream_subject) \
-             VALUES ($1, $2, $3, $4, $5, 'connected', $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-        )
-        .bind(user_id)
-        .bind(provider)
-        .bind(w.version)
-        .bind(&w.sealed.key_id)
-        .bind(&w.sealed.blob)
-        .bind(w.scopes)
-        .bind(expiry(w.expires_at))
-        .bind(upstream_issuer)
-        .bind(upstream_subject)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Replaces the credential (a new connection) if the record is still at `expected`.
-    pub async fn replace(
-        &self,
-        user_id: &str,
-        provider: &str,
-        expected: i64,
-        w: &CredentialWrite<'_>,
-        upstream_issuer: &str,
-        upstream_subject: &str,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE vault_credentials SET version = $4, key_id = $5, sealed = $6, status = 'connected', \
-             scopes = $7, expires_at = $8, upstream_issuer = $9, upstream_subject = $10, \
-             connected_at = now(), updated_at = now() \
-             WHERE user_id = $1 AND provider = $2 AND version = $3",
-        )
-        .bind(user_id)
-        .bind(provider)
-        .bind(expected)
-        .bind(w.version)
-        .bind(&w.sealed.key_id)
-        .bind(&w.sealed.blob)
-        .bind(w.scopes)
-        .bind(expiry(w.expires_at))
-        .bind(upstream_issuer)
-        .bind(upstream_subject)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Stores refreshed tokens if the record is still at `expected`.
-    pub async fn store_refreshed(
-        &self,
-        user_id: &str,
-        provider: &str,
-        expected: i64,
-        w: &CredentialWrite<'_>,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE vault_credentials SET version = $4, key_id = $5, sealed = $6, status = 'connected', \
-             scopes = $7, expires_at = $8, updated_at = now() \
-             WHERE user_id = $1 AND provider = $2 AND version = $3",
-        )
-        .bind(user_id)
-        .bind(provider)
-        .bind(expected)
-        .bind(w.version)
-        .bind(&w.sealed.key_id)
-        .bind(&w.sealed.blob)
-        .bind(w.scopes)
-        .bind(expiry(w.expires_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Marks the record as needing a new connection, if it is still at `expected`. The
-    /// ciphertext (and so the version) stays, readable for an upstream revocation later.
-    pub async fn mark_reauthorization_required(
-        &self,
-        user_id: &str,
-        provider: &str,
-        expected: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE vault_credentials SET status = 'reauthorization_required', updated_at = now() \
-             WHERE user_id = $1 AND provider = $2 AND version = $3",
-        )
-        .bind(user_id)
-        .bind(provider)
-        .bind(expected)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Deletes the record and records its version in its tombstone, in one statement (a later
-    /// record of the pair starts above it); returns what was deleted.
-    pub async fn delete(
-        &self,
-        user_id: &str,
-        provider: &str,
-    ) -> Result<Option<CredentialRow>, sqlx::Error> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "WITH c AS (DELETE FROM vault_credentials WHERE user_id = $1 AND provider = $2 RETURNING *), \
-             t AS (INSERT INTO vault_credential_tombstones (user_id, provider, version) \
-                   SELECT user_id, provider, version FROM c \
-                   ON CONFLICT (user_id, provider) DO UPDATE SET deleted_at = now(), \
-                   version = GREATEST(vault_credential_tombstones.version, EXCLUDED.version)) \
-             SELECT {COLUMNS} FROM c"
-        )))
-        .bind(user_id)
-        .bind(provider)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(from_row))
-    }
-
-    /// Up to `limit` records not sealed under `current_key`, in key order after `after`.
-    pub async fn not_under_key(
-        &self,
-        current_key: &str,
-        after: Option<(&str, &str)>,
-        limit: i64,
-    ) -> Result<Vec<CredentialRow>, sqlx::Error> {
-        let (u, p) = after.unwrap_or(("", ""));
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM vault_credentials c WHERE key_id <> $1 AND (user_id, provider) > ($2, $3) \
-             ORDER BY user_id, provider LIMIT $4"
-        )))
-        .bind(current_key)
-        .bind(u)
-        .bind(p)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(from_row).collect())
-    }
-
-    /// Re-seals one record under another key, keeping its version (the authenticated data is
-    /// unchanged), if neither its version nor its key changed meanwhile.
-    pub async fn reseal(&self, row: &CredentialRow, sealed: &Sealed) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE vault_credentials SET key_id = $5, sealed = $6 \
-             WHERE user_id = $1 AND provider = $2 AND version = $3 AND key_id = $4",
-        )
-        .bind(&row.user_id)
-        .bind(&row.provider)
-        .bind(row.version)
-        .bind(&row.sealed.key_id)
-        .bind(&sealed.key_id)
-        .bind(&sealed.blob)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// How many records are sealed under each key.
-    pub async fn count_by_key(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT key_id, count(*) FROM vault_credentials GROUP BY key_id ORDER BY key_id",
-        )
-        .fetch_all(&self.pool)
+/// Opens (creating it if needed) the embedded database at `path` and applies its migrations:
+/// WAL (readers never wait for the writer), a busy timeout (writers queue instead of failing),
+/// full sync (a committed credential survives a crash of the machine, as in Postgres).
+pub async fn open_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
         .await
+        .map_err(|e| anyhow::anyhow!("embedded database {}: {e}", path.display()))?;
+    sqlite_migrator()
+        .run(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("embedded database {}: {e}", path.display()))?;
+    Ok(pool)
+}
+
+/// Everything token-vault stores or publishes, behind its interfaces.
+#[derive(Clone)]
+pub struct Stores {
+    pub credentials: Arc<dyn CredentialStore>,
+    pub locks: Arc<dyn RefreshLocks>,
+    pub audit: Arc<dyn AuditSink>,
+    pub bus: Arc<dyn EventBus>,
+    backend: Backend,
+}
+
+/// What the stores run on, for readiness and pool metrics.
+#[derive(Clone)]
+enum Backend {
+    Production {
+        pool: PgPool,
+        redis: deadpool_redis::Pool,
+    },
+    Embedded {
+        path: PathBuf,
+    },
+}
+
+impl Stores {
+    /// The production stores over today's Postgres pool and Redis (client for subscriptions,
+    /// pool for everything else); `key_prefix` is `redis.key_prefix` (the lock keys).
+    pub fn production(
+        pool: PgPool,
+        redis_client: redis::Client,
+        redis: deadpool_redis::Pool,
+        key_prefix: &str,
+    ) -> Self {
+        Self {
+            credentials: Arc::new(credentials::PostgresCredentials::new(pool.clone())),
+            locks: Arc::new(locks::RedisLocks::new(redis.clone(), key_prefix)),
+            audit: Arc::new(audit::PostgresAudit::new(pool.clone())),
+            bus: Arc::new(RedisBus::new(redis_client, redis.clone())),
+            backend: Backend::Production { pool, redis },
+        }
+    }
+
+    /// Connects to the configured Postgres and Redis (as token-vault always has).
+    pub async fn connect(config: &crate::Config) -> anyhow::Result<Self> {
+        let pool = connect_postgres(
+            config.database.url.expose(),
+            config.database.max_connections,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        let (redis_client, redis) = mcpauth_runtime::start_redis(
+            "redis",
+            config.redis.url.expose(),
+            config.redis.tls.as_ref(),
+            config.redis.pool_size,
+        )
+        .await?;
+        Ok(Self::production(
+            pool,
+            redis_client,
+            redis,
+            &config.redis.key_prefix,
+        ))
+    }
+
+    /// The embedded stores of the single-process mode: a SQLite file in `data_dir` (created
+    /// with its migrations if needed; it survives a restart), in-process refresh locks, and
+    /// `bus` (the process's, shared with the other services). Single replica by construction:
+    /// the locks and the bus do not reach other processes.
+    pub async fn embedded(data_dir: &Path, bus: Arc<dyn EventBus>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| anyhow::anyhow!("data directory {}: {e}", data_dir.display()))?;
+        let path = sqlite_path(data_dir);
+        let pool = open_sqlite(&path).await?;
+        Ok(Self {
+            credentials: Arc::new(credentials::SqliteCredentials::new(pool.clone())),
+            locks: Arc::new(locks::MemoryLocks::new()),
+            audit: Arc::new(audit::SqliteAudit::new(pool)),
+            bus,
+            backend: Backend::Embedded { path },
+        })
+    }
+
+    /// Where the data lives, for the startup log line.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Production { .. } => "postgres + redis".into(),
+            Backend::Embedded { path } => format!("embedded sqlite at {}", path.display()),
+        }
+    }
+
+    /// Starts the pool gauges of the production pools (nothing to measure when embedded).
+    pub(crate) fn spawn_pool_metrics(&self) -> Option<tokio::task::JoinHandle<()>> {
+        match &self.backend {
+            Backend::Production { pool, redis } => Some(mcpauth_runtime::pool_metrics::spawn(
+                Some(pool.clone()),
+                Some(redis.clone()),
+            )),
+            Backend::Embedded { .. } => None,
+        }
+    }
+
+    /// Whether the stores answer: `Err` with what does not (the `/readyz` body).
+    pub async fn ready(&self) -> Result<(), String> {
+        match &self.backend {
+            Backend::Production { pool, redis } => {
+                // As before the interfaces: a query on the pool and a PING on Redis.
+                let pg = sqlx::query("SELECT 1").execute(pool).await.is_ok();
+                let redis = async {
+                    let mut c = redis.get().await.ok()?;
+                    ::redis::cmd("PING")
+                        .query_async::<String>(&mut c)
+                        .await
+                        .ok()
+                }
+                .await
+                .is_some();
+                if pg && redis {
+                    Ok(())
+                } else {
+                    Err(format!("postgres: {pg}, redis: {redis}"))
+                }
+            }
+            Backend::Embedded { .. } => {
+                let db = self.credentials.ping().await.is_ok();
+                let locks = self.locks.ping().await.is_ok();
+                if db && locks {
+                    Ok(())
+                } else {
+                    Err(format!("sqlite: {db}"))
+                }
+            }
+        }
     }
 }

@@ -5,80 +5,82 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::audit::{AuditEvent, AuditLog};
-use crate::cache::{CredentialCache, Invalidations};
+use crate::audit::AuditEvent;
+use crate::cache::CredentialCache;
+use crate::changes::Changes;
 use crate::config::{ProviderConfig, RefreshConfig};
 use crate::credential::UpstreamTokens;
-use crate::crypto::{CryptoError, KeyRing};
+use crate::crypto::KeyRing;
 use crate::error::VaultError;
-use crate::events::{ConnectionEvent, ConnectionEvents};
-use crate::lock::RefreshLocks;
-use crate::store::{ConnectionStatus, CredentialRow, CredentialStore, CredentialWrite};
+use crate::events::ConnectionEvent;
+use crate::refresh::{Refresher, SystemClock};
+use crate::store::credentials::CredentialStore;
+use crate::store::locks::RefreshLocks;
+use crate::store::{ConnectionStatus, CredentialRow, CredentialWrite};
 use crate::upstream::UpstreamClient;
 
 /// Everything the operations need. Cheap to clone.
 #[derive(Clone)]
 pub struct Vault {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub store: CredentialStore,
-    pub keys: KeyRing,
-    pub upstream: UpstreamClient,
-    pub locks: RefreshLocks,
-    pub events: ConnectionEvents,
-    pub audit: AuditLog,
-    pub providers: BTreeMap<String, ProviderConfig>,
-    pub refresh: RefreshConfig,
-    /// Stored rows (ciphertext) by `(user, provider)`; see `cache`.
-    pub cache: CredentialCache,
-    pub invalidations: Invalidations,
+struct Inner {
+    store: Arc<dyn CredentialStore>,
+    keys: Arc<KeyRing>,
+    /// For upstream revocation on delete.
+    upstream: UpstreamClient,
+    providers: BTreeMap<String, ProviderConfig>,
+    refresh: RefreshConfig,
+    /// Cache, invalidations, trail and connection events.
+    changes: Changes,
+    refresher: Refresher,
 }
 
 /// How many optimistic write attempts a `put` makes before giving up.
 const PUT_ATTEMPTS: usize = 5;
 
 impl Vault {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: CredentialStore,
+        store: Arc<dyn CredentialStore>,
+        locks: Arc<dyn RefreshLocks>,
         keys: KeyRing,
         upstream: UpstreamClient,
-        locks: RefreshLocks,
-        events: ConnectionEvents,
-        audit: AuditLog,
+        changes: Changes,
         providers: BTreeMap<String, ProviderConfig>,
         refresh: RefreshConfig,
-        cache: CredentialCache,
-        invalidations: Invalidations,
     ) -> Self {
+        let keys = Arc::new(keys);
+        let refresher = Refresher {
+            store: store.clone(),
+            locks,
+            upstream: Arc::new(upstream.clone()),
+            clock: Arc::new(SystemClock),
+            keys: keys.clone(),
+            settings: refresh.clone(),
+            changes: changes.clone(),
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
                 keys,
                 upstream,
-                locks,
-                events,
-                audit,
                 providers,
                 refresh,
-                cache,
-                invalidations,
+                changes,
+                refresher,
             }),
         }
     }
 
     /// This replica's cache of stored rows.
     pub fn cache(&self) -> &CredentialCache {
-        &self.inner.cache
+        &self.inner.changes.cache
     }
 
     /// After a write of `(user_id, provider)`: evicts it here and on every other replica.
-    pub(crate) async fn changed(&self, user_id: &str, provider: &str) {
-        let key = crate::cache::key(user_id, provider);
-        self.inner.cache.evict(&key);
-        self.inner.invalidations.publish(&key).await;
+    async fn changed(&self, user_id: &str, provider: &str) {
+        self.inner.changes.written(user_id, provider).await;
     }
 
     /// The stored row, from the cache or Postgres (then cached).
@@ -87,7 +89,7 @@ impl Vault {
         user_id: &str,
         provider: &str,
     ) -> Result<Option<Arc<CredentialRow>>, VaultError> {
-        let cache = &self.inner.cache;
+        let cache = &self.inner.changes.cache;
         let key = crate::cache::key(user_id, provider);
         if let Some(row) = cache.get(&key) {
             return Ok(Some(row));
@@ -101,8 +103,8 @@ impl Vault {
         Ok(Some(row))
     }
 
-    pub fn store(&self) -> &CredentialStore {
-        &self.inner.store
+    pub fn store(&self) -> &dyn CredentialStore {
+        &*self.inner.store
     }
 
     /// The configured provider `name`.
@@ -113,25 +115,8 @@ impl Vault {
             .ok_or_else(|| VaultError::InvalidArgument(format!("unknown provider {name:?}")))
     }
 
-    pub(crate) fn open(&self, row: &CredentialRow) -> Result<UpstreamTokens, VaultError> {
-        if row.is_stale() {
-            // Written before the record was last deleted: a restored copy, not the user's
-            // current connection.
-            tracing::warn!(
-                provider = %row.provider,
-                version = row.version,
-                deleted_through = row.deleted_through,
-                "refusing a credential row older than its record's last delete"
-            );
-            return Err(CryptoError::Stale.into());
-        }
-        Ok(UpstreamTokens::open(
-            &self.inner.keys,
-            &row.user_id,
-            &row.provider,
-            row.version,
-            &row.sealed,
-        )?)
+    fn open(&self, row: &CredentialRow) -> Result<UpstreamTokens, VaultError> {
+        crate::refresh::open(&self.inner.keys, row)
     }
 
     /// Stores (or replaces) a user's credential; returns the record's new version.
@@ -145,7 +130,7 @@ impl Vault {
         upstream_subject: &str,
     ) -> Result<i64, VaultError> {
         self.provider(provider)?;
-        let store = &self.inner.store;
+        let store = &*self.inner.store;
         for _ in 0..PUT_ATTEMPTS {
             // Above the current version and every deleted one: versions never repeat, so a
             // ciphertext of an earlier record never authenticates under this one.
@@ -180,15 +165,15 @@ impl Vault {
             if done {
                 self.changed(user_id, provider).await;
                 self.inner
-                    .audit
-                    .record(
+                    .changes
+                    .audit(
                         AuditEvent::new(caller, "put", user_id, provider)
                             .detail(serde_json::json!({"version": version})),
                     )
                     .await;
                 self.inner
-                    .events
-                    .publish(user_id, provider, ConnectionEvent::Connected)
+                    .changes
+                    .connection(user_id, provider, ConnectionEvent::Connected)
                     .await;
                 return Ok(version);
             }
@@ -205,8 +190,10 @@ impl Vault {
         user_id: &str,
         provider: &str,
     ) -> Result<UpstreamTokens, VaultError> {
-        self.provider(provider)?;
-        let result = self.access_token_inner(caller, user_id, provider).await;
+        let cfg = self.provider(provider)?;
+        let result = self
+            .access_token_inner(caller, cfg, user_id, provider)
+            .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(VaultError::NotFound) => "not_found",
@@ -215,8 +202,8 @@ impl Vault {
             Err(_) => "error",
         };
         self.inner
-            .audit
-            .record(AuditEvent::new(caller, "get", user_id, provider).outcome(outcome))
+            .changes
+            .audit(AuditEvent::new(caller, "get", user_id, provider).outcome(outcome))
             .await;
         result
     }
@@ -224,6 +211,7 @@ impl Vault {
     async fn access_token_inner(
         &self,
         caller: &str,
+        cfg: &ProviderConfig,
         user_id: &str,
         provider: &str,
     ) -> Result<UpstreamTokens, VaultError> {
@@ -243,8 +231,13 @@ impl Vault {
         }
         // Due for a refresh: the refresh path reads Postgres itself. Whatever it finds, this
         // cached row is no longer the one to serve.
-        let result = crate::refresh::refresh(self, caller, (*row).clone(), tokens).await;
+        let result = self
+            .inner
+            .refresher
+            .refresh(caller, cfg, (*row).clone(), tokens)
+            .await;
         self.inner
+            .changes
             .cache
             .evict(&crate::cache::key(user_id, provider));
         result
@@ -263,8 +256,8 @@ impl Vault {
         };
         self.changed(user_id, provider).await;
         self.inner
-            .events
-            .publish(user_id, provider, ConnectionEvent::Disconnected)
+            .changes
+            .connection(user_id, provider, ConnectionEvent::Disconnected)
             .await;
         let mut revoked = false;
         if let Some(cfg) = self.inner.providers.get(provider)
@@ -291,8 +284,8 @@ impl Vault {
             }
         }
         self.inner
-            .audit
-            .record(
+            .changes
+            .audit(
                 AuditEvent::new(caller, "delete", user_id, provider)
                     .detail(serde_json::json!({"revoked_upstream": revoked})),
             )
@@ -308,8 +301,8 @@ impl Vault {
     ) -> Result<Vec<CredentialRow>, VaultError> {
         let rows = self.inner.store.list(user_id).await?;
         self.inner
-            .audit
-            .record(AuditEvent::new(caller, "list", user_id, ""))
+            .changes
+            .audit(AuditEvent::new(caller, "list", user_id, ""))
             .await;
         Ok(rows)
     }

@@ -202,3 +202,60 @@ async fn a_revocation_during_a_slow_introspection_is_not_overwritten_by_its_resu
     // After the follow ends nothing is served.
     assert!(!cached(&cache, "other"));
 }
+
+/// The same follower on the in-process bus of the embedded mode: a revocation published on it
+/// evicts what it covers, and the cache serves nothing once the follow ends.
+#[tokio::test]
+async fn follow_bus_evicts_on_the_in_process_bus() {
+    let bus = crate::bus::MemoryBus::new();
+    let cache: Cache = VerificationCache::new(Duration::from_secs(60), 100);
+    let (revoked_tx, mut revoked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let follower = tokio::spawn({
+        let (cache, bus) = (cache.clone(), bus.clone());
+        async move {
+            let stop = async move {
+                let _ = stop_rx.await;
+            };
+            follow_bus(&bus, "events", cache, stop, move |r| {
+                let _ = revoked_tx.send(r);
+            })
+            .await;
+        }
+    });
+    // Subscribed once a probe comes back.
+    let probe = r#"{"revoked":{"kind":"token","id":"probe","expires_at":1}}"#;
+    let mut subscribed = false;
+    for _ in 0..250 {
+        crate::bus::EventBus::publish(&bus, "events", probe)
+            .await
+            .unwrap();
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(20), revoked_rx.recv()).await
+        {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "the follower subscribes");
+    assert!(fill(&cache, "the-token", tok("j1", "g1")));
+    assert!(cached(&cache, "the-token"));
+    crate::bus::EventBus::publish(
+        &bus,
+        "events",
+        r#"{"revoked":{"kind":"grant","id":"g1","expires_at":1}}"#,
+    )
+    .await
+    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), revoked_rx.recv())
+        .await
+        .expect("the revocation arrives")
+        .unwrap();
+    assert_eq!(r.id, "g1");
+    assert!(!cached(&cache, "the-token"));
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), follower)
+        .await
+        .expect("stop ends the follow")
+        .unwrap();
+}

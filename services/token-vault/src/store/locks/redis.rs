@@ -1,12 +1,13 @@
-//! The per-(user, provider) refresh lock shared by every replica: `SET key owner NX PX ttl` with
-//! a random owner value, renewed while held (compare-and-`PEXPIRE`), released by
-//! compare-and-delete. A replica that dies while holding it blocks others for at most one TTL.
+//! The refresh lock shared by every replica: `SET key owner NX PX ttl` with a random owner
+//! value, renewed while held (compare-and-`PEXPIRE`), released by compare-and-delete. A replica
+//! that dies while holding it blocks others for at most one TTL.
 
 use std::time::Duration;
 
 use deadpool_redis::Pool;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::{HeldLock, LockError, RefreshLocks};
 use crate::crypto::{hex, sha256};
 
 const RELEASE: &str = r"
@@ -17,34 +18,27 @@ const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0";
 
-/// Redis could not be asked.
-#[derive(Debug, thiserror::Error)]
-#[error("refresh lock unavailable: {0}")]
-pub struct LockError(String);
-
-/// Acquires refresh locks.
+/// Refresh locks in Redis, under `<prefix>:refresh-lock:`.
 #[derive(Clone)]
-pub struct RefreshLocks {
+pub struct RedisLocks {
     pool: Pool,
     prefix: String,
-    ttl: Duration,
 }
 
-/// A held lock. Renewed in the background until [`HeldLock::release`] (or drop, after which
-/// it expires within one TTL).
-pub struct HeldLock {
+/// A held Redis lock. Renewed in the background until released (or dropped, after which it
+/// expires within one TTL).
+pub struct RedisHeldLock {
     pool: Pool,
     key: String,
     owner: String,
     renewer: tokio::task::JoinHandle<()>,
 }
 
-impl RefreshLocks {
-    pub fn new(pool: Pool, prefix: &str, ttl: Duration) -> Self {
+impl RedisLocks {
+    pub fn new(pool: Pool, prefix: &str) -> Self {
         Self {
             pool,
             prefix: prefix.to_owned(),
-            ttl,
         }
     }
 
@@ -53,20 +47,23 @@ impl RefreshLocks {
         let id = sha256(&format!("{}:{user_id}:{provider}", user_id.len()));
         format!("{}:refresh-lock:{}", self.prefix, hex(&id[..16]))
     }
+}
 
-    /// Takes the lock if it is free.
-    pub async fn try_acquire(
+#[async_trait::async_trait]
+impl RefreshLocks for RedisLocks {
+    async fn try_acquire(
         &self,
         user_id: &str,
         provider: &str,
-    ) -> Result<Option<HeldLock>, LockError> {
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
         let key = self.key(user_id, provider);
         let mut owner = [0u8; 16];
         SystemRandom::new()
             .fill(&mut owner)
             .expect("system randomness");
         let owner = hex(&owner);
-        let ttl_ms = self.ttl.as_millis() as u64;
+        let ttl_ms = ttl.as_millis() as u64;
         let mut conn = self
             .pool
             .get()
@@ -86,7 +83,7 @@ impl RefreshLocks {
         }
         let renewer = {
             let (pool, key, owner) = (self.pool.clone(), key.clone(), owner.clone());
-            let every = self.ttl / 3;
+            let every = ttl / 3;
             tokio::spawn(async move {
                 let script = redis::Script::new(RENEW);
                 loop {
@@ -107,18 +104,31 @@ impl RefreshLocks {
                 }
             })
         };
-        Ok(Some(HeldLock {
+        Ok(Some(Box::new(RedisHeldLock {
             pool: self.pool.clone(),
             key,
             owner,
             renewer,
-        }))
+        })))
+    }
+
+    async fn ping(&self) -> Result<(), LockError> {
+        let mut c = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| LockError(e.to_string()))?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(|e| LockError(e.to_string()))
     }
 }
 
-impl HeldLock {
-    /// Releases the lock if this holder still owns it.
-    pub async fn release(self) {
+#[async_trait::async_trait]
+impl HeldLock for RedisHeldLock {
+    async fn release(self: Box<Self>) {
         self.renewer.abort();
         let Ok(mut c) = self.pool.get().await else {
             return;
@@ -134,7 +144,7 @@ impl HeldLock {
     }
 }
 
-impl Drop for HeldLock {
+impl Drop for RedisHeldLock {
     fn drop(&mut self) {
         // A holder that is dropped without `release` (a cancelled request) stops renewing; the
         // lock then expires within one TTL.
