@@ -1,9 +1,8 @@
-//! Wiring: building the shared state ([`AppState`], in `state.rs`) from configuration and
-//! [`Stores`], the HTTP and gRPC servers, background tasks, graceful shutdown.
+//! Wiring: the HTTP and gRPC servers over the shared state ([`AppState`], built in `state.rs`
+//! from configuration and [`Stores`]), background tasks, graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
@@ -11,18 +10,9 @@ use mcpauth_runtime::MetricsHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::audit::AuditLog;
-use crate::cimd::CimdFetcher;
-use crate::clients::ClientRegistry;
 use crate::config::Config;
-use crate::domain::token::{AccessFormat, KeyRing, unhex};
-use crate::login::LoginProvider;
-use crate::state::AppState;
-use crate::store::clients::{Client, ClientSource};
-use crate::store::ephemeral::Ephemeral;
-use crate::store::revocations::DenyList;
+use crate::state::{AppState, build_state_with};
 use crate::stores::Stores;
-use crate::tokens::TokenService;
 
 /// A running auth-service: its bound addresses, and a future that completes at shutdown.
 pub struct Running {
@@ -73,133 +63,6 @@ impl Running {
         mcpauth_runtime::ops::drain(&self.state.drain, delay).await;
         self.shutdown().await;
     }
-}
-
-/// Builds the state from configuration: connects Postgres and Redis, loads keys and clients.
-pub async fn build_state(
-    config: Config,
-    metrics: MetricsHandle,
-) -> anyhow::Result<(AppState, JoinHandle<()>)> {
-    let stores = Stores::from_config(&config).await?;
-    build_state_with(config, stores, metrics).await
-}
-
-/// [`build_state`] on the given stores (production or embedded); Redis as configured.
-pub async fn build_state_with(
-    config: Config,
-    stores: Stores,
-    metrics: MetricsHandle,
-) -> anyhow::Result<(AppState, JoinHandle<()>)> {
-    let config = Arc::new(config);
-    let (redis_client, redis) = mcpauth_runtime::start_redis(
-        "redis",
-        config.redis.url.expose(),
-        config.redis.tls.as_ref(),
-        config.redis.pool_size,
-    )
-    .await?;
-    let ephemeral = Ephemeral::new(redis, &config.redis.key_prefix);
-    let keys = if config.tokens.keys.is_empty() {
-        tracing::warn!(
-            "dev mode: no token keys configured, using an ephemeral key (tokens die with the process)"
-        );
-        KeyRing::ephemeral()
-    } else {
-        let pairs: Vec<(String, String)> = config
-            .tokens
-            .keys
-            .iter()
-            .map(|k| (k.id.clone(), k.secret.expose().to_owned()))
-            .collect();
-        KeyRing::new(&pairs, &config.tokens.current_key)
-            .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?
-    }
-    .with_format(config.tokens.access_token_format);
-    if config.tokens.access_token_format == AccessFormat::V1 {
-        tracing::warn!(
-            "tokens.access_token_format = \"v1\": access tokens are sealed in the format bounded to 2^32 tokens per key; switch to \"v2\" once every replica runs this release"
-        );
-    }
-    let grants = stores.grants.clone();
-    let revocations = stores.revocations.clone();
-    let deny = DenyList::default();
-    let tokens = TokenService::new(
-        keys,
-        deny,
-        config.tokens.access_ttl_secs,
-        grants.clone(),
-        revocations.clone(),
-        ephemeral.clone(),
-        &config.issuer,
-    );
-    let rate_limiter =
-        crate::ratelimit::RateLimiter::new(ephemeral.clone(), config.rate_limit.window_secs);
-    let clients = ClientRegistry::new(stores.clients.clone(), CimdFetcher::new(&config.cimd))
-        .with_cimd_limits(
-            config
-                .rate_limit
-                .enabled
-                .then(|| (rate_limiter.clone(), config.rate_limit.cimd_fetch)),
-            config.cimd.max_clients,
-        );
-    for c in &config.clients {
-        clients
-            .store()
-            .upsert(&Client {
-                client_id: c.client_id.clone(),
-                source: ClientSource::Static,
-                client_name: c.client_name.clone(),
-                redirect_uris: c.redirect_uris.clone(),
-                grant_types: c.grant_types.clone(),
-                response_types: if c.grant_types.iter().any(|g| g == "authorization_code") {
-                    vec!["code".into()]
-                } else {
-                    vec![]
-                },
-                token_endpoint_auth_method: c.token_endpoint_auth_method.clone(),
-                scope: c.scope.clone(),
-                secret_sha256: c.client_secret_sha256.as_deref().and_then(unhex),
-                registration_token_sha256: None,
-                metadata: serde_json::json!({}),
-                created_at: chrono::Utc::now(),
-            })
-            .await?;
-    }
-    let (audit, audit_writer) = AuditLog::start(stores.audit.clone());
-    let mut supported: Vec<String> = config
-        .resources
-        .iter()
-        .flat_map(|r| r.scopes.iter().cloned())
-        .collect();
-    supported.sort();
-    supported.dedup();
-    let state = AppState {
-        tokens,
-        clients,
-        users: stores.users.clone(),
-        consents: stores.consents.clone(),
-        user_admin: stores.user_admin.clone(),
-        grants,
-        revocations,
-        ephemeral,
-        audit,
-        login: LoginProvider::from_config(&config.login),
-        rate_limiter,
-        upstream: crate::upstream::UpstreamProviders::new(&config.upstream)?,
-        vault: config
-            .vault
-            .as_ref()
-            .map(crate::vault::VaultClient::new)
-            .transpose()?,
-        durable: stores.durable.clone(),
-        redis: redis_client,
-        metrics,
-        supported_scopes: supported,
-        drain: mcpauth_runtime::Drain::default(),
-        resources: Arc::new(config.resource_uris()),
-        config,
-    };
-    Ok((state, audit_writer))
 }
 
 /// Starts auth-service on the production stores configured (Postgres): see [`start_with`].

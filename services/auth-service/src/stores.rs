@@ -100,7 +100,8 @@ impl Stores {
     /// here is shared with another replica. `bus` is the process's event bus (for the
     /// aggregates that publish; the durable ones do not).
     pub async fn embedded(data_dir: &Path, bus: Arc<dyn EventBus>) -> anyhow::Result<Self> {
-        let _ = bus;
+        // The durable aggregates publish nothing themselves; the in-process ones will.
+        drop(bus);
         std::fs::create_dir_all(data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the data directory {}: {e}",

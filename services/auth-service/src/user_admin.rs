@@ -263,7 +263,7 @@ pub async fn run_cli(
     action: CliAction,
 ) -> anyhow::Result<serde_json::Value> {
     let (state, audit_writer) =
-        crate::app::build_state(config, mcpauth_runtime::init_metrics()).await?;
+        crate::state::build_state(config, mcpauth_runtime::init_metrics()).await?;
     let actor = Actor {
         name: "cli".into(),
         reason: reason.to_owned(),

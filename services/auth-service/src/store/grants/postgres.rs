@@ -10,6 +10,7 @@ use crate::domain::refresh::{self, RefreshDecision};
 use crate::domain::scope::ScopeSet;
 use crate::error::StoreError;
 
+/// Reading a grant (or a token with its grant) from a row of `refresh_tokens JOIN grants`.
 trait FromJoinedRow: Sized {
     fn from_joined_row(row: &PgRow) -> Result<Self, StoreError>;
 }

@@ -16,7 +16,7 @@ fn rev(kind: RevocationKind, id: &str, expires_at: i64, issued_before: Option<i6
 }
 
 fn sorted(mut v: Vec<Revocation>) -> Vec<Revocation> {
-    v.sort_by(|a, b| (a.id.clone(), a.expires_at).cmp(&(b.id.clone(), b.expires_at)));
+    v.sort_by_key(|a| (a.id.clone(), a.expires_at));
     v
 }
 
