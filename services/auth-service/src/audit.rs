@@ -1,4 +1,5 @@
-//! The audit trail: every security event, written to Postgres in batches by a background task
+//! The audit trail: every security event, written to the store (an [`AuditSink`]: Postgres, or
+//! SQLite in the embedded mode) in batches by a background task
 //! so that the request path never waits on an insert. The channel is bounded (a burst applies
 //! back-pressure instead of growing memory, for at most [`RECORD_WAIT`]; past that an event is
 //! dropped, counted and logged rather than holding requests up), a batch that fails to reach the
@@ -7,17 +8,17 @@
 //! exiting. Recorded strings are sanitized: a control character in a client-supplied value
 //! cannot poison the trail.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use mcpauth_runtime::batch::{
-    Batching, Recorder, Sink, postgres_rejects, sanitize, sanitize_json, write_batches,
-};
+use mcpauth_runtime::batch::{Batching, Recorder, Sink, sanitize, sanitize_json, write_batches};
 use serde_json::Value;
-use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
+
+use crate::store::audit::{AuditSink, AuditWriteError};
 
 /// Kinds of security event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,13 +155,13 @@ const LINGER: Duration = Duration::from_millis(10);
 
 impl AuditLog {
     /// Starts the writer task; it ends after every handle is dropped and the channel is drained.
-    pub fn start(pool: PgPool) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(sink: Arc<dyn AuditSink>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let batching = Batching {
             max: BATCH,
             linger: LINGER,
         };
-        let handle = tokio::spawn(write_batches(rx, batching, "audit", AuditTable { pool }));
+        let handle = tokio::spawn(write_batches(rx, batching, "audit", AuditTable { sink }));
         let recorder = Recorder::new(tx, "audit", RECORD_WAIT);
         (Self { recorder }, handle)
     }
@@ -176,20 +177,23 @@ impl AuditLog {
     }
 }
 
-/// The `audit_events` table.
+/// The batch writer's view of the store: an [`AuditSink`], whichever backend it is.
 struct AuditTable {
-    pool: PgPool,
+    sink: Arc<dyn AuditSink>,
 }
 
 impl Sink<AuditEvent> for AuditTable {
-    type Error = sqlx::Error;
-    fn write<'a>(&'a mut self, batch: &'a [AuditEvent]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(insert(&self.pool, batch))
+    type Error = AuditWriteError;
+    fn write<'a>(
+        &'a mut self,
+        batch: &'a [AuditEvent],
+    ) -> BoxFuture<'a, Result<(), AuditWriteError>> {
+        self.sink.record_batch(batch)
     }
-    fn rejects(&self, error: &sqlx::Error) -> bool {
-        postgres_rejects(error)
+    fn rejects(&self, error: &AuditWriteError) -> bool {
+        matches!(error, AuditWriteError::Rejected(_))
     }
-    fn quarantine(&mut self, e: &AuditEvent, error: &sqlx::Error) {
+    fn quarantine(&mut self, e: &AuditEvent, error: &AuditWriteError) {
         // What the row would have said, minus `detail` (free-form; its strings are the likely
         // culprit). Values are escaped by the log encoder.
         tracing::error!(
@@ -203,37 +207,4 @@ impl Sink<AuditEvent> for AuditTable {
             "audit event refused by the database; quarantined in this log"
         );
     }
-}
-
-async fn insert(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), sqlx::Error> {
-    let at: Vec<DateTime<Utc>> = batch.iter().map(|e| e.at).collect();
-    let kind: Vec<&str> = batch.iter().map(|e| e.kind.as_str()).collect();
-    let client: Vec<Option<String>> = batch.iter().map(|e| e.client_id.clone()).collect();
-    let user: Vec<Option<Uuid>> = batch.iter().map(|e| e.user_id).collect();
-    let grant: Vec<Option<Uuid>> = batch.iter().map(|e| e.grant_id).collect();
-    let ip: Vec<Option<String>> = batch.iter().map(|e| e.ip.clone()).collect();
-    let detail: Vec<Value> = batch
-        .iter()
-        .map(|e| {
-            if e.detail.is_null() {
-                Value::Object(Default::default())
-            } else {
-                e.detail.clone()
-            }
-        })
-        .collect();
-    sqlx::query(
-        "INSERT INTO audit_events (occurred_at, kind, client_id, user_id, grant_id, ip, detail) \
-         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::jsonb[])",
-    )
-    .bind(at)
-    .bind(kind)
-    .bind(client)
-    .bind(user)
-    .bind(grant)
-    .bind(ip)
-    .bind(detail)
-    .execute(pool)
-    .await?;
-    Ok(())
 }

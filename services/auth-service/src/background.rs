@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::ephemeral::ReplicaEvent;
 
 /// Loads the whole unexpired deny list before the service answers its first request.

@@ -32,7 +32,7 @@ type StoredDigest = ([u8; 32], Instant);
 /// Clients by id, cached.
 #[derive(Clone)]
 pub struct ClientRegistry {
-    store: ClientStore,
+    store: Arc<dyn ClientStore>,
     cimd: CimdFetcher,
     cache: Arc<RwLock<HashMap<String, CachedClient>>>,
     used: Arc<Mutex<HashSet<String>>>,
@@ -46,7 +46,7 @@ pub struct ClientRegistry {
 }
 
 impl ClientRegistry {
-    pub fn new(store: ClientStore, cimd: CimdFetcher) -> Self {
+    pub fn new(store: Arc<dyn ClientStore>, cimd: CimdFetcher) -> Self {
         Self {
             store,
             cimd,
@@ -70,8 +70,8 @@ impl ClientRegistry {
         self
     }
 
-    pub fn store(&self) -> &ClientStore {
-        &self.store
+    pub fn store(&self) -> &dyn ClientStore {
+        &*self.store
     }
 
     /// Finds a client: cache, then Postgres, then (for an https `client_id`) its metadata document.

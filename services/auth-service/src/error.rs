@@ -30,9 +30,8 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                StoreError::AlreadyExists
-            }
+            // Postgres 23505; SQLite's UNIQUE / PRIMARY KEY constraint codes.
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists,
             _ => StoreError::Database(e),
         }
     }

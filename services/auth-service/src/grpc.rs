@@ -16,10 +16,10 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::GrpcPermission;
 use crate::domain::token::{hash, unhex};
+use crate::state::AppState;
 use crate::tokens::TokenKind;
 
 /// One configured caller: its name, the SHA-256 of its credential, what it may call.

@@ -7,9 +7,9 @@ use mcpauth_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::app::AppState;
 use crate::config::GrpcPermission;
 use crate::grpc::Callers;
+use crate::state::AppState;
 use crate::user_admin::{self, Actor, AdminError, RevokeSummary, UserRef};
 
 pub struct Admin {

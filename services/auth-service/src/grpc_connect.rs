@@ -11,11 +11,11 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::GrpcPermission;
 use crate::domain::token::hash;
 use crate::grpc::Callers;
+use crate::state::AppState;
 use crate::store::ephemeral::ConnectTicket;
 
 pub struct Connect {

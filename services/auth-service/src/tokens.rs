@@ -38,8 +38,8 @@ pub struct TokenService {
     pub keys: KeyRing,
     pub deny: DenyList,
     access_ttl: i64,
-    grants: GrantStore,
-    revocations: RevocationStore,
+    grants: Arc<dyn GrantStore>,
+    revocations: Arc<dyn RevocationStore>,
     ephemeral: Ephemeral,
     issuer: Arc<str>,
 }
@@ -49,8 +49,8 @@ impl TokenService {
         keys: KeyRing,
         deny: DenyList,
         access_ttl: i64,
-        grants: GrantStore,
-        revocations: RevocationStore,
+        grants: Arc<dyn GrantStore>,
+        revocations: Arc<dyn RevocationStore>,
         ephemeral: Ephemeral,
         issuer: &str,
     ) -> Self {

@@ -17,11 +17,10 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::error::StoreError;
+use crate::state::AppState;
 use crate::store::revocations::{Revocation, RevocationKind};
-use crate::store::user_admin::UserAdminStore;
 
 /// How an operator names a user.
 #[derive(Debug, Clone, Default)]
@@ -100,7 +99,7 @@ fn check_field(name: &str, v: &str) -> Result<(), AdminError> {
 
 /// Finds the user `r` names.
 pub async fn resolve(state: &AppState, r: &UserRef) -> Result<Uuid, AdminError> {
-    let store = UserAdminStore::new(state.pool.clone());
+    let store = &state.user_admin;
     let user = match (&r.user_id, &r.issuer, &r.subject) {
         (Some(id), None, None) => {
             let id = Uuid::parse_str(id)
@@ -129,7 +128,7 @@ pub async fn revoke_user(
     actor: &Actor,
 ) -> Result<RevokeSummary, AdminError> {
     check_field("reason", &actor.reason)?;
-    let store = UserAdminStore::new(state.pool.clone());
+    let store = &state.user_admin;
     let now = Utc::now().timestamp();
     let cfg = &state.config.tokens;
     // Long enough to outlive every access token and authorization code issued up to now.
@@ -213,7 +212,7 @@ pub async fn set_disabled(
     actor: &Actor,
 ) -> Result<Option<RevokeSummary>, AdminError> {
     check_field("reason", &actor.reason)?;
-    let store = UserAdminStore::new(state.pool.clone());
+    let store = &state.user_admin;
     // The flag first: a code redeemed from now on sees it after creating its grant, and a grant
     // created before is found by the revocation below.
     if !store.set_disabled(user_id, disabled).await? {
@@ -242,9 +241,7 @@ pub async fn set_disabled(
 
 /// Whether the user may get an authorization code or tokens.
 pub async fn is_disabled(state: &AppState, user_id: Uuid) -> Result<bool, StoreError> {
-    UserAdminStore::new(state.pool.clone())
-        .is_disabled(user_id)
-        .await
+    state.user_admin.is_disabled(user_id).await
 }
 
 /// What `auth-service admin …` was asked to do.
@@ -266,7 +263,7 @@ pub async fn run_cli(
     action: CliAction,
 ) -> anyhow::Result<serde_json::Value> {
     let (state, audit_writer) =
-        crate::app::build_state(config, mcpauth_runtime::init_metrics()).await?;
+        crate::state::build_state(config, mcpauth_runtime::init_metrics()).await?;
     let actor = Actor {
         name: "cli".into(),
         reason: reason.to_owned(),

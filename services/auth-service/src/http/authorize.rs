@@ -15,7 +15,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::clients::LookupError;
 use crate::domain::pkce;
@@ -25,6 +24,7 @@ use crate::domain::token::{OpaqueKind, hash, hex};
 use crate::error::OAuthError;
 use crate::http::pages::{self, ConsentView};
 use crate::http::{Bucket, client_ip, form_body, parse_params, rate_limit};
+use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::ephemeral::{CodeRecord, PendingAuthorization};
 
@@ -281,7 +281,7 @@ async fn proceed(
         false
     } else {
         match state
-            .users
+            .consents
             .consented_scope(user_id, &client.client_id, &pending.resource)
             .await
         {
@@ -688,7 +688,7 @@ pub async fn consent_submit(
         .await;
     };
     if let Err(e) = state
-        .users
+        .consents
         .record_consent(
             user_id,
             &client.client_id,

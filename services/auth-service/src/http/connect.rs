@@ -12,7 +12,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::token::{hash, hex};
 use crate::http::authorize::{
@@ -20,6 +19,7 @@ use crate::http::authorize::{
 };
 use crate::http::{Bucket, client_ip, form_body, pages, rate_limit};
 use crate::login::LoginProvider;
+use crate::state::AppState;
 use crate::store::ephemeral::{ConnectTicket, UpstreamPurpose};
 
 fn gone() -> HttpResponse {

@@ -8,11 +8,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::token::hash;
 use crate::http::authorize::{SESSION_COOKIE, cookie};
 use crate::http::{client_ip, pages};
+use crate::state::AppState;
 
 /// Whether the request comes from the issuer's own origin.
 fn same_origin(state: &AppState, req: &HttpRequest) -> bool {

@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The metadata at the path-inserted URL (RFC 8414 §3.1), for an issuer with that path only.
 pub async fn authorization_server_with_path(

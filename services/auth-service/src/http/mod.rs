@@ -20,9 +20,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, web};
 
-use crate::app::AppState;
 use crate::domain::input::has_control;
 use crate::error::OAuthError;
+use crate::state::AppState;
 
 /// `/healthz`, `/readyz`, `/metrics`: on the admin listener when `admin.addr` is set, else
 /// beside the public routes.

@@ -8,7 +8,6 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::client_metadata::{self as limits, GRANTS, OPEN_GRANTS};
 use crate::domain::redirect_uri::validate_for_registration;
@@ -16,6 +15,7 @@ use crate::domain::scope::ScopeSet;
 use crate::domain::token::{OpaqueKind, hash, hash_matches};
 use crate::error::{OAuthError, StoreError};
 use crate::http::{Bucket, client_ip, rate_limit};
+use crate::state::AppState;
 use crate::store::clients::{Client, ClientSource};
 
 /// The client metadata we understand (RFC 7591 §2). Anything else is ignored.

@@ -3,12 +3,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Config;
 use crate::domain::token::{ACCESS_PREFIX, OpaqueKind, hash};
 use crate::error::OAuthError;
 use crate::http::{authenticate_client, client_ip, form_body};
+use crate::state::AppState;
 use crate::store::revocations::RevocationKind;
 use crate::tokens::{ActiveToken, TokenKind};
 

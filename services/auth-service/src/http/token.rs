@@ -5,12 +5,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::error::OAuthError;
 use crate::http::grants::{authorization_code, client_credentials, refresh_token};
 use crate::http::{
     Bucket, authenticate_client, client_ip, form_body, rate_limit, rate_limit_client,
 };
+use crate::state::AppState;
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Serialize)]

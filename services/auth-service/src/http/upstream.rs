@@ -14,7 +14,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::redirect_uri::find_match;
 use crate::domain::token::{hash, hash_matches, hex, unhex};
@@ -23,6 +22,7 @@ use crate::http::authorize::{
     Callback, client_display_name, cookie, issue_code, new_session, server_error_page,
 };
 use crate::http::{client_ip, pages, parse_params};
+use crate::state::AppState;
 use crate::store::ephemeral::{PendingAuthorization, UpstreamAuthState, UpstreamPurpose};
 use crate::upstream::{UpstreamIdentity, UpstreamProvider, UpstreamTokens};
 
@@ -394,7 +394,7 @@ async fn finish(
             }
             // The consent given before the login, now recorded for the user.
             if let Err(e) = state
-                .users
+                .consents
                 .record_consent(
                     user_id,
                     &client.client_id,

@@ -1,11 +1,20 @@
 //! Storage: Postgres is the system of record (clients, users, consents, grants, refresh-token
 //! hashes, revocations, audit); Redis holds what is short-lived or shared between replicas
 //! (pending authorizations, codes, browser sessions, rate-limit windows, event fan-out).
+//!
+//! Each durable aggregate is a narrow interface (`<aggregate>.rs`: the trait and its types) with
+//! a Postgres implementation (`<aggregate>/postgres.rs`, production) and a SQLite one
+//! (`<aggregate>/sqlite.rs`, the embedded single-process mode); [`crate::stores::Stores`]
+//! holds one of each.
 
+pub mod audit;
 pub mod clients;
+pub mod consents;
 pub mod ephemeral;
 pub mod grants;
+pub mod health;
 pub mod revocations;
+pub mod sqlite;
 pub mod user_admin;
 pub mod users;
 

@@ -1,12 +1,15 @@
 //! The revocation deny list: persisted in Postgres, held in memory on every replica, fanned out
 //! over Redis and re-synced from Postgres periodically, so that a revocation is enforced
 //! everywhere within a second and validation of an access token never touches a database.
+//! (In the embedded mode the store is SQLite and the fan-out an in-process bus.)
+
+pub mod postgres;
+pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
 
 use crate::error::StoreError;
 
@@ -26,7 +29,7 @@ pub enum RevocationKind {
 }
 
 impl RevocationKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RevocationKind::Token => "token",
             RevocationKind::Grant => "grant",
@@ -121,80 +124,22 @@ impl DenyList {
     }
 }
 
-/// Postgres access to `revocations`.
-#[derive(Clone)]
-pub struct RevocationStore {
-    pool: PgPool,
-}
-
-impl RevocationStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    pub async fn insert(&self, r: &Revocation) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO revocations (kind, id, expires_at, issued_before) VALUES ($1, $2, to_timestamp($3), $4) \
-             ON CONFLICT (kind, id) DO UPDATE SET expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at), \
-             issued_before = GREATEST(revocations.issued_before, EXCLUDED.issued_before), revoked_at = clock_timestamp()",
-        )
-        .bind(r.kind.as_str())
-        .bind(&r.id)
-        .bind(r.expires_at as f64)
-        .bind(r.issued_before)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+/// `revocations`: the persisted deny list every replica loads and re-syncs from.
+#[async_trait::async_trait]
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Records a revocation (merging with an earlier one of the same kind and id: the later
+    /// expiry and `issued_before` win, and it counts as recorded now).
+    async fn insert(&self, r: &Revocation) -> Result<(), StoreError>;
 
     /// Unexpired revocations recorded at or after `since` (all of them when `None`), and the
-    /// database clock, to use as the next watermark.
-    pub async fn since(
+    /// store's clock, to use as the next watermark.
+    async fn since(
         &self,
         since: Option<DateTime<Utc>>,
-    ) -> Result<(Vec<Revocation>, DateTime<Utc>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind, id, extract(epoch FROM expires_at)::bigint AS exp, issued_before, clock_timestamp() AS now FROM revocations \
-             WHERE expires_at > now() AND ($1::timestamptz IS NULL OR revoked_at >= $1)",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let kind = match row.try_get::<&str, _>("kind")? {
-                "token" => RevocationKind::Token,
-                "client" => RevocationKind::Client,
-                "user" => RevocationKind::User,
-                _ => RevocationKind::Grant,
-            };
-            out.push(Revocation {
-                kind,
-                id: row.try_get("id")?,
-                expires_at: row.try_get("exp")?,
-                issued_before: row.try_get("issued_before")?,
-            });
-        }
-        let now = match rows.first() {
-            Some(r) => r.try_get("now")?,
-            None => {
-                sqlx::query_scalar("SELECT clock_timestamp()")
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-        };
-        Ok((out, now))
-    }
+    ) -> Result<(Vec<Revocation>, DateTime<Utc>), StoreError>;
 
-    /// Deletes rows whose tokens have all expired.
-    pub async fn sweep(&self) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM revocations WHERE expires_at < now()")
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
+    /// Deletes rows whose tokens have all expired; returns how many.
+    async fn sweep(&self) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

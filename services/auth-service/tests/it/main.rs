@@ -23,6 +23,7 @@ mod registration_policy;
 mod revocation;
 mod sealing;
 mod smoke;
+mod store_conformance;
 mod token;
 mod upstream;
 mod upstream_harness;

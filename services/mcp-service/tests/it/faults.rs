@@ -502,7 +502,11 @@ async fn the_stack_survives_a_postgres_restart_then_a_redis_restart_under_load()
     )
     .await;
     let s = e.stack();
-    let auth_pool = s.auth.as_ref().unwrap().state.pool.clone();
+    // auth-service's own database, read directly (its stores are behind interfaces).
+    let auth_pool =
+        sqlx::PgPool::connect(s.auth.as_ref().unwrap().state.config.database.url.expose())
+            .await
+            .unwrap();
     let vault_admin = e.vault().http_addr.expect("token-vault's admin listener");
 
     // The user, their stored upstream credential, the refresh clients.

@@ -7,12 +7,12 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::pkce;
 use crate::domain::token::{OpaqueKind, hash};
 use crate::error::OAuthError;
 use crate::http::token::TokenResponse;
+use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::ephemeral::CodeRedemption;
 use crate::store::grants::Grant;

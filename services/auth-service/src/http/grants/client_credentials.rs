@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::error::OAuthError;
 use crate::http::token::TokenResponse;
+use crate::state::AppState;
 use crate::store::clients::Client;
 
 pub async fn handle(

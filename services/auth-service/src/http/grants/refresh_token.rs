@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::scope::ScopeSet;
 use crate::domain::token::{OpaqueKind, hash};
 use crate::error::OAuthError;
 use crate::http::token::TokenResponse;
+use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::grants::{RefreshOutcome, RefreshRequest};
 
