@@ -329,9 +329,11 @@ fn is_json_content_type(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cimd::test_support::{cfg, doc, init_tls, ip, json_ok, response, serve, serve_docs};
+    use crate::cimd::test_support::{
+        TestServer, cfg, doc, init_tls, ip, json_ok, response, serve, serve_docs,
+    };
     use serde_json::Value;
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -539,11 +541,21 @@ mod tests {
     #[tokio::test]
     async fn fetch_slots_are_shared_fairly_and_waited_for_boundedly() {
         init_tls();
-        let slow = serve("127.0.0.1", |_, _| None).await;
-        let port = slow.base.rsplit(':').next().expect("port").to_owned();
-        let lo: &[IpAddr] = &[ip("127.0.0.1")];
+        // One slow server per host, each on an address of its own (names on one address share
+        // that address's slots).
+        let mut slow = Vec::new();
+        for i in 1..=5 {
+            slow.push(serve(&format!("127.0.0.{i}"), |_, _| None).await);
+        }
         let names: Vec<String> = (0..5).map(|i| format!("slow{i}.localhost")).collect();
-        let hosts: Vec<(&str, &[IpAddr])> = names.iter().map(|n| (n.as_str(), lo)).collect();
+        let addrs: Vec<[IpAddr; 1]> = (1..=5).map(|i| [ip(&format!("127.0.0.{i}"))]).collect();
+        let hosts: Vec<(&str, &[IpAddr])> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(n, a)| (n.as_str(), &a[..]))
+            .collect();
+        let url =
+            |h: usize, path: &str| format!("http://{}:{}/{path}", names[h], port_of(&slow[h]));
         let f = CimdFetcher::with_test_hosts(
             &CimdConfig {
                 // Far longer than the test: the slots stay taken however slow this machine is.
@@ -555,25 +567,25 @@ mod tests {
         );
         // 4 hosts x 4 fetches take all 16 slots.
         let mut held = Vec::new();
-        for n in &names[..4] {
+        for h in 0..4 {
             for i in 0..MAX_FETCHES_PER_HOST {
-                let (f, u) = (f.clone(), format!("http://{n}:{port}/held{i}"));
+                let (f, u) = (f.clone(), url(h, &format!("held{i}")));
                 held.push(tokio::spawn(async move { f.fetch(&u).await }));
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         // A fifth fetch to a busy host is refused at once, not queued behind it.
         let started = Instant::now();
-        let r = f.fetch(&format!("http://{}:{port}/fifth", names[0])).await;
+        let r = f.fetch(&url(0, "fifth")).await;
         assert!(matches!(r, Err(CimdError::Busy)), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
         // Another host waits for a slot no longer than queue_wait_ms, then gives up.
         let started = Instant::now();
-        let r = f.fetch(&format!("http://{}:{port}/queued", names[4])).await;
+        let r = f.fetch(&url(4, "queued")).await;
         assert!(matches!(r, Err(CimdError::Busy)), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
         // Busy is about this server, not the document: not remembered.
-        assert!(!f.is_cached(&format!("http://{}:{port}/queued", names[4])));
+        assert!(!f.is_cached(&url(4, "queued")));
         for h in held {
             h.abort();
         }
@@ -586,8 +598,12 @@ mod tests {
         // 600 ms after it is asked. A deadline counted from the start of the wait (the old
         // behaviour) ends at ~1.5 s, before the answer at ~1.5 + 0.6 s; a deadline of its own
         // starts when the slot is free.
-        let slow = serve("127.0.0.1", |_, _| None).await;
-        let sport = slow.base.rsplit(':').next().expect("port").to_owned();
+        // The holding hosts each on an address of their own (names on one address share that
+        // address's slots).
+        let mut slow = Vec::new();
+        for i in 11..=14 {
+            slow.push(serve(&format!("127.0.0.{i}"), |_, _| None).await);
+        }
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(async move {
@@ -604,7 +620,12 @@ mod tests {
         });
         let lo: &[IpAddr] = &[ip("127.0.0.1")];
         let names: Vec<String> = (0..4).map(|i| format!("hold{i}.localhost")).collect();
-        let mut hosts: Vec<(&str, &[IpAddr])> = names.iter().map(|n| (n.as_str(), lo)).collect();
+        let addrs: Vec<[IpAddr; 1]> = (11..=14).map(|i| [ip(&format!("127.0.0.{i}"))]).collect();
+        let mut hosts: Vec<(&str, &[IpAddr])> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(n, a)| (n.as_str(), &a[..]))
+            .collect();
         hosts.push(("late.localhost", lo));
         let holder = CimdConfig {
             timeout_ms: 1500,
@@ -613,9 +634,9 @@ mod tests {
         };
         let f = CimdFetcher::with_test_hosts(&holder, &hosts);
         let mut held = Vec::new();
-        for n in &names {
+        for (n, s) in names.iter().zip(&slow) {
             for i in 0..MAX_FETCHES_PER_HOST {
-                let (f, u) = (f.clone(), format!("http://{n}:{sport}/held{i}"));
+                let (f, u) = (f.clone(), format!("http://{n}:{}/held{i}", port_of(s)));
                 held.push(tokio::spawn(async move { f.fetch(&u).await }));
             }
         }
@@ -664,5 +685,160 @@ mod tests {
             .await
             .expect("fetched via pinned address");
         assert_eq!(d.client_id, format!("http://pinned.localhost:{port}/c"));
+    }
+
+    // ---- one host's share is counted by what a fetch really goes to (issue 12, finding (c)) ----
+
+    /// Fetches every URL at once, then waits until each fetch has either reached a server (its
+    /// request arrived) or been refused as busy, or failed otherwise. Returns those three counts;
+    /// the fetches still in flight are dropped.
+    async fn reached_busy_other(
+        f: &CimdFetcher,
+        urls: &[String],
+        servers: &[&TestServer],
+    ) -> (usize, usize, usize) {
+        let busy = Arc::new(AtomicUsize::new(0));
+        let other = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = urls
+            .iter()
+            .map(|u| {
+                let (f, u, busy, other) = (f.clone(), u.clone(), busy.clone(), other.clone());
+                tokio::spawn(async move {
+                    match f.fetch(&u).await {
+                        Err(CimdError::Busy) => busy.fetch_add(1, Ordering::SeqCst),
+                        _ => other.fetch_add(1, Ordering::SeqCst),
+                    };
+                })
+            })
+            .collect();
+        let reached = || servers.iter().map(|s| s.hits.load(Ordering::SeqCst)).sum();
+        let counts = || {
+            (
+                reached(),
+                busy.load(Ordering::SeqCst),
+                other.load(Ordering::SeqCst),
+            )
+        };
+        loop {
+            let (r, b, o) = counts();
+            if r + b + o >= urls.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let c = counts();
+        for t in tasks {
+            t.abort();
+        }
+        c
+    }
+
+    fn port_of(s: &TestServer) -> String {
+        s.base.rsplit(':').next().expect("port").to_owned()
+    }
+
+    /// Config for the share tests: fetches that hang far longer than any test, a short wait.
+    fn holding() -> CimdConfig {
+        CimdConfig {
+            timeout_ms: 60_000,
+            queue_wait_ms: 300,
+            ..cfg(true)
+        }
+    }
+
+    #[tokio::test]
+    async fn subdomains_of_one_name_on_one_address_take_one_hosts_share() {
+        init_tls();
+        // Attack: every subdomain of the attacker's domain, all served by one slow server, each
+        // counted as a host of its own, took all 16 slots and left none for anybody else.
+        let slow = serve("127.0.0.1", |_, _| None).await;
+        let other = serve("127.0.0.2", |path, base| {
+            let port = base.rsplit(':').next().unwrap_or_default();
+            let url = format!("http://other.localhost:{port}{path}");
+            Some(json_ok(&doc(&url).to_string(), &[]))
+        })
+        .await;
+        let lo: &[IpAddr] = &[ip("127.0.0.1")];
+        let lo2: &[IpAddr] = &[ip("127.0.0.2")];
+        let names: Vec<String> = (0..MAX_CONCURRENT_FETCHES)
+            .map(|i| format!("s{i}.evil.localhost"))
+            .collect();
+        let mut hosts: Vec<(&str, &[IpAddr])> = names.iter().map(|n| (n.as_str(), lo)).collect();
+        hosts.push(("other.localhost", lo2));
+        let f = CimdFetcher::with_test_hosts(&holding(), &hosts);
+        let urls: Vec<String> = names
+            .iter()
+            .map(|n| format!("http://{n}:{}/c", port_of(&slow)))
+            .collect();
+        let (reached, busy, other_errors) = reached_busy_other(&f, &urls, &[&slow]).await;
+        println!(
+            "{} subdomains on one address: {reached} fetches reached the server, {busy} refused as busy, {other_errors} other",
+            urls.len()
+        );
+        assert_eq!(
+            (reached, busy, other_errors),
+            (MAX_FETCHES_PER_HOST, urls.len() - MAX_FETCHES_PER_HOST, 0),
+            "one host's share at most"
+        );
+        // The other slots stay free for everybody else.
+        let r = f
+            .fetch(&format!("http://other.localhost:{}/c", port_of(&other)))
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn names_of_one_domain_on_many_addresses_take_one_share() {
+        init_tls();
+        // Before any address is known: every name of one domain counts against that domain.
+        let mut servers = Vec::new();
+        for i in 0..8 {
+            servers.push(serve(&format!("127.0.0.{}", 20 + i), |_, _| None).await);
+        }
+        let names: Vec<String> = (0..8).map(|i| format!("h{i}.evil.localhost")).collect();
+        let addrs: Vec<[IpAddr; 1]> = (0..8)
+            .map(|i| [ip(&format!("127.0.0.{}", 20 + i))])
+            .collect();
+        let hosts: Vec<(&str, &[IpAddr])> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(n, a)| (n.as_str(), &a[..]))
+            .collect();
+        let f = CimdFetcher::with_test_hosts(&holding(), &hosts);
+        let urls: Vec<String> = names
+            .iter()
+            .zip(&servers)
+            .map(|(n, s)| format!("http://{n}:{}/c", port_of(s)))
+            .collect();
+        let refs: Vec<&TestServer> = servers.iter().collect();
+        let (reached, busy, other) = reached_busy_other(&f, &urls, &refs).await;
+        println!(
+            "8 names of one domain on 8 addresses: {reached} reached, {busy} busy, {other} other"
+        );
+        assert_eq!(
+            (reached, busy, other),
+            (MAX_FETCHES_PER_HOST, 8 - MAX_FETCHES_PER_HOST, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn many_domains_on_one_address_take_one_share() {
+        init_tls();
+        // Once resolved: every name served from one address counts against that address.
+        let slow = serve("127.0.0.30", |_, _| None).await;
+        let addr: &[IpAddr] = &[ip("127.0.0.30")];
+        let names: Vec<String> = (0..8).map(|i| format!("evil{i}.localhost")).collect();
+        let hosts: Vec<(&str, &[IpAddr])> = names.iter().map(|n| (n.as_str(), addr)).collect();
+        let f = CimdFetcher::with_test_hosts(&holding(), &hosts);
+        let urls: Vec<String> = names
+            .iter()
+            .map(|n| format!("http://{n}:{}/c", port_of(&slow)))
+            .collect();
+        let (reached, busy, other) = reached_busy_other(&f, &urls, &[&slow]).await;
+        println!("8 domains on one address: {reached} reached, {busy} busy, {other} other");
+        assert_eq!(
+            (reached, busy, other),
+            (MAX_FETCHES_PER_HOST, 8 - MAX_FETCHES_PER_HOST, 0)
+        );
     }
 }
