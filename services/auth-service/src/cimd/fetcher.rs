@@ -4,9 +4,7 @@
 //! own for each fetch.
 
 use std::collections::HashMap;
-#[cfg(test)]
-use std::net::IpAddr;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +19,55 @@ use crate::config::CimdConfig;
 
 /// Fetches in flight at once across the process; more wait up to `cimd.queue_wait_ms`.
 pub const MAX_CONCURRENT_FETCHES: usize = 16;
-/// Fetches in flight at once to one host; another one to that host is refused at once.
+/// Fetches in flight at once to one host; another one to that host is refused at once. A host is
+/// what a fetch really goes to, counted twice over ([`SlotKey`]): the name's domain before it is
+/// resolved, and the address it connects to once it is. So neither the many names of one domain
+/// nor the many domains of one server take more than this share of [`MAX_CONCURRENT_FETCHES`].
 pub const MAX_FETCHES_PER_HOST: usize = 4;
+
+/// What a share of [`MAX_FETCHES_PER_HOST`] fetch slots is counted against. Keying by the exact
+/// host name let one party, who can name as many subdomains of its domain as it likes, each
+/// resolving to its one slow server, take every slot (issue 12).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SlotKey {
+    /// The last two labels of the host name (an address literal as it is): every name of one
+    /// domain counts here, whatever it resolves to, so a domain's owner cannot escape its share
+    /// by pointing names at many addresses. Without a public suffix list, domains under a
+    /// multi-label public suffix (`co.uk`, `github.io`) count as one: that costs them fairness
+    /// only among themselves, and only while their fetches overlap; any finer cut without the
+    /// list (dropping only the first label) the attacker escapes by adding labels.
+    Domain(String),
+    /// The first approved address, which the connection tries first (IPv6 by its /64, which one
+    /// machine commonly holds whole). Only the first: counting every listed address would let a
+    /// name that lists other parties' addresses behind its own take their shares too.
+    Address(IpAddr),
+}
+
+impl SlotKey {
+    fn domain(url: &Url) -> Self {
+        match url.host() {
+            Some(Host::Domain(d)) => {
+                let d = d.trim_end_matches('.');
+                let last_two = match d.rmatch_indices('.').nth(1) {
+                    Some((i, _)) => &d[i + 1..],
+                    None => d,
+                };
+                SlotKey::Domain(last_two.to_owned())
+            }
+            _ => SlotKey::Domain(url.host_str().unwrap_or_default().to_owned()),
+        }
+    }
+
+    fn address(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let net = u128::from(v6) & !u128::from(u64::MAX);
+                SlotKey::Address(IpAddr::V6(Ipv6Addr::from(net)))
+            }
+            v4 => SlotKey::Address(v4),
+        }
+    }
+}
 
 /// Fetches, validates and caches Client ID Metadata Documents. Cheap to clone; shares its cache.
 #[derive(Clone)]
@@ -36,8 +81,8 @@ pub(super) struct Inner {
     /// Recent failures by URL, remembered for `cfg.failure_cache_secs`.
     pub(super) failures: Mutex<HashMap<String, (CimdError, Instant)>>,
     permits: tokio::sync::Semaphore,
-    /// Fetches in flight per host.
-    per_host: Mutex<HashMap<String, usize>>,
+    /// Fetches in flight per domain and per address.
+    per_host: Mutex<HashMap<SlotKey, usize>>,
     /// Tests pin host names to addresses without touching system DNS.
     #[cfg(test)]
     test_hosts: HashMap<String, Vec<IpAddr>>,
@@ -119,7 +164,7 @@ impl CimdFetcher {
             return Err(e);
         }
 
-        let result = self.fetch_queued(&url, &host).await;
+        let result = self.fetch_queued(&url).await;
         match result {
             Ok((doc, ttl)) => {
                 let cache_secs = ttl.map_or(0, |t| t.as_secs());
@@ -141,15 +186,15 @@ impl CimdFetcher {
         }
     }
 
-    /// Waits (bounded) for a fetch slot and this host's share, then fetches with a deadline of
-    /// its own.
+    /// Takes a slot of the name's domain (refused at once when its share is taken), waits
+    /// (bounded) for a fetch slot, then fetches with a deadline of its own.
     async fn fetch_queued(
         &self,
         url: &Url,
-        host: &str,
     ) -> Result<(ClientMetadataDocument, Option<Duration>), CimdError> {
         let cfg = &self.inner.cfg;
-        let _host_slot = HostSlot::take(&self.inner, host).ok_or(CimdError::Busy)?;
+        let _domain_slot =
+            HostSlot::take(&self.inner, SlotKey::domain(url)).ok_or(CimdError::Busy)?;
         let queue_wait = Duration::from_millis(cfg.queue_wait_ms);
         let _permit = match tokio::time::timeout(queue_wait, self.inner.permits.acquire()).await {
             Ok(Ok(p)) => p,
@@ -172,6 +217,10 @@ impl CimdFetcher {
     ) -> Result<(ClientMetadataDocument, Option<Duration>), CimdError> {
         let cfg = &self.inner.cfg;
         let addrs = self.vetted_addrs(url).await?;
+        // The address's share, refused at once when taken: names of many domains on one server.
+        let first = addrs.first().ok_or(CimdError::Resolve)?;
+        let _address_slot =
+            HostSlot::take(&self.inner, SlotKey::address(first.ip())).ok_or(CimdError::Busy)?;
 
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -263,24 +312,21 @@ impl CimdFetcher {
     }
 }
 
-/// One of a host's [`MAX_FETCHES_PER_HOST`] fetch slots, given back on drop.
+/// One of a domain's or an address's [`MAX_FETCHES_PER_HOST`] fetch slots, given back on drop.
 struct HostSlot<'a> {
     inner: &'a Inner,
-    host: String,
+    host: SlotKey,
 }
 
 impl<'a> HostSlot<'a> {
-    fn take(inner: &'a Inner, host: &str) -> Option<Self> {
+    fn take(inner: &'a Inner, host: SlotKey) -> Option<Self> {
         let mut hosts = inner.per_host.lock().unwrap_or_else(|e| e.into_inner());
-        let n = hosts.entry(host.to_owned()).or_default();
+        let n = hosts.entry(host.clone()).or_default();
         if *n >= MAX_FETCHES_PER_HOST {
             return None;
         }
         *n += 1;
-        Some(Self {
-            inner,
-            host: host.to_owned(),
-        })
+        Some(Self { inner, host })
     }
 }
 
@@ -840,5 +886,22 @@ mod tests {
             (reached, busy, other),
             (MAX_FETCHES_PER_HOST, 8 - MAX_FETCHES_PER_HOST, 0)
         );
+    }
+
+    #[test]
+    fn slot_keys_group_a_domain_and_an_address() {
+        let domain = |u: &str| SlotKey::domain(&Url::parse(u).expect(u));
+        let d = |s: &str| SlotKey::Domain(s.to_owned());
+        assert_eq!(domain("https://evil.example/c"), d("evil.example"));
+        assert_eq!(domain("https://a.b.c.evil.example/c"), d("evil.example"));
+        assert_eq!(domain("https://a.evil.example./c"), d("evil.example"));
+        assert_eq!(domain("http://localhost:1/c"), d("localhost"));
+        assert_eq!(domain("https://93.184.216.34/c"), d("93.184.216.34"));
+        assert_eq!(domain("https://[2606:4700::1]/c"), d("[2606:4700::1]"));
+        let a = |s: &str| SlotKey::address(ip(s));
+        assert_eq!(a("93.184.216.34"), a("::ffff:93.184.216.34"));
+        assert_ne!(a("93.184.216.34"), a("93.184.216.35"));
+        assert_eq!(a("2606:4700:1:2::1"), a("2606:4700:1:2:ffff::9"));
+        assert_ne!(a("2606:4700:1:2::1"), a("2606:4700:1:3::1"));
     }
 }

@@ -17,8 +17,9 @@
 //!   `cimd.failure_cache_secs` (a URL that failed is not fetched again meanwhile: a broken or
 //!   hostile host costs one fetch per interval, however often it is named);
 //! - waits at most `cimd.queue_wait_ms` for one of [`MAX_CONCURRENT_FETCHES`] slots, allows at most
-//!   [`MAX_FETCHES_PER_HOST`] of them to one host, and gives each fetch its own `cimd.timeout_ms`
-//!   from when it starts, so a slow host cannot starve the others nor make queued lookups time out;
+//!   [`MAX_FETCHES_PER_HOST`] of them to one host (counted by domain and by address), and gives
+//!   each fetch its own `cimd.timeout_ms` from when it starts, so a slow host cannot starve the
+//!   others nor make queued lookups time out;
 //! - answers every network-level failure (resolution, a forbidden address, connection, timeout,
 //!   a broken body) with one generic message: which one happened, and any address, goes only to
 //!   the log, so the error is no probe of the server's network.
