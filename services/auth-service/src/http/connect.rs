@@ -14,9 +14,7 @@ use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::token::{hash, hex};
-use crate::http::authorize::{
-    BROWSER_COOKIE, cookie, new_session, server_error_page, session_user,
-};
+use crate::http::browser::{BROWSER_COOKIE, cookie, new_session, server_error_page, session_user};
 use crate::http::{Bucket, client_ip, form_body, pages, rate_limit};
 use crate::login::LoginProvider;
 use crate::state::AppState;

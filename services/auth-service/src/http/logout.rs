@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::token::hash;
-use crate::http::authorize::{SESSION_COOKIE, cookie};
+use crate::http::browser::{SESSION_COOKIE, cookie};
 use crate::http::{client_ip, pages};
 use crate::state::AppState;
 
@@ -43,7 +43,7 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
         }
         if let Err(e) = state.ephemeral.delete_session(&h).await {
             tracing::error!(error = %e, "logout: could not delete the session");
-            return crate::http::authorize::server_error_page(e);
+            return crate::http::browser::server_error_page(e);
         }
     }
     let mut event = AuditEvent::new(AuditKind::SessionLoggedOut).ip(client_ip(&state, &req));

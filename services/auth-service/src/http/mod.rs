@@ -2,8 +2,11 @@
 //! in the shapes RFC 6749, 7591, 7592, 7009, 7662, 8414 and 9207 prescribe.
 
 mod authorize;
+mod browser;
 mod connect;
+mod consent;
 mod grants;
+mod login;
 mod logout;
 mod metadata;
 mod ops;
@@ -49,11 +52,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/register/{client_id}", web::put().to(register::update))
     .route("/register/{client_id}", web::delete().to(register::delete))
     .route("/authorize", web::get().to(authorize::authorize))
-    .route("/login", web::get().to(authorize::login_page))
-    .route("/login", web::post().to(authorize::login_submit))
+    .route("/login", web::get().to(login::login_page))
+    .route("/login", web::post().to(login::login_submit))
     .route("/logout", web::post().to(logout::logout))
-    .route("/consent", web::get().to(authorize::consent_page))
-    .route("/consent", web::post().to(authorize::consent_submit))
+    .route("/consent", web::get().to(consent::consent_page))
+    .route("/consent", web::post().to(consent::consent_submit))
     .route("/upstream/callback", web::get().to(upstream::callback))
     .route("/connect/{ticket}", web::get().to(connect::show))
     .route("/connect/{ticket}", web::post().to(connect::submit))

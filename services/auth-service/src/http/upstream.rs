@@ -18,7 +18,7 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::redirect_uri::find_match;
 use crate::domain::token::{hash, hash_matches, hex, unhex};
 use crate::error::OAuthError;
-use crate::http::authorize::{
+use crate::http::browser::{
     Callback, client_display_name, cookie, issue_code, new_session, server_error_page,
 };
 use crate::http::{client_ip, pages, parse_params};
