@@ -131,6 +131,7 @@ impl AppState {
         self.clients.invalidate(client_id);
         if let Err(e) = self
             .ephemeral
+            .events
             .publish(&ReplicaEvent::ClientChanged(client_id.to_owned()))
             .await
         {
@@ -208,7 +209,8 @@ pub async fn build_state(
         config.redis.pool_size,
     )
     .await?;
-    let ephemeral = Ephemeral::new(redis, &config.redis.key_prefix);
+    let bus = mcpauth_runtime::bus::RedisBus::new(redis_client.clone(), redis.clone());
+    let ephemeral = Ephemeral::redis(redis, &config.redis.key_prefix, Arc::new(bus));
     let keys = if config.tokens.keys.is_empty() {
         tracing::warn!(
             "dev mode: no token keys configured, using an ephemeral key (tokens die with the process)"
@@ -242,8 +244,10 @@ pub async fn build_state(
         ephemeral.clone(),
         &config.issuer,
     );
-    let rate_limiter =
-        crate::ratelimit::RateLimiter::new(ephemeral.clone(), config.rate_limit.window_secs);
+    let rate_limiter = crate::ratelimit::RateLimiter::new(
+        ephemeral.rate_limits.clone(),
+        config.rate_limit.window_secs,
+    );
     let clients = ClientRegistry::new(
         ClientStore::new(pool.clone()),
         CimdFetcher::new(&config.cimd),
@@ -322,7 +326,7 @@ pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Run
     let mut tasks = crate::background::spawn(&state, shutdown_rx.clone());
     tasks.push(mcpauth_runtime::pool_metrics::spawn(
         Some(state.pool.clone()),
-        Some(state.ephemeral.pool().clone()),
+        state.ephemeral.pool().cloned(),
     ));
 
     let http_listener = std::net::TcpListener::bind(state.config.http.addr).map_err(|e| {
