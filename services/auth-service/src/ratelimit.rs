@@ -8,6 +8,9 @@
 //! in one flush interval beyond the shared limit — a few requests against a limit of thousands.
 //! A replica's first request in a window reads the shared count first, so a fresh replica does
 //! not start from zero.
+//!
+//! The counts live behind [`RateLimitCounters`]: Redis in production, this process's memory in
+//! the embedded single-process mode (one replica, same windows).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
