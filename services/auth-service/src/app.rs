@@ -85,7 +85,7 @@ pub async fn start_with(
     let mut tasks = crate::background::spawn(&state, shutdown_rx.clone());
     tasks.push(mcpauth_runtime::pool_metrics::spawn(
         postgres_pool,
-        Some(state.ephemeral.pool().clone()),
+        state.ephemeral.pool().cloned(),
     ));
 
     let http_listener = std::net::TcpListener::bind(state.config.http.addr).map_err(|e| {

@@ -1,7 +1,7 @@
 //! Background work of every replica: keeping the revocation deny list and client cache in step
 //! with the other replicas, recording client use, and sweeping expired rows.
 
-use mcpauth_runtime::pubsub::{ChannelEvent, follow_channel};
+use mcpauth_runtime::bus::{self, ChannelEvent};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,16 +31,17 @@ pub fn spawn(state: &AppState, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
     ]
 }
 
-/// Applies revocations and client changes published by other replicas (Redis pub/sub),
-/// reconnecting with backoff. Anything missed meanwhile arrives through `resync_revocations`.
+/// Applies revocations and client changes published by other replicas (on the event bus: Redis
+/// pub/sub, reconnecting with backoff). Anything missed meanwhile arrives through
+/// `resync_revocations`.
 async fn listen_events(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let channel = state.ephemeral.events_channel();
+    let events = state.ephemeral.events.clone();
     let stop = async move {
         let _ = shutdown.changed().await;
     };
-    follow_channel(
-        state.redis.clone(),
-        &channel,
+    bus::follow(
+        events.bus(),
+        events.channel(),
         "replica events",
         stop,
         |event| {
@@ -88,7 +89,7 @@ async fn resync_revocations(state: AppState, mut shutdown: watch::Receiver<bool>
         }
         // Verification caches elsewhere (mcp-service, token-vault) know revocations only
         // from the channel: after a failed publish they are told to forget everything.
-        if let Err(e) = state.ephemeral.publish_owed_resync().await {
+        if let Err(e) = state.ephemeral.events.publish_owed_resync().await {
             tracing::warn!(error = %e, "resync of replica events still owed");
         }
         state.tokens.deny.purge(Utc::now().timestamp());

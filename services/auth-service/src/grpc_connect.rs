@@ -102,7 +102,8 @@ impl UpstreamConnect for Connect {
         };
         self.state
             .ephemeral
-            .put_connect_ticket(&hash(&ticket), &record, ttl)
+            .connect_tickets
+            .put(&hash(&ticket), &record, ttl)
             .await
             .map_err(unavailable)?;
         self.state

@@ -8,12 +8,15 @@
 //! in one flush interval beyond the shared limit — a few requests against a limit of thousands.
 //! A replica's first request in a window reads the shared count first, so a fresh replica does
 //! not start from zero.
+//!
+//! The counts live behind [`RateLimitCounters`]: Redis in production, this process's memory in
+//! the embedded single-process mode (one replica, same windows).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::ephemeral::Ephemeral;
+use crate::store::ephemeral::RateLimitCounters;
 
 /// Limits below this many requests per window are counted exactly in Redis.
 pub const EXACT_BELOW: u64 = 1_000;
@@ -43,15 +46,15 @@ type Key = (&'static str, String, u64);
 /// The limiter of one replica.
 #[derive(Clone)]
 pub struct RateLimiter {
-    ephemeral: Ephemeral,
+    counters: Arc<dyn RateLimitCounters>,
     window_secs: u64,
     local: Arc<Mutex<HashMap<Key, Window>>>,
 }
 
 impl RateLimiter {
-    pub fn new(ephemeral: Ephemeral, window_secs: u64) -> Self {
+    pub fn new(counters: Arc<dyn RateLimitCounters>, window_secs: u64) -> Self {
         Self {
-            ephemeral,
+            counters,
             window_secs: window_secs.max(1),
             local: Arc::default(),
         }
@@ -70,8 +73,8 @@ impl RateLimiter {
         let retry = ((window + 1) * self.window_secs - now_secs).max(1);
         if limit < EXACT_BELOW {
             return match self
-                .ephemeral
-                .count_request(bucket, subject, window, self.window_secs)
+                .counters
+                .count(bucket, subject, window, self.window_secs)
                 .await
             {
                 Ok(n) if n > limit => Verdict::Deny(retry),
@@ -92,7 +95,7 @@ impl RateLimiter {
             // First request of this window on this replica: learn what the other replicas have
             // counted already, so that a fresh replica does not start from zero.
             let seen = match self
-                .ephemeral
+                .counters
                 .requests_counted(bucket, subject, window)
                 .await
             {
@@ -122,8 +125,8 @@ impl RateLimiter {
         let window = now_secs / self.window_secs;
         if limit < EXACT_BELOW {
             if let Err(e) = self
-                .ephemeral
-                .uncount_request(bucket, subject, window, self.window_secs)
+                .counters
+                .uncount(bucket, subject, window, self.window_secs)
                 .await
             {
                 tracing::warn!(error = %e, bucket, "rate limit refund failed");
@@ -160,7 +163,7 @@ impl RateLimiter {
             .iter()
             .map(|((b, s, w), n)| (*b, s.as_str(), *w, *n))
             .collect();
-        match self.ephemeral.add_requests(&items, self.window_secs).await {
+        match self.counters.add(&items, self.window_secs).await {
             Ok(totals) => {
                 let mut local = self.local.lock().expect("rate limiter lock");
                 for ((key, n), total) in batch.into_iter().zip(totals) {

@@ -43,8 +43,6 @@ pub struct AppState {
     pub login: LoginProvider,
     /// The durable store as a whole (readiness).
     pub durable: Arc<dyn Durable>,
-    /// The Redis client (plain or TLS as configured) pub/sub subscriptions are made from.
-    pub redis: redis::Client,
     pub metrics: MetricsHandle,
     pub rate_limiter: crate::ratelimit::RateLimiter,
     /// Configured upstream providers (login delegation and the connect flow).
@@ -134,6 +132,7 @@ impl AppState {
         self.clients.invalidate(client_id);
         if let Err(e) = self
             .ephemeral
+            .events
             .publish(&ReplicaEvent::ClientChanged(client_id.to_owned()))
             .await
         {
@@ -158,14 +157,20 @@ pub async fn build_state_with(
     metrics: MetricsHandle,
 ) -> anyhow::Result<(AppState, JoinHandle<()>)> {
     let config = Arc::new(config);
-    let (redis_client, redis) = mcpauth_runtime::start_redis(
-        "redis",
-        config.redis.url.expose(),
-        config.redis.tls.as_ref(),
-        config.redis.pool_size,
-    )
-    .await?;
-    let ephemeral = Ephemeral::new(redis, &config.redis.key_prefix);
+    let ephemeral = match stores.ephemeral.clone() {
+        Some(ephemeral) => ephemeral,
+        None => {
+            let (redis_client, redis) = mcpauth_runtime::start_redis(
+                "redis",
+                config.redis.url.expose(),
+                config.redis.tls.as_ref(),
+                config.redis.pool_size,
+            )
+            .await?;
+            let bus = mcpauth_runtime::bus::RedisBus::new(redis_client, redis.clone());
+            Ephemeral::redis(redis, &config.redis.key_prefix, Arc::new(bus))
+        }
+    };
     let keys = if config.tokens.keys.is_empty() {
         tracing::warn!(
             "dev mode: no token keys configured, using an ephemeral key (tokens die with the process)"
@@ -199,8 +204,10 @@ pub async fn build_state_with(
         ephemeral.clone(),
         &config.issuer,
     );
-    let rate_limiter =
-        crate::ratelimit::RateLimiter::new(ephemeral.clone(), config.rate_limit.window_secs);
+    let rate_limiter = crate::ratelimit::RateLimiter::new(
+        ephemeral.rate_limits.clone(),
+        config.rate_limit.window_secs,
+    );
     let clients = ClientRegistry::new(stores.clients.clone(), CimdFetcher::new(&config.cimd))
         .with_cimd_limits(
             config
@@ -259,7 +266,6 @@ pub async fn build_state_with(
             .map(crate::vault::VaultClient::new)
             .transpose()?,
         durable: stores.durable.clone(),
-        redis: redis_client,
         metrics,
         supported_scopes: supported,
         drain: mcpauth_runtime::Drain::default(),

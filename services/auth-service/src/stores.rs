@@ -17,6 +17,7 @@ use crate::store::clients::ClientStore;
 use crate::store::clients::postgres::PgClientStore;
 use crate::store::clients::sqlite::SqliteClientStore;
 use crate::store::consents::ConsentStore;
+use crate::store::ephemeral::Ephemeral;
 use crate::store::consents::postgres::PgConsentStore;
 use crate::store::consents::sqlite::SqliteConsentStore;
 use crate::store::grants::GrantStore;
@@ -52,6 +53,10 @@ pub struct Stores {
     /// The Postgres pool behind the production stores, for the connection-pool gauges; `None`
     /// in the embedded mode.
     pub postgres_pool: Option<PgPool>,
+    /// The short-lived state (pending authorizations, codes, sessions, rate-limit counts,
+    /// replica events). `None`: Redis as configured (`redis.*`), connected at startup; the
+    /// embedded mode gives the in-process stores.
+    pub ephemeral: Option<Ephemeral>,
 }
 
 impl Stores {
@@ -67,6 +72,7 @@ impl Stores {
             audit: Arc::new(PgAuditSink::new(pool.clone())),
             durable: Arc::new(PgDurable::new(pool.clone())),
             postgres_pool: Some(pool),
+            ephemeral: None,
         }
     }
 
@@ -92,16 +98,15 @@ impl Stores {
             audit: Arc::new(SqliteAuditSink::new(pool.clone())),
             durable: Arc::new(SqliteDurable::new(pool)),
             postgres_pool: None,
+            ephemeral: None,
         }
     }
 
     /// The embedded stores: the durable aggregates in `data_dir`/[`SQLITE_FILE`] (created and
     /// migrated on first use; it survives restarts). Single-process by construction: nothing
     /// here is shared with another replica. `bus` is the process's event bus (for the
-    /// aggregates that publish; the durable ones do not).
+    /// aggregates that publish) and the short-lived state lives in this process's memory.
     pub async fn embedded(data_dir: &Path, bus: Arc<dyn EventBus>) -> anyhow::Result<Self> {
-        // The durable aggregates publish nothing themselves; the in-process ones will.
-        drop(bus);
         std::fs::create_dir_all(data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the data directory {}: {e}",
@@ -109,6 +114,9 @@ impl Stores {
             )
         })?;
         let pool = crate::store::sqlite::open(&data_dir.join(SQLITE_FILE)).await?;
-        Ok(Self::sqlite(pool))
+        Ok(Self {
+            ephemeral: Some(Ephemeral::memory(bus, "")),
+            ..Self::sqlite(pool)
+        })
     }
 }

@@ -184,7 +184,12 @@ impl TokenService {
     pub async fn publish_revocation(&self, r: Revocation) -> Result<(), StoreError> {
         self.revocations.insert(&r).await?;
         self.deny.insert(&r);
-        if let Err(e) = self.ephemeral.publish(&ReplicaEvent::Revoked(r)).await {
+        if let Err(e) = self
+            .ephemeral
+            .events
+            .publish(&ReplicaEvent::Revoked(r))
+            .await
+        {
             // Other auth-service replicas pick it up at their next re-sync from Postgres
             // (≤ revocation_resync_ms); verification caches elsewhere get a `resync` then.
             tracing::warn!(error = %e, "revocation fan-out failed; replicas will re-sync");

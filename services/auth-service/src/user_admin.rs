@@ -154,7 +154,7 @@ pub async fn revoke_user(
             .await?;
     }
     let consents_deleted = store.delete_consents(user_id).await?;
-    let sessions_deleted = state.ephemeral.delete_user_sessions(user_id).await?;
+    let sessions_deleted = state.ephemeral.sessions.delete_user(user_id).await?;
     let mut summary = RevokeSummary {
         user_id,
         grants_revoked: grants.len() as u64,

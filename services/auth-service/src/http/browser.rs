@@ -111,7 +111,7 @@ pub(crate) async fn proceed(
         }
     }
     let Some(user_id) = pending.user_id else {
-        if let Err(e) = state.ephemeral.put_pending(request_id, &pending, ttl).await {
+        if let Err(e) = state.ephemeral.pending.put(request_id, &pending, ttl).await {
             return server_error_page(e);
         }
         // Delegated login: consent first (MCP security best practices, confused deputy), the
@@ -145,10 +145,10 @@ pub(crate) async fn proceed(
         }
     };
     let mut resp = if consented {
-        let _ = state.ephemeral.take_pending(request_id).await;
+        let _ = state.ephemeral.pending.take(request_id).await;
         issue_code(state, req, &pending, user_id).await
     } else {
-        if let Err(e) = state.ephemeral.put_pending(request_id, &pending, ttl).await {
+        if let Err(e) = state.ephemeral.pending.put(request_id, &pending, ttl).await {
             return server_error_page(e);
         }
         consent_response(state, request_id, &pending, client)
@@ -222,7 +222,7 @@ pub(crate) async fn session_user(
     req: &HttpRequest,
 ) -> Result<Option<Uuid>, crate::error::StoreError> {
     match req.cookie(SESSION_COOKIE) {
-        Some(c) => state.ephemeral.get_session(&hash(c.value())).await,
+        Some(c) => state.ephemeral.sessions.get(&hash(c.value())).await,
         None => Ok(None),
     }
 }
@@ -230,7 +230,7 @@ pub(crate) async fn session_user(
 pub(crate) async fn new_session(state: &AppState, user: Uuid) -> Option<Cookie<'static>> {
     let value = state.tokens.keys.random_id() + &state.tokens.keys.random_id();
     let ttl = state.config.login.session_ttl_secs;
-    match state.ephemeral.put_session(&hash(&value), user, ttl).await {
+    match state.ephemeral.sessions.put(&hash(&value), user, ttl).await {
         Ok(()) => Some(cookie(SESSION_COOKIE, value, ttl as i64)),
         Err(e) => {
             tracing::warn!(error = %e, "could not store browser session");
@@ -285,7 +285,8 @@ pub(crate) async fn issue_code(
     };
     if let Err(e) = state
         .ephemeral
-        .put_code(&hash(&code), &record, state.config.tokens.code_ttl_secs)
+        .codes
+        .put(&hash(&code), &record, state.config.tokens.code_ttl_secs)
         .await
     {
         return cb.error(&OAuthError::server_error(e));
@@ -317,7 +318,7 @@ pub(crate) async fn pending_for_form(
         )
     };
     let request_id = form.get("request").ok_or_else(expired)?.clone();
-    let pending = match state.ephemeral.get_pending(&request_id).await {
+    let pending = match state.ephemeral.pending.get(&request_id).await {
         Ok(Some(p)) => p,
         Ok(None) => return Err(expired()),
         Err(e) => return Err(server_error_page(e)),
@@ -345,7 +346,7 @@ pub(crate) async fn pending_for_form(
     // The client may have changed its redirect URIs (RFC 7592) since /authorize verified this
     // one: never send anything to a URI that is no longer registered.
     if find_match(&client.redirect_uris, &pending.redirect_uri).is_none() {
-        let _ = state.ephemeral.take_pending(&request_id).await;
+        let _ = state.ephemeral.pending.take(&request_id).await;
         return Err(pages::error_page(
             "invalid_request",
             "the application's redirect URI changed; start again from the application",

@@ -40,7 +40,7 @@ async fn open(
     ticket: &str,
 ) -> Result<(ConnectTicket, Option<String>), HttpResponse> {
     let th = hash(ticket);
-    let t = match state.ephemeral.get_connect_ticket(&th).await {
+    let t = match state.ephemeral.connect_tickets.get(&th).await {
         Ok(Some(t)) => t,
         Ok(None) => return Err(gone()),
         Err(e) => return Err(server_error_page(e)),
@@ -51,7 +51,8 @@ async fn open(
         .unwrap_or_else(|| state.tokens.keys.random_id() + &state.tokens.keys.random_id());
     match state
         .ephemeral
-        .bind_connect_ticket(&th, &hex(&hash(&browser)))
+        .connect_tickets
+        .bind_browser(&th, &hex(&hash(&browser)))
         .await
     {
         Ok(true) => Ok((t, existing.is_none().then_some(browser))),
@@ -184,7 +185,7 @@ pub async fn submit(
         Err(e) => return pages::error_page(e.error, e.error_description.as_deref().unwrap_or("")),
     };
     let th = hash(&ticket);
-    let t = match state.ephemeral.get_connect_ticket(&th).await {
+    let t = match state.ephemeral.connect_tickets.get(&th).await {
         Ok(Some(t)) => t,
         Ok(None) => return gone(),
         Err(e) => return server_error_page(e),
@@ -257,7 +258,7 @@ pub async fn submit(
                 Err(e) => return server_error_page(e),
             }
             // Single use: whoever takes the ticket first starts the one upstream authorization.
-            let t = match state.ephemeral.take_connect_ticket(&th).await {
+            let t = match state.ephemeral.connect_tickets.take(&th).await {
                 Ok(Some(t)) => t,
                 Ok(None) => return gone(),
                 Err(e) => return server_error_page(e),

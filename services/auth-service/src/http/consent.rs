@@ -15,7 +15,7 @@ use crate::http::{client_ip, form_body, pages};
 /// `GET /consent?request=…`
 pub async fn consent_page(state: web::Data<AppState>, q: web::Query<RequestQuery>) -> HttpResponse {
     let delegated = state.login.upstream_provider().is_some();
-    match state.ephemeral.get_pending(&q.request).await {
+    match state.ephemeral.pending.get(&q.request).await {
         Ok(Some(p)) if p.user_id.is_some() || delegated => {
             match state.clients.get(&p.client_id).await {
                 Ok(Some(c)) => consent_response(&state, &q.request, &p, &c),
@@ -50,7 +50,7 @@ pub async fn consent_submit(
         (None, None) => return pages::error_page("invalid_request", "sign in first"),
     };
     // Single use: a second submission of the same form finds nothing.
-    match state.ephemeral.take_pending(&request_id).await {
+    match state.ephemeral.pending.take(&request_id).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             return pages::error_page("invalid_request", "this request was already answered");

@@ -13,7 +13,7 @@ use crate::http::{Bucket, client_ip, form_body, pages, rate_limit};
 
 /// `GET /login?request=…` (re-shows the form).
 pub async fn login_page(state: web::Data<AppState>, q: web::Query<RequestQuery>) -> HttpResponse {
-    match state.ephemeral.get_pending(&q.request).await {
+    match state.ephemeral.pending.get(&q.request).await {
         Ok(Some(p)) => {
             let name = match state.clients.get(&p.client_id).await {
                 Ok(Some(c)) => client_display_name(&c).to_owned(),

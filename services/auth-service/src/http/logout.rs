@@ -37,11 +37,11 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
     let mut user = None;
     if let Some(c) = req.cookie(SESSION_COOKIE) {
         let h = hash(c.value());
-        match state.ephemeral.get_session(&h).await {
+        match state.ephemeral.sessions.get(&h).await {
             Ok(u) => user = u,
             Err(e) => tracing::warn!(error = %e, "logout: session lookup failed"),
         }
-        if let Err(e) = state.ephemeral.delete_session(&h).await {
+        if let Err(e) = state.ephemeral.sessions.delete(&h).await {
             tracing::error!(error = %e, "logout: could not delete the session");
             return crate::http::browser::server_error_page(e);
         }

@@ -90,7 +90,8 @@ pub(crate) async fn redirect_upstream(
     let ttl = state.config.upstream.state_ttl_secs;
     if let Err(e) = state
         .ephemeral
-        .put_upstream_state(&hash(&upstream_state), &record, ttl)
+        .upstream_states
+        .put(&hash(&upstream_state), &record, ttl)
         .await
     {
         return fail(&record.purpose, OAuthError::server_error(e));
@@ -135,7 +136,8 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     };
     let record = match state
         .ephemeral
-        .take_upstream_state(&hash(upstream_state))
+        .upstream_states
+        .take(&hash(upstream_state))
         .await
     {
         Ok(Some(r)) => r,

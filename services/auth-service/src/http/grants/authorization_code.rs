@@ -38,7 +38,7 @@ pub async fn handle(
         .verify_opaque(OpaqueKind::AuthorizationCode, code)
         .map_err(|_| invalid())?;
     let code_hash = hash(code);
-    let record = match state.ephemeral.redeem_code(&code_hash).await? {
+    let record = match state.ephemeral.codes.redeem(&code_hash).await? {
         CodeRedemption::Fresh(r) => r,
         CodeRedemption::Replayed(grant) => {
             if let Some(g) = grant {
@@ -119,7 +119,8 @@ pub async fn handle(
         .await?;
     if state
         .ephemeral
-        .bind_code_grant(&code_hash, grant.grant_id)
+        .codes
+        .bind_grant(&code_hash, grant.grant_id)
         .await?
     {
         // The code was replayed while this redemption was in flight: nothing it issued stands.
