@@ -88,7 +88,12 @@ pub struct RefreshRequest<'a> {
     /// (e.g. waiting for Postgres during an outage) while its client gave up, retried and moved
     /// on to the successor. Such a late request is refused without revoking the family — the
     /// client holds a live successor and must not be logged out by its own abandoned request.
-    pub received_at: DateTime<Utc>,
+    ///
+    /// Monotonic, and never compared with a wall clock of this service: `rotated_at` is on
+    /// Postgres's clock, so the arrival is placed on that clock too (the `now()` of the read
+    /// minus the time waited since), and a skew between the two clocks cannot turn a replay
+    /// into a delayed request or the other way round.
+    pub received_at: std::time::Instant,
 }
 
 /// Postgres access to `grants` and `refresh_tokens`.
@@ -247,6 +252,12 @@ impl GrantStore {
             return Ok(Some(RefreshOutcome::Invalid));
         }
         let rotated_at: Option<DateTime<Utc>> = row.try_get("rotated_at")?;
+        // The arrival on Postgres's clock. Measured once the read is back, so it errs early by
+        // the read's round trip: a token spent within that much of the arrival counts as spent
+        // after it (refused, family kept), never the other way round.
+        let received_in_db = chrono::Duration::from_std(received_at.elapsed())
+            .ok()
+            .and_then(|waited| now.checked_sub_signed(waited));
         let successor_used: bool = row.try_get("successor_used")?;
         let parent: Option<Vec<u8>> = row.try_get("parent_sha256")?;
         let decision = refresh::decide(
@@ -256,7 +267,7 @@ impl GrantStore {
             grace_secs,
         );
         if decision == RefreshDecision::Reuse {
-            if rotated_at.is_some_and(|at| at > received_at) {
+            if rotated_at.is_some_and(|at| received_in_db.is_none_or(|arrived| at > arrived)) {
                 // Spent after this request arrived: a delayed request, not a replay.
                 return Ok(Some(RefreshOutcome::Invalid));
             }
