@@ -118,7 +118,9 @@ secret = "{key}"
 name = "tests"
 credential_sha256 = "{cred}"
 permissions = ["introspect", "start_connect"]
-resources = ["{RESOURCE}"]
+resources = ["{RESOURCE}", "https://api.example.com/mcp"]
+# The tests' oracle: refresh tokens are described over gRPC only to callers allowed them.
+refresh_token_clients = ["*"]
 
 [[resources]]
 uri = "{RESOURCE}"
