@@ -50,7 +50,14 @@ pub enum UpstreamPurpose {
     /// Logging a user in to open a connect link (`ticket` is the link's secret part).
     ConnectLogin { ticket: String },
     /// Connecting `provider` for an already identified user.
-    Connect { user_id: Uuid },
+    Connect {
+        user_id: Uuid,
+        /// When the connect link was issued (Unix seconds): a user revoked or disabled at or
+        /// after it gets nothing stored by this flow. `None` (stored by an earlier version)
+        /// counts as older than any revocation.
+        #[serde(default)]
+        ticket_created_at: Option<i64>,
+    },
 }
 
 /// The server side of an upstream `state`: stored (by the state's SHA-256) only after consent,
@@ -77,6 +84,9 @@ pub struct ConnectTicket {
     /// SHA-256 (hex) of the browser-binding cookie of the first browser that opened the link.
     pub browser_sha256: Option<String>,
     pub expires_at: i64,
+    /// When `StartConnect` issued it (Unix seconds); `None` when stored by an earlier version.
+    #[serde(default)]
+    pub created_at: Option<i64>,
 }
 
 /// What an authorization code is bound to.
