@@ -161,9 +161,16 @@ pub struct GrpcCaller {
     pub permissions: Option<Vec<String>>,
     /// The audiences (configured resource URIs) of the user access tokens this caller may
     /// present to `StartConnect`. Required with `start_connect` outside dev mode; in dev mode
-    /// it defaults to every configured resource.
+    /// it defaults to every configured resource. When set, `Introspect` also describes only
+    /// tokens of these audiences to this caller (others answer `active = false`).
     #[serde(default)]
     pub resources: Option<Vec<String>>,
+    /// OAuth clients whose refresh tokens `Introspect` may describe to this caller (a service
+    /// acting for those clients; `*`: every client's, for tests and debugging tools). Empty by
+    /// default: HTTP introspection describes a refresh token to its own client only, and a
+    /// service credential is no client.
+    #[serde(default)]
+    pub refresh_token_clients: Vec<String>,
 }
 
 /// What a gRPC caller of auth-service may call.

@@ -20,7 +20,7 @@ use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::GrpcPermission;
 use crate::domain::token::{hash, unhex};
 use crate::state::AppState;
-use crate::tokens::TokenKind;
+use crate::tokens::{ActiveToken, TokenKind};
 
 /// One configured caller: its name, the SHA-256 of its credential, what it may call.
 pub struct KnownCaller {
@@ -29,6 +29,30 @@ pub struct KnownCaller {
     permissions: HashSet<GrpcPermission>,
     /// Audiences of the user tokens it may present to `StartConnect`.
     pub resources: Vec<String>,
+    /// Audiences of the tokens `Introspect` describes to it; `None`: every audience (no
+    /// `resources` configured).
+    introspect_resources: Option<Vec<String>>,
+    /// Clients whose refresh tokens `Introspect` describes to it (`*`: every client's).
+    refresh_token_clients: Vec<String>,
+}
+
+impl KnownCaller {
+    /// Whether `Introspect` may describe `t` to this caller; anything else answers
+    /// `active = false`, which reveals nothing (the gRPC twin of HTTP's `may_describe`). A token
+    /// must be of one of the caller's `resources`, when it has some; a refresh token also of one
+    /// of its `refresh_token_clients` — HTTP describes a refresh token to its own client only.
+    fn may_describe(&self, t: &ActiveToken) -> bool {
+        let audience = self
+            .introspect_resources
+            .as_ref()
+            .is_none_or(|r| r.contains(&t.audience));
+        audience
+            && (t.kind == TokenKind::Access
+                || self
+                    .refresh_token_clients
+                    .iter()
+                    .any(|c| c == "*" || *c == t.client_id))
+    }
 }
 
 /// The services allowed to call, each with the SHA-256 of its credential and its permissions.
@@ -52,6 +76,8 @@ impl Callers {
                     digest: unhex(&c.credential_sha256)?,
                     permissions: c.granted(state.config.dev_mode).into_iter().collect(),
                     resources: c.start_connect_resources(&all),
+                    introspect_resources: c.resources.clone(),
+                    refresh_token_clients: c.refresh_token_clients.clone(),
                 })
             })
             .collect();
@@ -131,9 +157,7 @@ impl TokenIntrospection for Introspection {
         let caller = self
             .callers
             .authorize(&request, GrpcPermission::Introspect, "Introspect")
-            .await?
-            .name
-            .clone();
+            .await?;
         let req = request.into_inner();
         let expected =
             (!req.expected_resource.is_empty()).then_some(req.expected_resource.as_str());
@@ -145,9 +169,10 @@ impl TokenIntrospection for Introspection {
             .map_err(|e| {
                 tracing::error!(error = %e, "introspection failed");
                 Status::unavailable("introspection is temporarily unavailable")
-            })?;
+            })?
+            .filter(|t| caller.may_describe(t));
         metrics::counter!("mcpauth_introspections_total", "transport" => "grpc", "active" => if active.is_some() { "true" } else { "false" }).increment(1);
-        tracing::debug!(caller, active = active.is_some(), "grpc introspection");
+        tracing::debug!(caller = %caller.name, active = active.is_some(), "grpc introspection");
         let resp = match active {
             None => IntrospectResponse::default(),
             Some(t) => IntrospectResponse {

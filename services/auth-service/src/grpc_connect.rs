@@ -92,13 +92,15 @@ impl UpstreamConnect for Connect {
         self.state.tokens.keys.fill_random(&mut raw);
         let ticket = URL_SAFE_NO_PAD.encode(raw);
         let ttl = self.state.config.upstream.connect_ttl_secs;
-        let expires_at = chrono::Utc::now().timestamp() + ttl as i64;
+        let now = chrono::Utc::now().timestamp();
+        let expires_at = now + ttl as i64;
         let record = ConnectTicket {
             user_id,
             provider: req.provider.clone(),
             csrf: self.state.tokens.keys.random_id() + &self.state.tokens.keys.random_id(),
             browser_sha256: None,
             expires_at,
+            created_at: Some(now),
         };
         self.state
             .ephemeral

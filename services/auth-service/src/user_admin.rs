@@ -290,10 +290,64 @@ pub async fn run_cli(
         Ok::<_, AdminError>(out)
     }
     .await;
+    let ephemeral = state.ephemeral.clone();
+    let resync_ms = state.config.tokens.revocation_resync_ms;
     // The audit writer drains what was recorded once the last handle is gone.
     drop(state);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer).await;
-    Ok(result?)
+    match send_owed_resync(&ephemeral).await {
+        Ok(()) => Ok(result?),
+        Err(e) => Err(anyhow::anyhow!(
+            "{}",
+            not_told(result.err().as_ref(), &e, resync_ms)
+        )),
+    }
+}
+
+/// How often, and how far apart, the CLI tries to send a `resync` it owes before it gives up:
+/// about 6 s in all, enough to ride out a Redis failover without keeping an operator waiting.
+const RESYNC_ATTEMPTS: u32 = 5;
+const RESYNC_FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Sends the `resync` owed since a failed publish (see `Ephemeral::publish`), if any, retrying
+/// with doubling backoff. A serving replica's re-sync loop sends it at its next tick; the CLI
+/// has no such loop, and exiting while owing it would leave the verification caches of
+/// mcp-service and token-vault unaware of the revocation. `Err`: the last failure, once every
+/// attempt failed.
+async fn send_owed_resync(
+    ephemeral: &crate::store::ephemeral::Ephemeral,
+) -> Result<(), mcpauth_runtime::bus::BusError> {
+    let mut backoff = RESYNC_FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match ephemeral.events.publish_owed_resync().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= RESYNC_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "resync of replica events still owed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// The one line the CLI exits with when the replicas could not be told: what is done, what is
+/// not, and what the replicas will do about it.
+fn not_told(
+    failed: Option<&AdminError>,
+    resync: &mcpauth_runtime::bus::BusError,
+    resync_ms: u64,
+) -> String {
+    let done = match failed {
+        None => "the revocation is stored in Postgres".to_owned(),
+        Some(e) => format!("the command failed part-way ({e}); what it wrote to Postgres stays"),
+    };
+    let line = format!(
+        "{done}, but the replicas were not told: publishing on Redis failed and the resync owed          for it could not be sent either ({RESYNC_ATTEMPTS} attempts; last error: {resync}).          auth-service replicas apply the revocation at their periodic re-sync from Postgres          (tokens.revocation_resync_ms = {resync_ms}); mcp-service and token-vault may answer          from cached verifications of the user's tokens until those entries expire          (their cache_ttl_ms) — check Redis and run the command again to tell them at once"
+    );
+    line.replace(['\n', '\r'], " ")
 }
 
 fn summary_json(s: &RevokeSummary) -> serde_json::Value {

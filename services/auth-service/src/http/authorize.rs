@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::state::AppState;
 use crate::clients::LookupError;
 use crate::domain::pkce;
 use crate::domain::redirect_uri::find_match;
@@ -22,6 +21,7 @@ use crate::error::OAuthError;
 use crate::http::browser::{BROWSER_COOKIE, Callback, cookie, proceed};
 use crate::http::pages;
 use crate::http::{Bucket, client_ip, parse_params, rate_limit};
+use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::ephemeral::PendingAuthorization;
 

@@ -14,7 +14,6 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::state::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::domain::redirect_uri::{find_match, is_loopback_host};
 use crate::domain::scope::ScopeSet;
@@ -22,6 +21,7 @@ use crate::domain::token::{OpaqueKind, hash};
 use crate::error::OAuthError;
 use crate::http::client_ip;
 use crate::http::pages::{self, ConsentView};
+use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::ephemeral::{CodeRecord, PendingAuthorization};
 

@@ -282,7 +282,10 @@ pub async fn submit(
             crate::http::upstream::redirect_upstream(
                 &state,
                 &t.provider,
-                UpstreamPurpose::Connect { user_id: t.user_id },
+                UpstreamPurpose::Connect {
+                    user_id: t.user_id,
+                    ticket_created_at: t.created_at,
+                },
             )
             .await
         }

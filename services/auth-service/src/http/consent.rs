@@ -4,13 +4,13 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::state::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::error::OAuthError;
 use crate::http::browser::{
     Callback, RequestQuery, consent_response, issue_code, pending_for_form, server_error_page,
 };
 use crate::http::{client_ip, form_body, pages};
+use crate::state::AppState;
 
 /// `GET /consent?request=…`
 pub async fn consent_page(state: web::Data<AppState>, q: web::Query<RequestQuery>) -> HttpResponse {

@@ -4,12 +4,12 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::state::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::http::browser::{
     RequestQuery, client_display_name, new_session, pending_for_form, proceed, server_error_page,
 };
 use crate::http::{Bucket, client_ip, form_body, pages, rate_limit};
+use crate::state::AppState;
 
 /// `GET /login?request=…` (re-shows the form).
 pub async fn login_page(state: web::Data<AppState>, q: web::Query<RequestQuery>) -> HttpResponse {

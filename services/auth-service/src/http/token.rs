@@ -30,7 +30,7 @@ pub async fn token(
 ) -> Result<HttpResponse, OAuthError> {
     // Before anything that may wait on a store: the refresh grant tells a replay from a request
     // that was merely delayed by when it arrived (see `store::grants::RefreshRequest`).
-    let received_at = chrono::Utc::now();
+    let received_at = std::time::Instant::now();
     rate_limit(&state, &req, Bucket::Token).await?;
     let form = form_body(&req, &body)?;
     let grant_type = form

@@ -477,7 +477,10 @@ async fn finish(
             }
             resp
         }
-        UpstreamPurpose::Connect { user_id } => {
+        UpstreamPurpose::Connect {
+            user_id,
+            ticket_created_at,
+        } => {
             let user_id = *user_id;
             let done = match complete(state, params, &record, false).await {
                 Ok(d) => d,
@@ -498,6 +501,11 @@ async fn finish(
                     );
                 }
             };
+            if let Some(refused) =
+                refuse_connect_of_revoked_user(state, user_id, *ticket_created_at, &ip).await
+            {
+                return refused;
+            }
             if store_in_vault(state, user_id, &done, ip.clone())
                 .await
                 .is_err()
@@ -527,4 +535,44 @@ async fn finish(
             )
         }
     }
+}
+
+/// A connect flow under way while the operator revoked (`admin revoke-user`) or disabled the
+/// user stores nothing: the link was issued before, possibly to an attacker holding the user's
+/// token, and the user's browser may be hijacked. Checked at the callback, just before the
+/// credential would reach the vault, as `issue_code` checks a consent page left open. `Some`:
+/// the RFC-shaped error page to answer with.
+async fn refuse_connect_of_revoked_user(
+    state: &AppState,
+    user_id: Uuid,
+    ticket_created_at: Option<i64>,
+    ip: &Option<String>,
+) -> Option<HttpResponse> {
+    let revoked = state
+        .tokens
+        .deny
+        .user_revoked_before(&user_id.to_string())
+        .is_some_and(|t| ticket_created_at.is_none_or(|at| at <= t));
+    let (reason, description) = if revoked {
+        (
+            "user_revoked",
+            "this connection was revoked; ask your assistant for a new link",
+        )
+    } else {
+        match crate::user_admin::is_disabled(state, user_id).await {
+            Ok(false) => return None,
+            Ok(true) => ("user_disabled", "this account is disabled"),
+            Err(e) => return Some(server_error_page(e)),
+        }
+    };
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::ConnectRefused)
+                .user(user_id)
+                .ip(ip.clone())
+                .detail(json!({"reason": reason})),
+        )
+        .await;
+    Some(pages::error_page("access_denied", description))
 }

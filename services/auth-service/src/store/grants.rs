@@ -63,7 +63,12 @@ pub struct RefreshRequest<'a> {
     /// (e.g. waiting for Postgres during an outage) while its client gave up, retried and moved
     /// on to the successor. Such a late request is refused without revoking the family — the
     /// client holds a live successor and must not be logged out by its own abandoned request.
-    pub received_at: DateTime<Utc>,
+    ///
+    /// Monotonic, and never compared with a wall clock of this service: `rotated_at` is on the
+    /// store's clock (Postgres's `now()`), so the arrival is placed on that clock too (the
+    /// store's now at the read minus the time waited since), and a skew between the two clocks
+    /// cannot turn a replay into a delayed request or the other way round.
+    pub received_at: std::time::Instant,
 }
 
 /// `grants` and `refresh_tokens`: creating a grant, rotating its refresh tokens, looking

@@ -258,3 +258,62 @@ async fn start_connect_refuses_tokens_for_another_audience_or_without_the_connec
     );
     s.stop().await;
 }
+
+const SCOPED: &str = "scoped-introspect-credential";
+const REFRESH_READER: &str = "refresh-reader-credential";
+const NATIVE_APP: &str = "native-app";
+
+/// Issue 12 review: `Introspect` keeps to the caller's `resources`, and describes a refresh
+/// token only to a caller allowed to see that client's refresh tokens (HTTP introspection
+/// describes a refresh token to its own client only).
+#[tokio::test]
+async fn introspect_keeps_to_the_callers_resources_and_never_describes_refresh_tokens() {
+    let s = TestServer::start_with(Options {
+        toml: format!(
+            "{}\n[[grpc.callers]]\nname = \"scoped\"\ncredential_sha256 = \"{}\"\npermissions = [\"introspect\"]\nresources = [\"{RESOURCE}\"]\n\n\
+             [[grpc.callers]]\nname = \"refresh-reader\"\ncredential_sha256 = \"{}\"\npermissions = [\"introspect\"]\nresources = [\"{RESOURCE}\"]\nrefresh_token_clients = [\"{NATIVE_APP}\"]\n\n\
+             [[clients]]\nclient_id = \"{NATIVE_APP}\"\nredirect_uris = [\"{REDIRECT}\"]\ngrant_types = [\"authorization_code\", \"refresh_token\"]\ntoken_endpoint_auth_method = \"none\"\n",
+            callers_toml(),
+            sha256_hex(SCOPED),
+            sha256_hex(REFRESH_READER),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let own = user_token(&s, RESOURCE, "mcp:tools.read").await;
+    let other = user_token(&s, "https://api.example.com/mcp", "api:read").await;
+    // A caller with `resources`: tokens of its audiences only, with or without
+    // `expected_resource`.
+    assert_eq!(introspect(&s, SCOPED, &own).await, Ok(true));
+    assert_eq!(
+        introspect(&s, SCOPED, &other).await,
+        Ok(false),
+        "a token of another audience"
+    );
+    // A caller without `resources`: every audience, as before.
+    assert_eq!(introspect(&s, INTROSPECT_ONLY, &own).await, Ok(true));
+    assert_eq!(introspect(&s, INTROSPECT_ONLY, &other).await, Ok(true));
+
+    // Refresh tokens: to no caller by default.
+    let (_, body) = s.login(None).await;
+    let rt = body["refresh_token"].as_str().unwrap();
+    for caller in [SCOPED, INTROSPECT_ONLY, REFRESH_READER] {
+        assert_eq!(introspect(&s, caller, rt).await, Ok(false), "{caller}");
+    }
+    // A caller allowed the refresh tokens of one client sees those (within its resources).
+    let code = s.code_for(NATIVE_APP, None).await;
+    let (status, body, _) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", VERIFIER),
+            ("client_id", NATIVE_APP),
+            ("redirect_uri", REDIRECT),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let native_rt = body["refresh_token"].as_str().unwrap();
+    assert_eq!(introspect(&s, REFRESH_READER, native_rt).await, Ok(true));
+    assert_eq!(introspect(&s, SCOPED, native_rt).await, Ok(false));
+    s.stop().await;
+}

@@ -118,7 +118,9 @@ secret = "{key}"
 name = "tests"
 credential_sha256 = "{cred}"
 permissions = ["introspect", "start_connect"]
-resources = ["{RESOURCE}"]
+resources = ["{RESOURCE}", "https://api.example.com/mcp"]
+# The tests' oracle: refresh tokens are described over gRPC only to callers allowed them.
+refresh_token_clients = ["*"]
 
 [[resources]]
 uri = "{RESOURCE}"
@@ -292,17 +294,14 @@ impl TestServer {
 
     /// Registers a public client with one loopback redirect URI.
     pub async fn public_client(&self) -> String {
-        let (s, body) = self
-            .register(json!({
-                "client_name": "Test public client",
-                "redirect_uris": [REDIRECT],
-                "grant_types": ["authorization_code", "refresh_token"],
-                "response_types": ["code"],
-                "token_endpoint_auth_method": "none",
-            }))
-            .await;
-        assert_eq!(s, 201, "{body}");
-        body["client_id"].as_str().unwrap().to_owned()
+        let grants = ["authorization_code", "refresh_token"];
+        mcpauth_testkit::register_public_client(
+            &self.http,
+            &self.base,
+            "Test public client",
+            &grants,
+        )
+        .await
     }
 
     /// Registers a confidential client; returns (id, secret).
@@ -342,22 +341,11 @@ impl TestServer {
 
     /// A complete authorization: returns the code for (client, verifier's challenge).
     pub async fn code_for(&self, client_id: &str, scope: Option<&str>) -> String {
-        let mut params = vec![
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-            ("state", "s1"),
-            ("resource", RESOURCE),
-        ];
+        let mut params = vec![("state", "s1"), ("resource", RESOURCE)];
         if let Some(s) = scope {
             params.push(("scope", s));
         }
-        let r = self.authorize(&params).await;
-        assert_eq!(r.status().as_u16(), 302, "{:?}", r.text().await);
-        let q = redirect_query(&r);
-        q.get("code").cloned().expect("code in redirect")
+        mcpauth_testkit::authorize_code(&self.http, &self.base, client_id, &params).await
     }
 
     pub async fn token(&self, form: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
@@ -377,17 +365,9 @@ impl TestServer {
     pub async fn login(&self, scope: Option<&str>) -> (String, Value) {
         let client = self.public_client().await;
         let code = self.code_for(&client, scope).await;
-        let (s, body, _) = self
-            .token(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("code_verifier", VERIFIER),
-                ("client_id", &client),
-                ("redirect_uri", REDIRECT),
-                ("resource", RESOURCE),
-            ])
-            .await;
-        assert_eq!(s, 200, "{body}");
+        let body =
+            mcpauth_testkit::redeem_code(&self.http, &self.base, &client, &code, Some(RESOURCE))
+                .await;
         (client, body)
     }
 
@@ -437,10 +417,7 @@ impl TestServer {
     }
 }
 
-pub const REDIRECT: &str = "http://127.0.0.1:3000/callback";
-// RFC 7636 Appendix B.
-pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub use mcpauth_testkit::{CHALLENGE, REDIRECT, VERIFIER};
 
 /// The query parameters of a redirect's `Location`.
 pub fn redirect_query(r: &reqwest::Response) -> HashMap<String, String> {

@@ -15,7 +15,11 @@ mod hostile;
 mod hostile_http;
 mod introspection;
 mod metrics;
+// Private Redis/Postgres a test may stop (the shared ones are never touched).
 mod ops;
+#[path = "../../../../tests/support/private_backends.rs"]
+#[allow(dead_code)]
+mod private_backends;
 mod rate_limit;
 mod refresh;
 mod refresh_delayed;

@@ -83,3 +83,76 @@ async fn a_request_delayed_past_its_tokens_rotation_does_not_revoke_the_family()
     assert_eq!(revoked, 1, "a replay revokes the family");
     s.stop().await;
 }
+
+/// Redeems `token` at the store, as the token endpoint does for a request that arrived at
+/// `received_at` (grace period off: a spent token is a replay or a delayed request).
+async fn redeem_at_store(
+    s: &TestServer,
+    client: &str,
+    token: &str,
+    received_at: std::time::Instant,
+) -> auth_service::store::grants::RefreshOutcome {
+    use auth_service::domain::token::hash;
+    let keys = &s.running.as_ref().unwrap().state.tokens.keys;
+    use auth_service::store::grants::GrantStore;
+    auth_service::store::grants::postgres::PgGrantStore::new(s.pool.clone())
+        .refresh(auth_service::store::grants::RefreshRequest {
+            presented_sha256: &hash(token),
+            client_id: client,
+            successor_sha256: &hash(&keys.refresh_successor(token)),
+            requested_scope: None,
+            requested_resource: None,
+            grace_secs: 0,
+            refresh_ttl_secs: 3600,
+            received_at,
+        })
+        .await
+        .unwrap()
+}
+
+/// Spends `token` and uses its successor, over HTTP.
+async fn rotate_and_move_on(s: &TestServer, client: &str, token: &str) {
+    let (status, body, _) = s.refresh(client, token, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let next = body["refresh_token"].as_str().unwrap().to_owned();
+    let (status, body, _) = s.refresh(client, &next, &[]).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Issue 12 review: the delayed-refresh check compared the service's clock (when the request
+/// arrived) with Postgres's (when the token was spent). A skew between the two flipped the
+/// outcome: a service clock behind Postgres made a replay look delayed (the family survived a
+/// replayed token), one ahead made a delayed request look like a replay (the family was revoked
+/// under its own client). The arrival is now a monotonic instant that the store places on
+/// Postgres's clock; the test passes it explicitly, and the service's wall clock — skewed or
+/// not — is no input any more.
+#[tokio::test]
+async fn a_skew_between_the_service_clock_and_postgres_cannot_flip_replay_detection() {
+    use auth_service::store::grants::RefreshOutcome;
+    let s = TestServer::start().await;
+
+    // A replay that arrives after the rotation (before the fix: on a service whose clock is an
+    // hour behind Postgres's, it was taken for a delayed request): still a replay.
+    let (client, body) = s.login(None).await;
+    let token = body["refresh_token"].as_str().unwrap().to_owned();
+    rotate_and_move_on(&s, &client, &token).await;
+    let arrived = std::time::Instant::now();
+    let outcome = redeem_at_store(&s, &client, &token, arrived).await;
+    assert!(
+        matches!(outcome, RefreshOutcome::ReuseDetected(_)),
+        "a replay after the rotation: {outcome:?}"
+    );
+
+    // A request that arrived before the rotation and was held up (before the fix: on a service
+    // whose clock is an hour ahead, it was taken for a replay): not a replay, the family lives.
+    let (client, body) = s.login(None).await;
+    let token = body["refresh_token"].as_str().unwrap().to_owned();
+    let arrived = std::time::Instant::now();
+    rotate_and_move_on(&s, &client, &token).await;
+    let outcome = redeem_at_store(&s, &client, &token, arrived).await;
+    assert!(
+        matches!(outcome, RefreshOutcome::Invalid),
+        "a request held up past the rotation: {outcome:?}"
+    );
+    s.stop().await;
+}

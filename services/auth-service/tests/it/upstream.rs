@@ -605,3 +605,71 @@ async fn connect_link_in_a_fresh_browser_logs_in_upstream_first() {
     assert!(page.contains("Connect <strong>CRM</strong>"), "{page}");
     s.stop().await;
 }
+
+/// Issue 12 review: a connect flow under way while the operator runs `revoke-user` (here: the
+/// user has confirmed the link and is at the provider) stores nothing when the provider sends
+/// the user back — the link predates the revocation.
+#[tokio::test]
+async fn a_connect_flow_under_way_across_revoke_user_stores_nothing() {
+    let s = Stack::start(StackOptions::default()).await;
+    let http = &s.auth.http;
+    let client = s.auth.public_client().await;
+    let mut alice = Browser::default();
+    let q = login_as(&s, &mut alice, &client, "alice").await;
+    let alice_token = redeem(&s, &client, &q["code"]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user_id: uuid::Uuid = s.auth.introspect(&alice_token).await["sub"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let link = start_connect(&s, GRPC_CREDENTIAL, &alice_token, "crm")
+        .await
+        .unwrap();
+    let page = alice
+        .get(http, &link.connect_url)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r = alice
+        .post(
+            http,
+            &link.connect_url,
+            &[("csrf", &hidden(&page, "csrf")), ("step", "confirm")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 302);
+    let up = location(&r).unwrap();
+
+    // Meanwhile the operator revokes alice.
+    let state = &s.auth.running.as_ref().unwrap().state;
+    let actor = auth_service::user_admin::Actor {
+        name: "cli".into(),
+        reason: "INC-9".into(),
+    };
+    auth_service::user_admin::revoke_user(state, user_id, false, &actor)
+        .await
+        .unwrap();
+
+    let cb = alice
+        .upstream_login(http, &s.idp.issuer, &up, Some("alice-crm"))
+        .await;
+    let r = alice.get(http, &cb).await;
+    assert_eq!(r.status().as_u16(), 400, "{cb} -> {:?}", location(&r));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("access_denied"), "{page}");
+
+    // Nothing landed in the vault: alice, signed in again, has no CRM connection.
+    let mut again = Browser::default();
+    let q = login_as(&s, &mut again, &client, "alice").await;
+    let fresh = redeem(&s, &client, &q["code"]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = s.vault_access_token(&fresh, "crm").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    s.stop().await;
+}

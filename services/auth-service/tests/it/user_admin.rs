@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+
 use mcpauth_proto::v1::user_admin_client::UserAdminClient;
 use mcpauth_proto::v1::{RevokeUserRequest, SetUserDisabledRequest, UserRef};
 use serde_json::Value;
@@ -11,6 +13,7 @@ use tonic::Code;
 use crate::consent::*;
 use crate::grpc_permissions::{ADMIN, INTROSPECT_ONLY, callers_toml, with_credential};
 use crate::harness::*;
+use crate::private_backends::PrivateRedis;
 
 fn local_login_with_admin() -> Options {
     let mut o = local_login();
@@ -424,5 +427,117 @@ async fn revoke_user_ends_grants_refreshed_past_their_first_expiry_and_disabled_
         400,
         "invalid_grant",
     );
+    s.stop().await;
+}
+
+/// The CLI's configuration, pointed at another Redis (same database, same key prefix).
+fn cli_config_on_redis(s: &TestServer, redis_url: &str) -> auth_service::config::Config {
+    let mut config = s.running.as_ref().unwrap().state.config.as_ref().clone();
+    config.redis.url = mcpauth_runtime::Secret::new(redis_url);
+    config
+}
+
+async fn cli_revoke(config: auth_service::config::Config) -> anyhow::Result<serde_json::Value> {
+    auth_service::user_admin::run_cli(
+        config,
+        "local:alice",
+        "INC-8",
+        auth_service::user_admin::CliAction::RevokeUser {
+            include_vault: false,
+        },
+    )
+    .await
+}
+
+/// Review of issue 12: with Redis down the revocation reaches no replica's channel, and the
+/// CLI owes them a `resync`. It must not exit as if that were fine: it retries, then exits
+/// non-zero with one line saying what happened and what the replicas will do.
+#[tokio::test]
+async fn the_admin_cli_exits_non_zero_saying_so_when_the_replicas_could_not_be_told() {
+    let s = TestServer::start_with(local_login_with_admin()).await;
+    let client = s.public_client().await;
+    let mut alice = Browser::default();
+    let (_, rt) = tokens(&sign_in(&s, &mut alice, &client, "alice", ALICE_PASSWORD).await);
+    let mut redis = PrivateRedis::start("admin-cli-down");
+    redis.crash();
+    let e = cli_revoke(cli_config_on_redis(&s, &redis.url()))
+        .await
+        .expect_err("the replicas were not told");
+    let line = format!("{e:#}");
+    println!("admin revoke-user with Redis stopped: {line}");
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains("resync"), "{line}");
+    assert!(line.contains("revocation_resync_ms"), "{line}");
+    // What Postgres holds is done all the same: the grant is revoked.
+    assert_oauth_error(&s.refresh(&client, &rt, &[]).await, 400, "invalid_grant");
+    s.stop().await;
+}
+
+/// The same with a Redis that refuses PUBLISH to the CLI (an ACL), then allows it again while
+/// the CLI is still at work: the owed `resync` reaches the channel before the CLI exits.
+#[tokio::test]
+async fn the_admin_cli_sends_the_owed_resync_before_it_exits() {
+    let s = TestServer::start_with(local_login_with_admin()).await;
+    let client = s.public_client().await;
+    let mut alice = Browser::default();
+    sign_in(&s, &mut alice, &client, "alice", ALICE_PASSWORD).await;
+    let redis = PrivateRedis::start("admin-cli-acl");
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let admin_conn = admin.get_multiplexed_async_connection().await.unwrap();
+    let acl = |rule: &'static str| {
+        let mut c = admin_conn.clone();
+        async move {
+            let _: () = redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("cli")
+                .arg(rule)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+    };
+    acl("reset").await;
+    for rule in ["on", "nopass", "~*", "&*", "+@all", "-publish"] {
+        acl(rule).await;
+    }
+    // Everything the replicas hear, from before the CLI starts.
+    let mut pubsub = admin.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(format!("{}:events", s.prefix))
+        .await
+        .unwrap();
+    let url = format!("redis://cli:x@127.0.0.1:{}", redis.port);
+    let cli = tokio::spawn(cli_revoke(cli_config_on_redis(&s, &url)));
+    // Once the grants are revoked, the announcement of the user revocation (made first) has
+    // failed: a resync is owed. Now PUBLISH works again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let revoked: bool =
+            sqlx::query_scalar("SELECT bool_or(revoked_at IS NOT NULL) FROM grants")
+                .fetch_one(&s.pool)
+                .await
+                .unwrap();
+        if revoked {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI revoked nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    acl("+publish").await;
+    let out = cli.await.unwrap().expect("the resync was sent");
+    assert_eq!(out["grants_revoked"], 1, "{out}");
+    let mut heard = Vec::new();
+    let mut messages = pubsub.on_message();
+    while !heard.iter().any(|m| m == "\"resync\"") {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("no resync on the channel; heard {heard:?}"))
+            .unwrap();
+        heard.push(m.get_payload::<String>().unwrap());
+    }
+    drop(admin_conn);
     s.stop().await;
 }

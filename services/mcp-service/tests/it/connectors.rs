@@ -580,57 +580,13 @@ async fn eventually_listed(s: &Stack, token: &str, sid: &str, name: &str, listed
 
 /// The dev-login code flow at another auth-service `base` (same deployment, another dev user).
 async fn token_at(s: &Stack, base: &str) -> String {
-    let reg: Value = s
-        .http
-        .post(format!("{base}/register"))
-        .json(&json!({"client_name": "mcp test 2", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
-                      "grant_types": ["authorization_code"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client = reg["client_id"].as_str().unwrap().to_owned();
-    let r = s
-        .http
-        .get(format!("{base}/authorize"))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", client.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-            ("resource", s.resource.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 302);
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let code = loc
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let body: Value = s
-        .http
-        .post(format!("{base}/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("code_verifier", VERIFIER),
-            ("client_id", client.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("resource", s.resource.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = mcpauth_testkit::DevLogin {
+        client_name: "mcp test 2",
+        resource: Some(&s.resource),
+        grant_types: &["authorization_code"],
+        ..Default::default()
+    };
+    let (_, body) = mcpauth_testkit::dev_login(&s.http, base, login).await;
     body["access_token"].as_str().unwrap().to_owned()
 }
 

@@ -112,57 +112,12 @@ async fn status_and_json(
 
 /// The dev-login code flow for a fresh public client; returns (client_id, token response).
 async fn login(s: &Stack) -> (String, Value) {
-    let reg: Value = s
-        .http
-        .post(format!("{}/register", s.issuer))
-        .json(&json!({"client_name": "fault test", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
-                      "grant_types": ["authorization_code", "refresh_token"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client = reg["client_id"].as_str().expect("registered").to_owned();
-    let r = s
-        .http
-        .get(format!("{}/authorize", s.issuer))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", client.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-            ("resource", s.resource.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 302);
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let code = loc
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let body: Value = s
-        .http
-        .post(format!("{}/token", s.issuer))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("code_verifier", VERIFIER),
-            ("client_id", client.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("resource", s.resource.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = mcpauth_testkit::DevLogin {
+        client_name: "fault test",
+        resource: Some(&s.resource),
+        ..Default::default()
+    };
+    let (client, body) = mcpauth_testkit::dev_login(&s.http, &s.issuer, login).await;
     assert!(body["refresh_token"].is_string(), "{body}");
     (client, body)
 }

@@ -11,9 +11,6 @@ pub const CREDENTIAL: &str = "mcp-service-test-credential";
 /// auth-service's initial access token (RFC 7591 §3): machine clients register with it.
 pub const INITIAL_ACCESS_TOKEN: &str = "mcp-service-test-initial-access-token";
 pub const OTHER_RESOURCE: &str = "https://other.example/mcp";
-pub const REDIRECT: &str = "http://127.0.0.1:3000/callback";
-pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -213,63 +210,15 @@ impl Stack {
 
     /// Dev-login authorization code flow; returns the token response.
     pub async fn token(&self, scope: Option<&str>, resource: &str) -> Value {
-        let reg: Value = self
-            .http
-            .post(format!("{}/register", self.issuer))
-            .json(&json!({"client_name": "mcp test", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
-                          "grant_types": ["authorization_code", "refresh_token"]}))
-            .send()
+        let login = mcpauth_testkit::DevLogin {
+            client_name: "mcp test",
+            resource: Some(resource),
+            scope,
+            ..Default::default()
+        };
+        mcpauth_testkit::dev_login(&self.http, &self.issuer, login)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let client = reg["client_id"].as_str().unwrap().to_owned();
-        let mut q = vec![
-            ("response_type", "code"),
-            ("client_id", client.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-            ("resource", resource),
-        ];
-        if let Some(s) = scope {
-            q.push(("scope", s));
-        }
-        let r = self
-            .http
-            .get(format!("{}/authorize", self.issuer))
-            .query(&q)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 302);
-        let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-        let code = loc
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
             .1
-            .into_owned();
-        let body: Value = self
-            .http
-            .post(format!("{}/token", self.issuer))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("code_verifier", VERIFIER),
-                ("client_id", client.as_str()),
-                ("redirect_uri", REDIRECT),
-                ("resource", resource),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(body["access_token"].is_string(), "{body}");
-        body
     }
 
     /// POSTs a JSON-RPC message to /mcp.

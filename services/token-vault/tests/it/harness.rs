@@ -19,9 +19,6 @@ pub const PUT_ONLY: &str = "vault-test-put-only";
 /// The vault's own credential at auth-service.
 pub const INTROSPECT_CREDENTIAL: &str = "vault-introspection-credential";
 pub const OTHER_RESOURCE: &str = "https://other.example/mcp";
-pub const REDIRECT: &str = "http://127.0.0.1:3000/callback";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -363,57 +360,12 @@ impl World {
     /// An MCP access token from the full dev-login authorization-code flow; returns
     /// (access token, the subject auth-service gave the dev user).
     pub async fn dev_login_token(&self) -> (String, String) {
-        let reg: Value = self
-            .http
-            .post(format!("{}/register", self.issuer))
-            .json(&json!({"client_name": "vault test", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
-                          "grant_types": ["authorization_code", "refresh_token"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let client = reg["client_id"].as_str().unwrap().to_owned();
-        let r = self
-            .http
-            .get(format!("{}/authorize", self.issuer))
-            .query(&[
-                ("response_type", "code"),
-                ("client_id", client.as_str()),
-                ("redirect_uri", REDIRECT),
-                ("code_challenge", CHALLENGE),
-                ("code_challenge_method", "S256"),
-                ("resource", self.resource.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 302);
-        let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-        let code = loc
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .into_owned();
-        let body: Value = self
-            .http
-            .post(format!("{}/token", self.issuer))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("code_verifier", VERIFIER),
-                ("client_id", client.as_str()),
-                ("redirect_uri", REDIRECT),
-                ("resource", self.resource.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let login = mcpauth_testkit::DevLogin {
+            client_name: "vault test",
+            resource: Some(&self.resource),
+            ..Default::default()
+        };
+        let (_, body) = mcpauth_testkit::dev_login(&self.http, &self.issuer, login).await;
         let at = body["access_token"].as_str().unwrap().to_owned();
         let rt = body["refresh_token"]
             .as_str()

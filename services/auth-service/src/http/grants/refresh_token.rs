@@ -20,7 +20,7 @@ pub async fn handle(
     client: &Client,
     form: &HashMap<String, String>,
     ip: Option<String>,
-    received_at: chrono::DateTime<chrono::Utc>,
+    received_at: std::time::Instant,
 ) -> Result<TokenResponse, OAuthError> {
     let presented = form
         .get("refresh_token")

@@ -19,6 +19,9 @@ pub struct ConnectTicket {
     /// SHA-256 (hex) of the browser-binding cookie of the first browser that opened the link.
     pub browser_sha256: Option<String>,
     pub expires_at: i64,
+    /// When `StartConnect` issued it (Unix seconds); `None` when stored by an earlier version.
+    #[serde(default)]
+    pub created_at: Option<i64>,
 }
 
 /// Connect tickets, each living `ttl` seconds from its `put`.

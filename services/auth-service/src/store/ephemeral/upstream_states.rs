@@ -20,7 +20,14 @@ pub enum UpstreamPurpose {
     /// Logging a user in to open a connect link (`ticket` is the link's secret part).
     ConnectLogin { ticket: String },
     /// Connecting `provider` for an already identified user.
-    Connect { user_id: Uuid },
+    Connect {
+        user_id: Uuid,
+        /// When the connect link was issued (Unix seconds): a user revoked or disabled at or
+        /// after it gets nothing stored by this flow. `None` (stored by an earlier version)
+        /// counts as older than any revocation.
+        #[serde(default)]
+        ticket_created_at: Option<i64>,
+    },
 }
 
 /// The server side of an upstream `state`.

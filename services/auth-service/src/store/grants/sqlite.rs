@@ -127,6 +127,12 @@ impl GrantStore for SqliteGrantStore {
             .transpose()?;
         let successor_used: bool = row.try_get("successor_used")?;
         let parent: Option<Vec<u8>> = row.try_get("parent_sha256")?;
+        // The arrival on the clock `rotated_at` is on. Measured once the read is back, so it
+        // errs early by the read's round trip: a token spent within that much of the arrival
+        // counts as spent after it (refused, family kept), never the other way round.
+        let received_then = chrono::Duration::from_std(received_at.elapsed())
+            .ok()
+            .and_then(|waited| now.checked_sub_signed(waited));
         let decision = refresh::decide(
             rotated_at.map(|t| t.timestamp()),
             successor_used,
@@ -134,7 +140,7 @@ impl GrantStore for SqliteGrantStore {
             grace_secs,
         );
         if decision == RefreshDecision::Reuse {
-            if rotated_at.is_some_and(|at| at > received_at) {
+            if rotated_at.is_some_and(|at| received_then.is_none_or(|arrived| at > arrived)) {
                 // Spent after this request arrived: a delayed request, not a replay.
                 return Ok(RefreshOutcome::Invalid);
             }

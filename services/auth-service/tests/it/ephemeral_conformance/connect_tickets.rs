@@ -20,6 +20,7 @@ fn ticket() -> ConnectTicket {
         csrf: "csrf".into(),
         browser_sha256: None,
         expires_at: 1_700_000_600,
+        created_at: Some(1_700_000_000),
     }
 }
 

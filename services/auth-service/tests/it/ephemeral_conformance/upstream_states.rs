@@ -13,7 +13,10 @@ conformance!(
 fn state(user_id: uuid::Uuid) -> UpstreamAuthState {
     UpstreamAuthState {
         provider: "github".into(),
-        purpose: UpstreamPurpose::Connect { user_id },
+        purpose: UpstreamPurpose::Connect {
+            user_id,
+            ticket_created_at: Some(1),
+        },
         code_verifier: "verifier".into(),
         nonce: "nonce".into(),
         browser_sha256: "cd".repeat(32),
@@ -28,7 +31,7 @@ async fn taken_once(b: Backend) {
     let got = e.upstream_states.take(&k).await.unwrap().unwrap();
     assert_eq!(got.provider, "github");
     assert_eq!(got.nonce, "nonce");
-    assert!(matches!(got.purpose, UpstreamPurpose::Connect { user_id } if user_id == user));
+    assert!(matches!(got.purpose, UpstreamPurpose::Connect { user_id, .. } if user_id == user));
     // A replayed callback finds nothing.
     assert!(e.upstream_states.take(&k).await.unwrap().is_none());
 }

@@ -3,11 +3,12 @@
 //! revocation cascades.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use auth_service::domain::scope::ScopeSet;
 use auth_service::store::clients::ClientSource;
 use auth_service::store::grants::{Grant, GrantStore, RefreshOutcome, RefreshRequest};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use super::clients::client;
@@ -57,7 +58,7 @@ fn request<'a>(
     presented: &'a [u8],
     successor: &'a [u8],
     grace_secs: i64,
-    received_at: DateTime<Utc>,
+    received_at: Instant,
 ) -> RefreshRequest<'a> {
     RefreshRequest {
         presented_sha256: presented,
@@ -75,7 +76,7 @@ async fn refresh(
     store: &Arc<dyn GrantStore>,
     presented: &[u8],
     grace: i64,
-    received_at: DateTime<Utc>,
+    received_at: Instant,
 ) -> RefreshOutcome {
     let succ = successor_of(presented);
     store
@@ -130,7 +131,7 @@ async fn a_grant_and_its_first_token_are_created_together(b: &Backend) {
 async fn rotation_spends_the_token_and_stores_its_successor(b: &Backend) {
     let g = setup(b).await;
     let store = &b.stores.grants;
-    let RefreshOutcome::Issued(row) = refresh(store, &TOKEN, 30, Utc::now()).await else {
+    let RefreshOutcome::Issued(row) = refresh(store, &TOKEN, 30, Instant::now()).await else {
         panic!("rotation refused");
     };
     assert_eq!(row.grant.grant_id, g.grant_id);
@@ -144,7 +145,7 @@ async fn rotation_spends_the_token_and_stores_its_successor(b: &Backend) {
     let (active, _) = store.active_refresh(&succ).await.unwrap().unwrap();
     assert_eq!(active.expires_at, row.expires_at);
     // The successor rotates in turn; the grant is unchanged.
-    let RefreshOutcome::Issued(next) = refresh(store, &succ, 30, Utc::now()).await else {
+    let RefreshOutcome::Issued(next) = refresh(store, &succ, 30, Instant::now()).await else {
         panic!("second rotation refused");
     };
     assert_eq!(next.grant.grant_id, g.grant_id);
@@ -152,7 +153,7 @@ async fn rotation_spends_the_token_and_stores_its_successor(b: &Backend) {
 
 async fn fifty_concurrent_refreshes_within_grace_share_one_successor(b: &Backend) {
     let g = setup(b).await;
-    let received = Utc::now();
+    let received = Instant::now();
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let store = b.stores.grants.clone();
@@ -192,7 +193,7 @@ async fn fifty_concurrent_refreshes_within_grace_share_one_successor(b: &Backend
 async fn fifty_concurrent_refreshes_without_grace_have_one_winner(b: &Backend) {
     let g = setup(b).await;
     // All requests arrived before any rotation: the losers are late, not replays.
-    let received = Utc::now();
+    let received = Instant::now();
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let store = b.stores.grants.clone();
@@ -230,21 +231,21 @@ async fn a_replay_after_the_successor_was_used_revokes_the_family(b: &Backend) {
     let g = setup(b).await;
     let store = &b.stores.grants;
     assert!(matches!(
-        refresh(store, &TOKEN, 30, Utc::now()).await,
+        refresh(store, &TOKEN, 30, Instant::now()).await,
         RefreshOutcome::Issued(_)
     ));
     let succ = successor_of(&TOKEN);
     // Within the grace period the spent token still answers with its successor...
     assert!(matches!(
-        refresh(store, &TOKEN, 30, Utc::now()).await,
+        refresh(store, &TOKEN, 30, Instant::now()).await,
         RefreshOutcome::Issued(_)
     ));
     // ...until the successor is used: then presenting it again is reuse.
     assert!(matches!(
-        refresh(store, &succ, 30, Utc::now()).await,
+        refresh(store, &succ, 30, Instant::now()).await,
         RefreshOutcome::Issued(_)
     ));
-    match refresh(store, &TOKEN, 30, Utc::now()).await {
+    match refresh(store, &TOKEN, 30, Instant::now()).await {
         RefreshOutcome::ReuseDetected(grant) => assert_eq!(grant.grant_id, g.grant_id),
         other => panic!("replay not detected: {other:?}"),
     }
@@ -252,7 +253,7 @@ async fn a_replay_after_the_successor_was_used_revokes_the_family(b: &Backend) {
     let succ2 = successor_of(&succ);
     assert!(store.active_refresh(&succ2).await.unwrap().is_none());
     assert!(matches!(
-        refresh(store, &succ2, 30, Utc::now()).await,
+        refresh(store, &succ2, 30, Instant::now()).await,
         RefreshOutcome::Invalid
     ));
     assert_eq!(
@@ -265,9 +266,9 @@ async fn a_replay_after_the_successor_was_used_revokes_the_family(b: &Backend) {
 async fn without_grace_a_replay_revokes_but_a_delayed_request_does_not(b: &Backend) {
     let store = b.stores.grants.clone();
     setup(b).await;
-    let before = Utc::now() - Duration::seconds(5);
+    let before = Instant::now() - std::time::Duration::from_secs(5);
     assert!(matches!(
-        refresh(&store, &TOKEN, 0, Utc::now()).await,
+        refresh(&store, &TOKEN, 0, Instant::now()).await,
         RefreshOutcome::Issued(_)
     ));
     // Received before the rotation: a request held up, refused without revoking.
@@ -282,7 +283,7 @@ async fn without_grace_a_replay_revokes_but_a_delayed_request_does_not(b: &Backe
     );
     // Received after it: a replay.
     assert!(matches!(
-        refresh(&store, &TOKEN, 0, Utc::now()).await,
+        refresh(&store, &TOKEN, 0, Instant::now()).await,
         RefreshOutcome::ReuseDetected(_)
     ));
     assert_eq!(
@@ -296,20 +297,20 @@ async fn scope_resource_and_client_are_checked(b: &Backend) {
     setup(b).await;
     let store = &b.stores.grants;
     let succ = successor_of(&TOKEN);
-    let mut r = request(&TOKEN, &succ, 30, Utc::now());
+    let mut r = request(&TOKEN, &succ, 30, Instant::now());
     r.client_id = "someone-else";
     assert!(matches!(
         store.refresh(r).await.unwrap(),
         RefreshOutcome::Invalid
     ));
-    let mut r = request(&TOKEN, &succ, 30, Utc::now());
+    let mut r = request(&TOKEN, &succ, 30, Instant::now());
     r.requested_resource = Some("https://other.example/mcp");
     assert!(matches!(
         store.refresh(r).await.unwrap(),
         RefreshOutcome::ResourceNotGranted
     ));
     let wider = ScopeSet::parse("read write admin").unwrap();
-    let mut r = request(&TOKEN, &succ, 30, Utc::now());
+    let mut r = request(&TOKEN, &succ, 30, Instant::now());
     r.requested_scope = Some(&wider);
     assert!(matches!(
         store.refresh(r).await.unwrap(),
@@ -317,7 +318,7 @@ async fn scope_resource_and_client_are_checked(b: &Backend) {
     ));
     // None of these spent the token; a narrower scope narrows the access token only.
     let narrower = ScopeSet::parse("read").unwrap();
-    let mut r = request(&TOKEN, &succ, 30, Utc::now());
+    let mut r = request(&TOKEN, &succ, 30, Instant::now());
     r.requested_scope = Some(&narrower);
     r.requested_resource = Some(RESOURCE);
     let RefreshOutcome::Issued(row) = store.refresh(r).await.unwrap() else {
@@ -331,7 +332,7 @@ async fn scope_resource_and_client_are_checked(b: &Backend) {
     );
     assert!(matches!(
         store
-            .refresh(request(&[42; 32], &succ, 30, Utc::now()))
+            .refresh(request(&[42; 32], &succ, 30, Instant::now()))
             .await
             .unwrap(),
         RefreshOutcome::Invalid
@@ -345,7 +346,7 @@ async fn revoking_a_grant_ends_its_tokens(b: &Backend) {
     store.revoke(g.grant_id, "again").await.unwrap();
     assert!(store.active_refresh(&TOKEN).await.unwrap().is_none());
     assert!(matches!(
-        refresh(store, &TOKEN, 30, Utc::now()).await,
+        refresh(store, &TOKEN, 30, Instant::now()).await,
         RefreshOutcome::Invalid
     ));
     // Still findable for revocation requests.
@@ -375,7 +376,7 @@ async fn a_disabled_users_tokens_do_not_refresh(b: &Backend) {
             .unwrap()
     );
     assert!(matches!(
-        refresh(&b.stores.grants, &TOKEN, 30, Utc::now()).await,
+        refresh(&b.stores.grants, &TOKEN, 30, Instant::now()).await,
         RefreshOutcome::Invalid
     ));
     assert!(
@@ -386,7 +387,7 @@ async fn a_disabled_users_tokens_do_not_refresh(b: &Backend) {
             .unwrap()
     );
     assert!(matches!(
-        refresh(&b.stores.grants, &TOKEN, 30, Utc::now()).await,
+        refresh(&b.stores.grants, &TOKEN, 30, Instant::now()).await,
         RefreshOutcome::Issued(_)
     ));
 }
@@ -424,7 +425,7 @@ async fn expired_tokens_are_refused_and_swept(b: &Backend) {
             .is_none()
     );
     assert!(matches!(
-        refresh(&b.stores.grants, &[7; 32], 30, Utc::now()).await,
+        refresh(&b.stores.grants, &[7; 32], 30, Instant::now()).await,
         RefreshOutcome::Invalid
     ));
     assert_eq!(
