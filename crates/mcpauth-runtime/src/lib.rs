@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 pub mod batch;
+pub mod bootstrap;
 pub mod bus;
 pub mod grpc_client;
 pub mod grpc_metrics;
@@ -20,6 +21,7 @@ pub mod redis_conn;
 pub mod revocation;
 pub mod service_env;
 pub mod telemetry;
+pub use bootstrap::{Bootstrap, CommonCommand};
 pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint, grpc_plaintext_check};
 pub use grpc_metrics::GrpcServerMetricsLayer;
 pub use ops::{AdminConfig, Drain, ShutdownConfig};
