@@ -13,6 +13,7 @@ pub mod grpc_client;
 pub mod grpc_metrics;
 pub mod healthcheck;
 pub mod http_body;
+pub mod jwks;
 pub mod ops;
 pub mod per_thread;
 pub mod pool_metrics;

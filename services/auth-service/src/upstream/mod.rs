@@ -8,13 +8,13 @@
 //! message: errors carry at most an HTTP status or an RFC 6749 error code.
 
 pub mod claims;
-mod jwks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Validation};
+use mcpauth_runtime::jwks::{self, JwksCache, JwksError};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
@@ -162,7 +162,9 @@ pub struct UpstreamProvider {
     http: reqwest::Client,
     max_bytes: usize,
     discovered: tokio::sync::Mutex<Option<(Instant, Arc<Endpoints>)>>,
-    jwks: jwks::JwksCache,
+    /// The provider's signing keys (refetched on an unknown `kid`, at most once per
+    /// `jwks_min_refetch_secs`).
+    jwks: JwksCache,
 }
 
 /// Every configured provider, by name.
@@ -192,7 +194,7 @@ impl UpstreamProviders {
                         http: http.clone(),
                         max_bytes: cfg.max_response_bytes,
                         discovered: tokio::sync::Mutex::new(None),
-                        jwks: jwks::JwksCache::new(Duration::from_secs(p.jwks_min_refetch_secs)),
+                        jwks: JwksCache::new(Duration::from_secs(p.jwks_min_refetch_secs)),
                     }),
                 )
             })
@@ -509,7 +511,10 @@ impl UpstreamProvider {
                 jwks::parse(doc.to_string().as_bytes())
             })
             .await
-            .map_err(UpstreamError::IdToken)?;
+            .map_err(|e| match e {
+                JwksError::UnknownKey => bad("id token signed with an unknown key"),
+                JwksError::Unavailable(m) => UpstreamError::IdToken(m),
+            })?;
         let issuer = self.cfg.issuer.as_deref().unwrap_or_default();
         let mut v = Validation::new(header.alg);
         v.leeway = LEEWAY_SECS;
