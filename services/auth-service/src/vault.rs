@@ -9,7 +9,7 @@ use mcpauth_proto::v1::{
     DeleteCredentialRequest, ListConnectionsRequest, PutCredentialRequest,
     UpstreamTokens as ProtoTokens,
 };
-use mcpauth_runtime::Secret;
+use mcpauth_runtime::CallerCredential;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 
 use crate::config::VaultConfig;
@@ -29,7 +29,7 @@ pub enum VaultError {
 pub struct VaultClient {
     /// Calls carry the trace context (`traceparent`).
     channel: TracedChannel,
-    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    credential: CallerCredential,
 }
 
 impl VaultClient {
@@ -44,7 +44,7 @@ impl VaultClient {
         )?;
         Ok(Self {
             channel: traced(channel),
-            authorization: bearer(&cfg.credential)?,
+            credential: CallerCredential::new("vault.credential", &cfg.credential)?,
         })
     }
 
@@ -57,7 +57,7 @@ impl VaultClient {
         upstream_issuer: &str,
         upstream_subject: &str,
     ) -> Result<i64, VaultError> {
-        let mut req = tonic::Request::new(PutCredentialRequest {
+        let req = self.credential.request(PutCredentialRequest {
             user_id: user_id.to_owned(),
             provider: provider.to_owned(),
             tokens: Some(ProtoTokens {
@@ -76,8 +76,6 @@ impl VaultClient {
             upstream_issuer: upstream_issuer.to_owned(),
             upstream_subject: upstream_subject.to_owned(),
         });
-        req.metadata_mut()
-            .insert("authorization", self.authorization.clone());
         let mut client = TokenVaultClient::new(self.channel.clone());
         match client.put_credential(req).await {
             Ok(r) => Ok(r.into_inner().version),
@@ -99,12 +97,10 @@ impl VaultClient {
             message: s.message().chars().take(200).collect(),
         };
         let mut client = TokenVaultClient::new(self.channel.clone());
-        let mut req = tonic::Request::new(ListConnectionsRequest {
+        let req = self.credential.request(ListConnectionsRequest {
             access_token: String::new(),
             user_id: user_id.to_owned(),
         });
-        req.metadata_mut()
-            .insert("authorization", self.authorization.clone());
         let connections = client
             .list_connections(req)
             .await
@@ -113,13 +109,11 @@ impl VaultClient {
             .connections;
         let mut deleted = 0;
         for c in connections {
-            let mut req = tonic::Request::new(DeleteCredentialRequest {
+            let req = self.credential.request(DeleteCredentialRequest {
                 access_token: String::new(),
                 provider: c.provider,
                 user_id: user_id.to_owned(),
             });
-            req.metadata_mut()
-                .insert("authorization", self.authorization.clone());
             if client
                 .delete_credential(req)
                 .await
@@ -132,15 +126,4 @@ impl VaultClient {
         }
         Ok(deleted)
     }
-}
-
-fn bearer(
-    credential: &Secret,
-) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-    let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {}", credential.expose())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
-    v.set_sensitive(true);
-    Ok(v)
 }

@@ -8,8 +8,7 @@ use mcpauth_proto::v1::{
     ConnectionStatus, DeleteCredentialRequest, GetAccessTokenRequest, ListConnectionsRequest,
 };
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
-use mcpauth_runtime::{PerThread, Secret};
-use tonic::metadata::{Ascii, MetadataValue};
+use mcpauth_runtime::{CallerCredential, PerThread, Secret};
 
 use crate::auth::BearerToken;
 use crate::connectors::config::VaultConfig;
@@ -58,19 +57,20 @@ pub struct VaultClient {
     /// One channel per thread: each actix worker talks to token-vault over its own connection,
     /// driven on its own runtime (see `mcpauth_runtime::per_thread`).
     client: PerThread<TokenVaultClient<TracedChannel>>,
-    credential: MetadataValue<Ascii>,
+    credential: CallerCredential,
 }
 
 impl VaultClient {
     pub fn new(cfg: &VaultConfig) -> anyhow::Result<Self> {
         // Checked here, so that making a thread's channel later cannot fail.
-        let endpoint = mcpauth_runtime::grpc_endpoint("vault", &cfg.addr, cfg.tls.as_ref())?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
-            .tcp_nodelay(true);
-        let credential = format!("Bearer {}", cfg.credential.expose())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
+        let endpoint = mcpauth_runtime::grpc_client_endpoint(
+            "vault",
+            &cfg.addr,
+            cfg.tls.as_ref(),
+            Duration::from_secs(3),
+            Duration::from_secs(15),
+        )?;
+        let credential = CallerCredential::new("vault.credential", &cfg.credential)?;
         Ok(Self {
             client: PerThread::new(move || {
                 TokenVaultClient::new(traced(endpoint.clone().connect_lazy()))
@@ -80,10 +80,7 @@ impl VaultClient {
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        r.metadata_mut()
-            .insert("authorization", self.credential.clone());
-        r
+        self.credential.request(msg)
     }
 
     /// A valid upstream access token of the user for `provider`, and when it expires (unix
