@@ -6,6 +6,7 @@ use std::time::Duration;
 use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
 use mcpauth_proto::v1::{
     ConnectionStatus, DeleteCredentialRequest, GetAccessTokenRequest, ListConnectionsRequest,
+    VaultErrorReason,
 };
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 use mcpauth_runtime::{CallerCredential, PerThread, Secret};
@@ -33,7 +34,11 @@ impl From<tonic::Status> for VaultError {
         use tonic::Code;
         match s.code() {
             Code::NotFound => VaultError::NotConnected,
-            Code::FailedPrecondition if s.message().starts_with("reauthorization_required") => {
+            // The typed detail, never the message text.
+            Code::FailedPrecondition
+                if mcpauth_proto::status_detail::vault_error_reason(&s)
+                    == VaultErrorReason::ReauthorizationRequired =>
+            {
                 VaultError::ReauthorizationRequired
             }
             Code::Unauthenticated => VaultError::Unauthenticated,
@@ -157,12 +162,22 @@ mod tests {
             VaultError::from(tonic::Status::not_found("no credential")),
             VaultError::NotConnected
         );
+        // token-vault says so in a typed detail, whatever the message...
         assert_eq!(
-            VaultError::from(tonic::Status::failed_precondition(
-                "reauthorization_required: invalid_grant"
+            VaultError::from(mcpauth_proto::status_detail::vault_error(
+                tonic::Code::FailedPrecondition,
+                "connect again",
+                VaultErrorReason::ReauthorizationRequired,
             )),
             VaultError::ReauthorizationRequired
         );
+        // ...and the older message prefix alone no longer says it.
+        assert!(matches!(
+            VaultError::from(tonic::Status::failed_precondition(
+                "reauthorization_required: invalid_grant"
+            )),
+            VaultError::Refused(_)
+        ));
         assert!(matches!(
             VaultError::from(tonic::Status::failed_precondition("other")),
             VaultError::Refused(_)

@@ -38,8 +38,14 @@ impl From<VaultError> for Status {
             VaultError::PermissionDenied(m) => Status::permission_denied(m),
             VaultError::InvalidArgument(m) => Status::invalid_argument(m),
             VaultError::NotFound => Status::not_found("no credential for this provider"),
+            // The typed detail is what callers read; the message stays for people (and for
+            // callers older than the detail, which matched its prefix).
             e @ VaultError::ReauthorizationRequired(_) => {
-                Status::failed_precondition(e.to_string())
+                mcpauth_proto::status_detail::vault_error(
+                    tonic::Code::FailedPrecondition,
+                    e.to_string(),
+                    mcpauth_proto::v1::VaultErrorReason::ReauthorizationRequired,
+                )
             }
             VaultError::Unavailable(m) => Status::unavailable(m),
             e @ VaultError::Crypto(_) => {
