@@ -307,6 +307,9 @@ mod tests {
         });
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
-        assert_eq!(fetch(&http, &url).await.err().as_deref(), Some("JWKS too large"));
+        assert_eq!(
+            fetch(&http, &url).await.err().as_deref(),
+            Some("JWKS too large")
+        );
     }
 }

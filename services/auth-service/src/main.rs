@@ -102,9 +102,7 @@ struct AdminTarget {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli
-        .command
-        .unwrap_or(Command::Common(CommonCommand::Serve));
+    let command = cli.command.unwrap_or(Command::Common(CommonCommand::Serve));
     match command {
         Command::HashSecret => {
             println!("{}", sha256_hex(&read_stdin_secret()));

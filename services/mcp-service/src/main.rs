@@ -38,8 +38,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Common(command) = cli.command.unwrap_or(Command::Common(CommonCommand::Serve));
-    let (config, env_report) = match BOOTSTRAP.load(cli.config.as_deref(), Config::load_reporting)
-    {
+    let (config, env_report) = match BOOTSTRAP.load(cli.config.as_deref(), Config::load_reporting) {
         Ok(c) => c,
         Err(exit) => return exit,
     };

@@ -51,9 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli
-        .command
-        .unwrap_or(Command::Common(CommonCommand::Serve));
+    let command = cli.command.unwrap_or(Command::Common(CommonCommand::Serve));
     match command {
         Command::GenerateKey => {
             println!("{}", token_vault::crypto::generate_key());

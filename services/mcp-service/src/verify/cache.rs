@@ -1,8 +1,8 @@
 //! The verification cache of the introspecting verifiers: mcpauth-runtime's
 //! [`VerificationCache`], revocation-aware (see `crate::revocations`), over [`Principal`]s.
 
-pub use mcpauth_runtime::revocation::{VerificationCache, now_secs, token_key};
 use mcpauth_runtime::revocation::{Refusal, Revocable, Revocation, RevocationIds};
+pub use mcpauth_runtime::revocation::{VerificationCache, now_secs, token_key};
 
 use crate::auth::{Principal, VerifyError};
 

@@ -103,13 +103,10 @@ impl JwtVerifier {
             }
             fetched
         };
-        self.jwks
-            .key(kid, alg, fetch)
-            .await
-            .map_err(|e| match e {
-                JwksError::UnknownKey => VerifyError::Malformed,
-                JwksError::Unavailable(e) => VerifyError::Unavailable(e),
-            })
+        self.jwks.key(kid, alg, fetch).await.map_err(|e| match e {
+            JwksError::UnknownKey => VerifyError::Malformed,
+            JwksError::Unavailable(e) => VerifyError::Unavailable(e),
+        })
     }
 
     async fn check(&self, token: &str) -> Result<Principal, VerifyError> {
