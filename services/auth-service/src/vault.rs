@@ -13,11 +13,11 @@ use mcpauth_runtime::CallerCredential;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 
 use crate::config::VaultConfig;
-use crate::upstream::UpstreamTokens;
+use crate::upstream::ProviderTokenResponse;
 
 /// Why a credential could not be stored. Carries the gRPC code, never a token.
 #[derive(Debug, thiserror::Error)]
-pub enum VaultError {
+pub enum VaultClientError {
     #[error("token-vault is not configured")]
     NotConfigured,
     #[error("token-vault refused the credential: {code:?} {message}")]
@@ -53,10 +53,10 @@ impl VaultClient {
         &self,
         user_id: &str,
         provider: &str,
-        tokens: &UpstreamTokens,
+        tokens: &ProviderTokenResponse,
         upstream_issuer: &str,
         upstream_subject: &str,
-    ) -> Result<i64, VaultError> {
+    ) -> Result<i64, VaultClientError> {
         let req = self.credential.request(PutCredentialRequest {
             user_id: user_id.to_owned(),
             provider: provider.to_owned(),
@@ -79,7 +79,7 @@ impl VaultClient {
         let mut client = TokenVaultClient::new(self.channel.clone());
         match client.put_credential(req).await {
             Ok(r) => Ok(r.into_inner().version),
-            Err(s) => Err(VaultError::Refused {
+            Err(s) => Err(VaultClientError::Refused {
                 code: s.code(),
                 message: s.message().chars().take(200).collect(),
             }),
@@ -91,8 +91,8 @@ impl VaultClient {
     /// Incident response: deletes every credential of `user_id` (and revokes it upstream where
     /// the provider supports it). Needs the `admin` permission at token-vault. Returns how many
     /// were deleted.
-    pub async fn delete_all_of_user(&self, user_id: &str) -> Result<u64, VaultError> {
-        let refused = |s: tonic::Status| VaultError::Refused {
+    pub async fn delete_all_of_user(&self, user_id: &str) -> Result<u64, VaultClientError> {
+        let refused = |s: tonic::Status| VaultClientError::Refused {
             code: s.code(),
             message: s.message().chars().take(200).collect(),
         };

@@ -16,7 +16,7 @@ use crate::connectors::config::VaultConfig;
 
 /// Why the vault did not hand out a token. Messages never contain a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VaultError {
+pub enum VaultTokenError {
     #[error("the provider is not connected")]
     NotConnected,
     #[error("the provider must be connected again (the upstream refused the refresh token)")]
@@ -29,23 +29,23 @@ pub enum VaultError {
     Unavailable(String),
 }
 
-impl From<tonic::Status> for VaultError {
+impl From<tonic::Status> for VaultTokenError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code;
         match s.code() {
-            Code::NotFound => VaultError::NotConnected,
+            Code::NotFound => VaultTokenError::NotConnected,
             // The typed detail, never the message text.
             Code::FailedPrecondition
                 if mcpauth_proto::status_detail::vault_error_reason(&s)
                     == VaultErrorReason::ReauthorizationRequired =>
             {
-                VaultError::ReauthorizationRequired
+                VaultTokenError::ReauthorizationRequired
             }
-            Code::Unauthenticated => VaultError::Unauthenticated,
+            Code::Unauthenticated => VaultTokenError::Unauthenticated,
             Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition => {
-                VaultError::Refused(format!("{:?}", s.code()))
+                VaultTokenError::Refused(format!("{:?}", s.code()))
             }
-            code => VaultError::Unavailable(format!("{code:?}")),
+            code => VaultTokenError::Unavailable(format!("{code:?}")),
         }
     }
 }
@@ -94,7 +94,7 @@ impl VaultClient {
         &self,
         user: &BearerToken,
         provider: &str,
-    ) -> Result<(Secret, i64), VaultError> {
+    ) -> Result<(Secret, i64), VaultTokenError> {
         let resp = self
             .client
             .get()
@@ -105,13 +105,16 @@ impl VaultClient {
             .await?
             .into_inner();
         if resp.access_token.is_empty() {
-            return Err(VaultError::Unavailable("empty upstream token".into()));
+            return Err(VaultTokenError::Unavailable("empty upstream token".into()));
         }
         Ok((Secret::new(resp.access_token), resp.expires_at))
     }
 
     /// The user's connections.
-    pub async fn connections(&self, user: &BearerToken) -> Result<Vec<Connection>, VaultError> {
+    pub async fn connections(
+        &self,
+        user: &BearerToken,
+    ) -> Result<Vec<Connection>, VaultTokenError> {
         let resp = self
             .client
             .get()
@@ -137,7 +140,7 @@ impl VaultClient {
         &self,
         user: &BearerToken,
         provider: &str,
-    ) -> Result<(bool, bool), VaultError> {
+    ) -> Result<(bool, bool), VaultTokenError> {
         let resp = self
             .client
             .get()
@@ -159,36 +162,36 @@ mod tests {
     #[test]
     fn statuses_map_to_what_the_user_must_do() {
         assert_eq!(
-            VaultError::from(tonic::Status::not_found("no credential")),
-            VaultError::NotConnected
+            VaultTokenError::from(tonic::Status::not_found("no credential")),
+            VaultTokenError::NotConnected
         );
         // token-vault says so in a typed detail, whatever the message...
         assert_eq!(
-            VaultError::from(mcpauth_proto::status_detail::vault_error(
+            VaultTokenError::from(mcpauth_proto::status_detail::vault_error(
                 tonic::Code::FailedPrecondition,
                 "connect again",
                 VaultErrorReason::ReauthorizationRequired,
             )),
-            VaultError::ReauthorizationRequired
+            VaultTokenError::ReauthorizationRequired
         );
         // ...and the older message prefix alone no longer says it.
         assert!(matches!(
-            VaultError::from(tonic::Status::failed_precondition(
+            VaultTokenError::from(tonic::Status::failed_precondition(
                 "reauthorization_required: invalid_grant"
             )),
-            VaultError::Refused(_)
+            VaultTokenError::Refused(_)
         ));
         assert!(matches!(
-            VaultError::from(tonic::Status::failed_precondition("other")),
-            VaultError::Refused(_)
+            VaultTokenError::from(tonic::Status::failed_precondition("other")),
+            VaultTokenError::Refused(_)
         ));
         assert_eq!(
-            VaultError::from(tonic::Status::unauthenticated("x")),
-            VaultError::Unauthenticated
+            VaultTokenError::from(tonic::Status::unauthenticated("x")),
+            VaultTokenError::Unauthenticated
         );
         assert!(matches!(
-            VaultError::from(tonic::Status::unavailable("x")),
-            VaultError::Unavailable(_)
+            VaultTokenError::from(tonic::Status::unavailable("x")),
+            VaultTokenError::Unavailable(_)
         ));
     }
 }

@@ -16,16 +16,16 @@
 use std::time::{Duration, Instant};
 
 use crate::audit::AuditEvent;
-use crate::credential::UpstreamTokens;
-use crate::error::VaultError;
+use crate::credential::ProviderTokens;
+use crate::error::VaultServiceError;
 use crate::events::ConnectionEvent;
 use crate::introspect::now_secs;
 use crate::store::{ConnectionStatus, CredentialRow, CredentialWrite};
 use crate::upstream::UpstreamError;
 use crate::vault::Vault;
 
-pub(crate) fn reauthorization_required() -> VaultError {
-    VaultError::ReauthorizationRequired(
+pub(crate) fn reauthorization_required() -> VaultServiceError {
+    VaultServiceError::ReauthorizationRequired(
         "the upstream no longer accepts this connection; the user must connect the provider again"
             .into(),
     )
@@ -39,8 +39,8 @@ pub async fn refresh(
     vault: &Vault,
     caller: &str,
     row: CredentialRow,
-    tokens: UpstreamTokens,
-) -> Result<UpstreamTokens, VaultError> {
+    tokens: ProviderTokens,
+) -> Result<ProviderTokens, VaultServiceError> {
     let inner = &vault.inner;
     let deadline = Instant::now() + Duration::from_millis(inner.refresh.wait_ms);
     let (user_id, provider) = (row.user_id.clone(), row.provider.clone());
@@ -52,7 +52,7 @@ pub async fn refresh(
             .locks
             .try_acquire(&user_id, &provider)
             .await
-            .map_err(|e| VaultError::Redis(e.to_string()))?;
+            .map_err(|e| VaultServiceError::Redis(e.to_string()))?;
         if let Some(lock) = lock {
             // Run the refresh apart from this request: if the caller goes away mid-refresh, the
             // rotated tokens are still stored and the lock released.
@@ -63,15 +63,15 @@ pub async fn refresh(
                 lock.release().await;
                 result
             });
-            return task
-                .await
-                .map_err(|_| VaultError::Unavailable("the refresh was interrupted".into()))?;
+            return task.await.map_err(|_| {
+                VaultServiceError::Unavailable("the refresh was interrupted".into())
+            })?;
         }
         // Another replica (or request) refreshes: wait for the record to move.
         tokio::time::sleep(poll).await;
         poll = (poll * 2).min(POLL_MAX);
         match inner.store.version(&user_id, &provider).await? {
-            None => return Err(VaultError::NotFound),
+            None => return Err(VaultServiceError::NotFound),
             Some((_, ConnectionStatus::ReauthorizationRequired)) => {
                 return Err(reauthorization_required());
             }
@@ -80,7 +80,7 @@ pub async fn refresh(
                     .store
                     .get(&user_id, &provider)
                     .await?
-                    .ok_or(VaultError::NotFound)?;
+                    .ok_or(VaultServiceError::NotFound)?;
                 if row.status == ConnectionStatus::ReauthorizationRequired {
                     return Err(reauthorization_required());
                 }
@@ -100,7 +100,7 @@ pub async fn refresh(
             if !current.expired(now_secs()) {
                 return Ok(current);
             }
-            return Err(VaultError::Unavailable(
+            return Err(VaultServiceError::Unavailable(
                 "the upstream token is being refreshed and the refresh did not finish in time"
                     .into(),
             ));
@@ -114,14 +114,14 @@ async fn refresh_locked(
     caller: &str,
     user_id: &str,
     provider: &str,
-) -> Result<UpstreamTokens, VaultError> {
+) -> Result<ProviderTokens, VaultServiceError> {
     let inner = &vault.inner;
     let cfg = vault.provider(provider)?.clone();
     let row = inner
         .store
         .get(user_id, provider)
         .await?
-        .ok_or(VaultError::NotFound)?;
+        .ok_or(VaultServiceError::NotFound)?;
     if row.status == ConnectionStatus::ReauthorizationRequired {
         return Err(reauthorization_required());
     }
@@ -210,7 +210,7 @@ async fn refresh_locked(
                 tracing::warn!(error = %e, provider, "upstream refresh failed; the current token is still valid");
                 return Ok(tokens);
             }
-            Err(VaultError::Unavailable(format!(
+            Err(VaultServiceError::Unavailable(format!(
                 "refresh at the upstream failed ({e}); the credential is kept, retry later"
             )))
         }
@@ -222,7 +222,7 @@ async fn mark_reauthorization_required(
     caller: &str,
     row: &CredentialRow,
     reason: &'static str,
-) -> Result<(), VaultError> {
+) -> Result<(), VaultServiceError> {
     let inner = &vault.inner;
     let marked = inner
         .store

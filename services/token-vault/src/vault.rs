@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::cache::{CredentialCache, Invalidations};
 use crate::config::{ProviderConfig, RefreshConfig};
-use crate::credential::UpstreamTokens;
+use crate::credential::ProviderTokens;
 use crate::crypto::{CryptoError, KeyRing};
-use crate::error::VaultError;
+use crate::error::VaultServiceError;
 use crate::events::{ConnectionEvent, ConnectionEvents};
 use crate::lock::RefreshLocks;
 use crate::store::{ConnectionStatus, CredentialRow, CredentialStore, CredentialWrite};
@@ -86,7 +86,7 @@ impl Vault {
         &self,
         user_id: &str,
         provider: &str,
-    ) -> Result<Option<Arc<CredentialRow>>, VaultError> {
+    ) -> Result<Option<Arc<CredentialRow>>, VaultServiceError> {
         let cache = &self.inner.cache;
         let key = crate::cache::key(user_id, provider);
         if let Some(row) = cache.get(&key) {
@@ -106,14 +106,14 @@ impl Vault {
     }
 
     /// The configured provider `name`.
-    pub fn provider(&self, name: &str) -> Result<&ProviderConfig, VaultError> {
+    pub fn provider(&self, name: &str) -> Result<&ProviderConfig, VaultServiceError> {
         self.inner
             .providers
             .get(name)
-            .ok_or_else(|| VaultError::InvalidArgument(format!("unknown provider {name:?}")))
+            .ok_or_else(|| VaultServiceError::InvalidArgument(format!("unknown provider {name:?}")))
     }
 
-    pub(crate) fn open(&self, row: &CredentialRow) -> Result<UpstreamTokens, VaultError> {
+    pub(crate) fn open(&self, row: &CredentialRow) -> Result<ProviderTokens, VaultServiceError> {
         if row.is_stale() {
             // Written before the record was last deleted: a restored copy, not the user's
             // current connection.
@@ -125,7 +125,7 @@ impl Vault {
             );
             return Err(CryptoError::Stale.into());
         }
-        Ok(UpstreamTokens::open(
+        Ok(ProviderTokens::open(
             &self.inner.keys,
             &row.user_id,
             &row.provider,
@@ -140,10 +140,10 @@ impl Vault {
         caller: &str,
         user_id: &str,
         provider: &str,
-        tokens: &UpstreamTokens,
+        tokens: &ProviderTokens,
         upstream_issuer: &str,
         upstream_subject: &str,
-    ) -> Result<i64, VaultError> {
+    ) -> Result<i64, VaultServiceError> {
         self.provider(provider)?;
         let store = &self.inner.store;
         for _ in 0..PUT_ATTEMPTS {
@@ -193,7 +193,7 @@ impl Vault {
                 return Ok(version);
             }
         }
-        Err(VaultError::Unavailable(
+        Err(VaultServiceError::Unavailable(
             "the credential is being written concurrently, retry".into(),
         ))
     }
@@ -204,14 +204,14 @@ impl Vault {
         caller: &str,
         user_id: &str,
         provider: &str,
-    ) -> Result<UpstreamTokens, VaultError> {
+    ) -> Result<ProviderTokens, VaultServiceError> {
         self.provider(provider)?;
         let result = self.access_token_inner(caller, user_id, provider).await;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(VaultError::NotFound) => "not_found",
-            Err(VaultError::ReauthorizationRequired(_)) => "reauthorization_required",
-            Err(VaultError::Crypto(_)) => "decrypt_failed",
+            Err(VaultServiceError::NotFound) => "not_found",
+            Err(VaultServiceError::ReauthorizationRequired(_)) => "reauthorization_required",
+            Err(VaultServiceError::Crypto(_)) => "decrypt_failed",
             Err(_) => "error",
         };
         self.inner
@@ -226,11 +226,11 @@ impl Vault {
         caller: &str,
         user_id: &str,
         provider: &str,
-    ) -> Result<UpstreamTokens, VaultError> {
+    ) -> Result<ProviderTokens, VaultServiceError> {
         let row = self
             .row(user_id, provider)
             .await?
-            .ok_or(VaultError::NotFound)?;
+            .ok_or(VaultServiceError::NotFound)?;
         if row.status == ConnectionStatus::ReauthorizationRequired {
             return Err(crate::refresh::reauthorization_required());
         }
@@ -257,7 +257,7 @@ impl Vault {
         caller: &str,
         user_id: &str,
         provider: &str,
-    ) -> Result<(bool, bool), VaultError> {
+    ) -> Result<(bool, bool), VaultServiceError> {
         let Some(row) = self.inner.store.delete(user_id, provider).await? else {
             return Ok((false, false));
         };
@@ -305,7 +305,7 @@ impl Vault {
         &self,
         caller: &str,
         user_id: &str,
-    ) -> Result<Vec<CredentialRow>, VaultError> {
+    ) -> Result<Vec<CredentialRow>, VaultServiceError> {
         let rows = self.inner.store.list(user_id).await?;
         self.inner
             .audit

@@ -117,7 +117,7 @@ pub struct Endpoints {
 
 /// Tokens from the upstream token endpoint. `Debug` hides the secrets.
 #[derive(Clone, Deserialize)]
-pub struct UpstreamTokens {
+pub struct ProviderTokenResponse {
     pub access_token: String,
     #[serde(default)]
     pub token_type: Option<String>,
@@ -131,9 +131,9 @@ pub struct UpstreamTokens {
     pub id_token: Option<String>,
 }
 
-impl std::fmt::Debug for UpstreamTokens {
+impl std::fmt::Debug for ProviderTokenResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTokens")
+        f.debug_struct("ProviderTokenResponse")
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
@@ -368,7 +368,7 @@ impl UpstreamProvider {
         code: &str,
         code_verifier: &str,
         redirect_uri: &str,
-    ) -> Result<UpstreamTokens, UpstreamError> {
+    ) -> Result<ProviderTokenResponse, UpstreamError> {
         let c = &self.cfg;
         let mut form = vec![
             ("grant_type", "authorization_code"),
@@ -405,7 +405,7 @@ impl UpstreamProvider {
                 error_code(&body)
             )));
         }
-        let tokens: UpstreamTokens = serde_json::from_slice(&body)
+        let tokens: ProviderTokenResponse = serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::BadResponse("token response is not valid".into()))?;
         if tokens.access_token.is_empty() {
             return Err(UpstreamError::BadResponse("empty access_token".into()));
@@ -424,7 +424,7 @@ impl UpstreamProvider {
     pub async fn identity(
         &self,
         endpoints: &Endpoints,
-        tokens: &UpstreamTokens,
+        tokens: &ProviderTokenResponse,
         nonce: &str,
     ) -> Result<UpstreamIdentity, UpstreamError> {
         let c = &self.cfg;
@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn debug_hides_tokens() {
-        let t: UpstreamTokens = serde_json::from_value(serde_json::json!({
+        let t: ProviderTokenResponse = serde_json::from_value(serde_json::json!({
             "access_token": "AT-secret", "refresh_token": "RT-secret", "id_token": "ID-secret",
             "token_type": "Bearer", "expires_in": 60}))
         .unwrap();

@@ -451,7 +451,7 @@ client_secret = "gh-secret"
     async fn put_tokens(&self, user_id: &str, access_token: &str, refresh: &str, expires_at: i64) {
         if self.tls {
             // Over mTLS: through auth-service's own vault client, as after a real connect.
-            let tokens = auth_service::upstream::UpstreamTokens {
+            let tokens = auth_service::upstream::ProviderTokenResponse {
                 access_token: access_token.to_owned(),
                 token_type: Some("Bearer".into()),
                 refresh_token: (!refresh.is_empty()).then(|| refresh.to_owned()),
