@@ -6,6 +6,8 @@ pub mod v1 {
     tonic::include_proto!("mcpauth.v1");
 }
 
+pub mod status_detail;
+
 /// Encoded `FileDescriptorSet` of every mcpauth proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mcpauth_descriptor.bin"));

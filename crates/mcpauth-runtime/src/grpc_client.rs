@@ -22,6 +22,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::ConfigError;
@@ -124,7 +125,22 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `grpc_endpoint` with the timeouts every internal client uses, connecting on first use.
+/// `grpc_endpoint` with the timeouts every internal client uses (and no Nagle delay): connect
+/// lazily from it, once ([`grpc_channel`]) or once per thread (`PerThread`).
+pub fn grpc_client_endpoint(
+    section: &str,
+    addr: &str,
+    tls: Option<&GrpcClientTls>,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<Endpoint, ConfigError> {
+    Ok(grpc_endpoint(section, addr, tls)?
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true))
+}
+
+/// [`grpc_client_endpoint`]'s channel, connecting on first use.
 pub fn grpc_channel(
     section: &str,
     addr: &str,
@@ -132,11 +148,40 @@ pub fn grpc_channel(
     connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<tonic::transport::Channel, ConfigError> {
-    Ok(grpc_endpoint(section, addr, tls)?
-        .connect_timeout(connect_timeout)
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(grpc_client_endpoint(section, addr, tls, connect_timeout, timeout)?.connect_lazy())
+}
+
+/// A service's credential at another service, sent on every call as `authorization: Bearer
+/// <credential>` (what the callee's `grpc.callers` lists the SHA-256 of). The value is marked
+/// sensitive, so that tonic and h2 never print it.
+#[derive(Clone)]
+pub struct CallerCredential(MetadataValue<Ascii>);
+
+impl CallerCredential {
+    /// `key` names the setting (`vault.credential`) in the error of a value that cannot be a
+    /// header.
+    pub fn new(key: &str, credential: &crate::Secret) -> Result<Self, ConfigError> {
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", credential.expose())
+            .parse()
+            .map_err(|_| ConfigError::new(format!("{key}: not a valid header value")))?;
+        value.set_sensitive(true);
+        Ok(Self(value))
+    }
+
+    /// `message` as a request that carries the credential.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        request
+    }
+}
+
+impl std::fmt::Debug for CallerCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallerCredential([redacted])")
+    }
 }
 
 impl GrpcClientTls {

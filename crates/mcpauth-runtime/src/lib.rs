@@ -7,11 +7,14 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 pub mod batch;
+pub mod bootstrap;
 pub mod bus;
 pub mod grpc_client;
 pub mod grpc_metrics;
 pub mod healthcheck;
 pub mod http_body;
+pub mod introspection;
+pub mod jwks;
 pub mod ops;
 pub mod per_thread;
 pub mod pool_metrics;
@@ -20,7 +23,11 @@ pub mod redis_conn;
 pub mod revocation;
 pub mod service_env;
 pub mod telemetry;
-pub use grpc_client::{GrpcClientTls, grpc_channel, grpc_endpoint, grpc_plaintext_check};
+pub use bootstrap::{Bootstrap, CommonCommand};
+pub use grpc_client::{
+    CallerCredential, GrpcClientTls, grpc_channel, grpc_client_endpoint, grpc_endpoint,
+    grpc_plaintext_check,
+};
 pub use grpc_metrics::GrpcServerMetricsLayer;
 pub use ops::{AdminConfig, Drain, ShutdownConfig};
 pub use per_thread::PerThread;

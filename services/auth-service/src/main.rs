@@ -1,13 +1,19 @@
 //! auth-service binary: configuration → telemetry → `app::start` → serve until SIGTERM/Ctrl-C.
+//! The shared mechanics are `mcpauth_runtime::bootstrap`'s.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use auth_service::config::{Config, MigrateConfig};
 use clap::{Parser, Subcommand};
+use mcpauth_runtime::bootstrap::{read_stdin_secret, sha256_hex};
+use mcpauth_runtime::{Bootstrap, CommonCommand};
+
+const BOOTSTRAP: Bootstrap = Bootstrap {
+    name: "auth-service",
+    env: mcpauth_runtime::service_env::AUTH,
+};
 
 #[derive(Parser)]
 #[command(
@@ -26,8 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve HTTP and gRPC (the default).
-    Serve,
+    #[command(flatten)]
+    Common(CommonCommand),
     /// Apply database migrations, then exit (reads only the database, log and telemetry settings).
     Migrate,
     /// Print the SHA-256 (hex) of a secret read from stdin, for `grpc.callers` and `clients`.
@@ -36,11 +42,6 @@ enum Command {
     HashPassword,
     /// Print a new random 256-bit token key (base64), for `tokens.keys`.
     GenerateKey,
-    /// Check the configuration and exit.
-    CheckConfig,
-    /// Exit 0 iff GET /readyz answers 200 on the admin listener (else the HTTP listener):
-    /// container probes.
-    Healthcheck,
     /// Incident response for one user, with this service's configuration (Postgres and Redis
     /// directly; audited). Prints a JSON summary. See docs/operations.md.
     Admin {
@@ -99,32 +100,20 @@ struct AdminTarget {
     reason: String,
 }
 
-/// The configuration a command needs.
-enum Loaded {
-    Full(Box<Config>),
-    Migrate(MigrateConfig),
-}
-
-fn read_stdin() -> String {
-    let mut s = String::new();
-    let _ = std::io::stdin().read_to_string(&mut s);
-    s.trim_end_matches(['\r', '\n']).to_owned()
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli.command.unwrap_or(Command::Common(CommonCommand::Serve));
     match command {
         Command::HashSecret => {
-            println!(
-                "{}",
-                auth_service::domain::token::hex(&auth_service::domain::token::hash(&read_stdin()))
-            );
-            return ExitCode::SUCCESS;
+            println!("{}", sha256_hex(&read_stdin_secret()));
+            ExitCode::SUCCESS
         }
         Command::HashPassword => {
-            println!("{}", auth_service::login::hash_password(&read_stdin()));
-            return ExitCode::SUCCESS;
+            println!(
+                "{}",
+                auth_service::login::hash_password(&read_stdin_secret())
+            );
+            ExitCode::SUCCESS
         }
         Command::GenerateKey => {
             let mut key = [0u8; 32];
@@ -134,7 +123,7 @@ fn main() -> ExitCode {
                 "{}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)
             );
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
         Command::InitSecrets {
             dir,
@@ -146,7 +135,7 @@ fn main() -> ExitCode {
                 database_urls,
                 user: user.map(|u| (u, password.unwrap_or_default())),
             };
-            return match auth_service::init_secrets::run(&dir, &request) {
+            match auth_service::init_secrets::run(&dir, &request) {
                 Ok(done) => {
                     for outcome in done {
                         println!("{outcome}");
@@ -157,117 +146,87 @@ fn main() -> ExitCode {
                     eprintln!("auth-service: init-secrets: {e}");
                     ExitCode::FAILURE
                 }
-            };
-        }
-        _ => {}
-    }
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let (file, legacy_file) =
-        mcpauth_runtime::service_env::AUTH.config_file(cli.config.as_deref(), &env);
-    // `migrate` needs the database only: a migration Job has no signing keys to give.
-    let loaded = if matches!(command, Command::Migrate) {
-        MigrateConfig::load_reporting(file.as_deref(), &env).map(|(c, r)| (Loaded::Migrate(c), r))
-    } else {
-        Config::load_reporting(file.as_deref(), &env).map(|(c, r)| (Loaded::Full(Box::new(c)), r))
-    };
-    let (config, mut env_report) = match loaded {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("auth-service: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    env_report.legacy_config_file = legacy_file;
-    if matches!(command, Command::CheckConfig) {
-        println!("configuration ok");
-        return ExitCode::SUCCESS;
-    }
-    if let (Command::Healthcheck, Loaded::Full(config)) = (&command, &config) {
-        return mcpauth_runtime::healthcheck::run("auth-service", Ok(config.health_addr()));
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("auth-service: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Logs, and traces when telemetry.otlp_endpoint is set (the exporter lives on the runtime).
-    let mut telemetry = {
-        let _rt = runtime.enter();
-        let (log, traces) = match &config {
-            Loaded::Full(c) => (&c.log, &c.telemetry),
-            Loaded::Migrate(c) => (&c.log, &c.telemetry),
-        };
-        match mcpauth_runtime::telemetry::init("auth-service", log, traces) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("auth-service: {e}");
-                return ExitCode::FAILURE;
             }
         }
-    };
-    env_report.warn();
-    let result = runtime.block_on(async move {
-        match config {
-            Loaded::Migrate(config) => {
-                let pool =
-                    auth_service::store::connect_postgres(config.database.url.expose(), 2).await?;
-                auth_service::store::migrate(&pool).await?;
-                tracing::info!("migrations applied");
-                Ok(())
-            }
-            Loaded::Full(config) if matches!(command, Command::Admin { .. }) => {
-                let Command::Admin { action } = command else {
-                    unreachable!()
+        // `migrate` needs the database only: a migration Job has no signing keys to give.
+        Command::Migrate => {
+            let (config, env_report) =
+                match BOOTSTRAP.load(cli.config.as_deref(), MigrateConfig::load_reporting) {
+                    Ok(c) => c,
+                    Err(exit) => return exit,
                 };
-                use auth_service::user_admin::CliAction;
-                let (target, action) = match action {
-                    AdminCommand::RevokeUser { target, vault } => (
-                        target,
-                        CliAction::RevokeUser {
-                            include_vault: vault,
-                        },
-                    ),
-                    AdminCommand::DisableUser { target, vault } => (
-                        target,
-                        CliAction::DisableUser {
-                            include_vault: vault,
-                        },
-                    ),
-                    AdminCommand::EnableUser { target } => (target, CliAction::EnableUser),
-                };
-                let out = auth_service::user_admin::run_cli(
-                    *config,
-                    &target.user,
-                    &target.reason,
-                    action,
-                )
-                .await?;
-                println!("{out}");
-                Ok(())
-            }
-            Loaded::Full(config) => {
-                let metrics = mcpauth_runtime::init_metrics();
-                let running = auth_service::app::start(*config, metrics).await?;
-                running.run_until(mcpauth_runtime::shutdown_signal()).await;
-                tracing::info!("auth-service stopped");
-                Ok::<(), anyhow::Error>(())
-            }
+            BOOTSTRAP.run(
+                config,
+                |c| (&c.log, &c.telemetry),
+                env_report,
+                |config| async move {
+                    let pool =
+                        auth_service::store::connect_postgres(config.database.url.expose(), 2)
+                            .await?;
+                    auth_service::store::migrate(&pool).await?;
+                    tracing::info!("migrations applied");
+                    Ok::<(), anyhow::Error>(())
+                },
+            )
         }
-    });
-    // Export the spans still queued while the runtime (the exporter's channel) still runs.
-    telemetry.shutdown();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "auth-service failed");
-            eprintln!("auth-service: {e:#}");
-            ExitCode::FAILURE
+        Command::Admin { action } => {
+            let (config, env_report) =
+                match BOOTSTRAP.load(cli.config.as_deref(), Config::load_reporting) {
+                    Ok(c) => c,
+                    Err(exit) => return exit,
+                };
+            BOOTSTRAP.run(
+                config,
+                |c| (&c.log, &c.telemetry),
+                env_report,
+                |config| admin(config, action),
+            )
+        }
+        Command::Common(command) => {
+            let (config, env_report) =
+                match BOOTSTRAP.load(cli.config.as_deref(), Config::load_reporting) {
+                    Ok(c) => c,
+                    Err(exit) => return exit,
+                };
+            if let Some(exit) = BOOTSTRAP.answer(command, || Ok(config.health_addr())) {
+                return exit;
+            }
+            BOOTSTRAP.run(
+                config,
+                |c| (&c.log, &c.telemetry),
+                env_report,
+                |config| async move {
+                    let metrics = mcpauth_runtime::init_metrics();
+                    let running = auth_service::app::start(config, metrics).await?;
+                    running.run_until(mcpauth_runtime::shutdown_signal()).await;
+                    tracing::info!("auth-service stopped");
+                    Ok::<(), anyhow::Error>(())
+                },
+            )
         }
     }
+}
+
+/// `admin …`: incident response for one user; prints the JSON summary.
+async fn admin(config: Config, action: AdminCommand) -> anyhow::Result<()> {
+    use auth_service::user_admin::CliAction;
+    let (target, action) = match action {
+        AdminCommand::RevokeUser { target, vault } => (
+            target,
+            CliAction::RevokeUser {
+                include_vault: vault,
+            },
+        ),
+        AdminCommand::DisableUser { target, vault } => (
+            target,
+            CliAction::DisableUser {
+                include_vault: vault,
+            },
+        ),
+        AdminCommand::EnableUser { target } => (target, CliAction::EnableUser),
+    };
+    let out =
+        auth_service::user_admin::run_cli(config, &target.user, &target.reason, action).await?;
+    println!("{out}");
+    Ok(())
 }

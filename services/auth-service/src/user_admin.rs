@@ -83,7 +83,7 @@ pub enum AdminError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("token-vault: {0}")]
-    Vault(#[from] crate::vault::VaultError),
+    Vault(#[from] crate::vault::VaultClientError),
 }
 
 const MAX_FIELD: usize = 256;
@@ -166,7 +166,7 @@ pub async fn revoke_user(
     let vault_result = if include_vault {
         match &state.vault {
             Some(v) => v.delete_all_of_user(&user_id.to_string()).await.map(Some),
-            None => Err(crate::vault::VaultError::NotConfigured),
+            None => Err(crate::vault::VaultClientError::NotConfigured),
         }
     } else {
         Ok(None)

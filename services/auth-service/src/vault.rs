@@ -9,15 +9,15 @@ use mcpauth_proto::v1::{
     DeleteCredentialRequest, ListConnectionsRequest, PutCredentialRequest,
     UpstreamTokens as ProtoTokens,
 };
-use mcpauth_runtime::Secret;
+use mcpauth_runtime::CallerCredential;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
 
 use crate::config::VaultConfig;
-use crate::upstream::UpstreamTokens;
+use crate::upstream::ProviderTokenResponse;
 
 /// Why a credential could not be stored. Carries the gRPC code, never a token.
 #[derive(Debug, thiserror::Error)]
-pub enum VaultError {
+pub enum VaultClientError {
     #[error("token-vault is not configured")]
     NotConfigured,
     #[error("token-vault refused the credential: {code:?} {message}")]
@@ -29,7 +29,7 @@ pub enum VaultError {
 pub struct VaultClient {
     /// Calls carry the trace context (`traceparent`).
     channel: TracedChannel,
-    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    credential: CallerCredential,
 }
 
 impl VaultClient {
@@ -44,7 +44,7 @@ impl VaultClient {
         )?;
         Ok(Self {
             channel: traced(channel),
-            authorization: bearer(&cfg.credential)?,
+            credential: CallerCredential::new("vault.credential", &cfg.credential)?,
         })
     }
 
@@ -53,11 +53,11 @@ impl VaultClient {
         &self,
         user_id: &str,
         provider: &str,
-        tokens: &UpstreamTokens,
+        tokens: &ProviderTokenResponse,
         upstream_issuer: &str,
         upstream_subject: &str,
-    ) -> Result<i64, VaultError> {
-        let mut req = tonic::Request::new(PutCredentialRequest {
+    ) -> Result<i64, VaultClientError> {
+        let req = self.credential.request(PutCredentialRequest {
             user_id: user_id.to_owned(),
             provider: provider.to_owned(),
             tokens: Some(ProtoTokens {
@@ -76,12 +76,10 @@ impl VaultClient {
             upstream_issuer: upstream_issuer.to_owned(),
             upstream_subject: upstream_subject.to_owned(),
         });
-        req.metadata_mut()
-            .insert("authorization", self.authorization.clone());
         let mut client = TokenVaultClient::new(self.channel.clone());
         match client.put_credential(req).await {
             Ok(r) => Ok(r.into_inner().version),
-            Err(s) => Err(VaultError::Refused {
+            Err(s) => Err(VaultClientError::Refused {
                 code: s.code(),
                 message: s.message().chars().take(200).collect(),
             }),
@@ -93,18 +91,16 @@ impl VaultClient {
     /// Incident response: deletes every credential of `user_id` (and revokes it upstream where
     /// the provider supports it). Needs the `admin` permission at token-vault. Returns how many
     /// were deleted.
-    pub async fn delete_all_of_user(&self, user_id: &str) -> Result<u64, VaultError> {
-        let refused = |s: tonic::Status| VaultError::Refused {
+    pub async fn delete_all_of_user(&self, user_id: &str) -> Result<u64, VaultClientError> {
+        let refused = |s: tonic::Status| VaultClientError::Refused {
             code: s.code(),
             message: s.message().chars().take(200).collect(),
         };
         let mut client = TokenVaultClient::new(self.channel.clone());
-        let mut req = tonic::Request::new(ListConnectionsRequest {
+        let req = self.credential.request(ListConnectionsRequest {
             access_token: String::new(),
             user_id: user_id.to_owned(),
         });
-        req.metadata_mut()
-            .insert("authorization", self.authorization.clone());
         let connections = client
             .list_connections(req)
             .await
@@ -113,13 +109,11 @@ impl VaultClient {
             .connections;
         let mut deleted = 0;
         for c in connections {
-            let mut req = tonic::Request::new(DeleteCredentialRequest {
+            let req = self.credential.request(DeleteCredentialRequest {
                 access_token: String::new(),
                 provider: c.provider,
                 user_id: user_id.to_owned(),
             });
-            req.metadata_mut()
-                .insert("authorization", self.authorization.clone());
             if client
                 .delete_credential(req)
                 .await
@@ -132,15 +126,4 @@ impl VaultClient {
         }
         Ok(deleted)
     }
-}
-
-fn bearer(
-    credential: &Secret,
-) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-    let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {}", credential.expose())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
-    v.set_sensitive(true);
-    Ok(v)
 }

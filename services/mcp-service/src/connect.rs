@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use mcpauth_proto::v1::StartConnectRequest;
 use mcpauth_proto::v1::upstream_connect_client::UpstreamConnectClient;
-use mcpauth_runtime::GrpcClientTls;
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
-use tonic::metadata::{Ascii, MetadataValue};
+use mcpauth_runtime::{CallerCredential, GrpcClientTls, Secret};
 
 use crate::auth::BearerToken;
 
 #[derive(Clone)]
 pub struct ConnectClient {
     client: UpstreamConnectClient<TracedChannel>,
-    credential: MetadataValue<Ascii>,
+    credential: CallerCredential,
 }
 
 /// A connect URL and its expiry (Unix seconds).
@@ -40,9 +39,7 @@ impl ConnectClient {
             Duration::from_secs(3),
             Duration::from_secs(10),
         )?;
-        let credential = format!("Bearer {credential}")
-            .parse()
-            .map_err(|_| anyhow::anyhow!("connect.credential: not a valid header value"))?;
+        let credential = CallerCredential::new("connect.credential", &Secret::new(credential))?;
         Ok(Self {
             client: UpstreamConnectClient::new(traced(channel)),
             credential,
@@ -54,12 +51,10 @@ impl ConnectClient {
         user: &BearerToken,
         provider: &str,
     ) -> Result<ConnectUrl, tonic::Status> {
-        let mut r = tonic::Request::new(StartConnectRequest {
+        let r = self.credential.request(StartConnectRequest {
             access_token: user.expose().to_owned(),
             provider: provider.to_owned(),
         });
-        r.metadata_mut()
-            .insert("authorization", self.credential.clone());
         let resp = self.client.clone().start_connect(r).await?.into_inner();
         if url::Url::parse(&resp.connect_url).is_err() {
             return Err(tonic::Status::internal(

@@ -6,17 +6,17 @@ use std::time::Duration;
 use mcpauth_proto::v1::token_vault_client::TokenVaultClient;
 use mcpauth_proto::v1::{
     ConnectionStatus, DeleteCredentialRequest, GetAccessTokenRequest, ListConnectionsRequest,
+    VaultErrorReason,
 };
 use mcpauth_runtime::telemetry::{TracedChannel, traced};
-use mcpauth_runtime::{PerThread, Secret};
-use tonic::metadata::{Ascii, MetadataValue};
+use mcpauth_runtime::{CallerCredential, PerThread, Secret};
 
 use crate::auth::BearerToken;
 use crate::connectors::config::VaultConfig;
 
 /// Why the vault did not hand out a token. Messages never contain a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VaultError {
+pub enum VaultTokenError {
     #[error("the provider is not connected")]
     NotConnected,
     #[error("the provider must be connected again (the upstream refused the refresh token)")]
@@ -29,19 +29,23 @@ pub enum VaultError {
     Unavailable(String),
 }
 
-impl From<tonic::Status> for VaultError {
+impl From<tonic::Status> for VaultTokenError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code;
         match s.code() {
-            Code::NotFound => VaultError::NotConnected,
-            Code::FailedPrecondition if s.message().starts_with("reauthorization_required") => {
-                VaultError::ReauthorizationRequired
+            Code::NotFound => VaultTokenError::NotConnected,
+            // The typed detail, never the message text.
+            Code::FailedPrecondition
+                if mcpauth_proto::status_detail::vault_error_reason(&s)
+                    == VaultErrorReason::ReauthorizationRequired =>
+            {
+                VaultTokenError::ReauthorizationRequired
             }
-            Code::Unauthenticated => VaultError::Unauthenticated,
+            Code::Unauthenticated => VaultTokenError::Unauthenticated,
             Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition => {
-                VaultError::Refused(format!("{:?}", s.code()))
+                VaultTokenError::Refused(format!("{:?}", s.code()))
             }
-            code => VaultError::Unavailable(format!("{code:?}")),
+            code => VaultTokenError::Unavailable(format!("{code:?}")),
         }
     }
 }
@@ -58,19 +62,20 @@ pub struct VaultClient {
     /// One channel per thread: each actix worker talks to token-vault over its own connection,
     /// driven on its own runtime (see `mcpauth_runtime::per_thread`).
     client: PerThread<TokenVaultClient<TracedChannel>>,
-    credential: MetadataValue<Ascii>,
+    credential: CallerCredential,
 }
 
 impl VaultClient {
     pub fn new(cfg: &VaultConfig) -> anyhow::Result<Self> {
         // Checked here, so that making a thread's channel later cannot fail.
-        let endpoint = mcpauth_runtime::grpc_endpoint("vault", &cfg.addr, cfg.tls.as_ref())?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
-            .tcp_nodelay(true);
-        let credential = format!("Bearer {}", cfg.credential.expose())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("vault.credential: not a valid header value"))?;
+        let endpoint = mcpauth_runtime::grpc_client_endpoint(
+            "vault",
+            &cfg.addr,
+            cfg.tls.as_ref(),
+            Duration::from_secs(3),
+            Duration::from_secs(15),
+        )?;
+        let credential = CallerCredential::new("vault.credential", &cfg.credential)?;
         Ok(Self {
             client: PerThread::new(move || {
                 TokenVaultClient::new(traced(endpoint.clone().connect_lazy()))
@@ -80,10 +85,7 @@ impl VaultClient {
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        r.metadata_mut()
-            .insert("authorization", self.credential.clone());
-        r
+        self.credential.request(msg)
     }
 
     /// A valid upstream access token of the user for `provider`, and when it expires (unix
@@ -92,7 +94,7 @@ impl VaultClient {
         &self,
         user: &BearerToken,
         provider: &str,
-    ) -> Result<(Secret, i64), VaultError> {
+    ) -> Result<(Secret, i64), VaultTokenError> {
         let resp = self
             .client
             .get()
@@ -103,13 +105,16 @@ impl VaultClient {
             .await?
             .into_inner();
         if resp.access_token.is_empty() {
-            return Err(VaultError::Unavailable("empty upstream token".into()));
+            return Err(VaultTokenError::Unavailable("empty upstream token".into()));
         }
         Ok((Secret::new(resp.access_token), resp.expires_at))
     }
 
     /// The user's connections.
-    pub async fn connections(&self, user: &BearerToken) -> Result<Vec<Connection>, VaultError> {
+    pub async fn connections(
+        &self,
+        user: &BearerToken,
+    ) -> Result<Vec<Connection>, VaultTokenError> {
         let resp = self
             .client
             .get()
@@ -135,7 +140,7 @@ impl VaultClient {
         &self,
         user: &BearerToken,
         provider: &str,
-    ) -> Result<(bool, bool), VaultError> {
+    ) -> Result<(bool, bool), VaultTokenError> {
         let resp = self
             .client
             .get()
@@ -157,26 +162,36 @@ mod tests {
     #[test]
     fn statuses_map_to_what_the_user_must_do() {
         assert_eq!(
-            VaultError::from(tonic::Status::not_found("no credential")),
-            VaultError::NotConnected
+            VaultTokenError::from(tonic::Status::not_found("no credential")),
+            VaultTokenError::NotConnected
         );
+        // token-vault says so in a typed detail, whatever the message...
         assert_eq!(
-            VaultError::from(tonic::Status::failed_precondition(
+            VaultTokenError::from(mcpauth_proto::status_detail::vault_error(
+                tonic::Code::FailedPrecondition,
+                "connect again",
+                VaultErrorReason::ReauthorizationRequired,
+            )),
+            VaultTokenError::ReauthorizationRequired
+        );
+        // ...and the older message prefix alone no longer says it.
+        assert!(matches!(
+            VaultTokenError::from(tonic::Status::failed_precondition(
                 "reauthorization_required: invalid_grant"
             )),
-            VaultError::ReauthorizationRequired
-        );
+            VaultTokenError::Refused(_)
+        ));
         assert!(matches!(
-            VaultError::from(tonic::Status::failed_precondition("other")),
-            VaultError::Refused(_)
+            VaultTokenError::from(tonic::Status::failed_precondition("other")),
+            VaultTokenError::Refused(_)
         ));
         assert_eq!(
-            VaultError::from(tonic::Status::unauthenticated("x")),
-            VaultError::Unauthenticated
+            VaultTokenError::from(tonic::Status::unauthenticated("x")),
+            VaultTokenError::Unauthenticated
         );
         assert!(matches!(
-            VaultError::from(tonic::Status::unavailable("x")),
-            VaultError::Unavailable(_)
+            VaultTokenError::from(tonic::Status::unavailable("x")),
+            VaultTokenError::Unavailable(_)
         ));
     }
 }

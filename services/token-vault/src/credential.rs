@@ -9,7 +9,7 @@ use crate::crypto::{CryptoError, KeyRing, RecordBinding, Sealed};
 
 /// Tokens as the upstream token endpoint issued them. Only ever stored sealed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpstreamTokens {
+pub struct ProviderTokens {
     pub access_token: String,
     /// Empty when the upstream issued none.
     #[serde(default)]
@@ -23,9 +23,9 @@ pub struct UpstreamTokens {
     pub token_type: String,
 }
 
-impl fmt::Debug for UpstreamTokens {
+impl fmt::Debug for ProviderTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamTokens")
+        f.debug_struct("ProviderTokens")
             .field("access_token", &"[redacted]")
             .field(
                 "refresh_token",
@@ -41,7 +41,7 @@ impl fmt::Debug for UpstreamTokens {
     }
 }
 
-impl UpstreamTokens {
+impl ProviderTokens {
     /// Whether the access token should be refreshed now: it expires within `buffer_secs`.
     /// An unknown expiry (0) never triggers a refresh.
     pub fn needs_refresh(&self, now: i64, buffer_secs: i64) -> bool {
@@ -55,8 +55,8 @@ impl UpstreamTokens {
 
     /// The tokens after a refresh: the upstream may omit a new refresh token (keep the old one)
     /// or the scope (unchanged).
-    pub fn refreshed(&self, fresh: UpstreamTokens) -> UpstreamTokens {
-        UpstreamTokens {
+    pub fn refreshed(&self, fresh: ProviderTokens) -> ProviderTokens {
+        ProviderTokens {
             refresh_token: if fresh.refresh_token.is_empty() {
                 self.refresh_token.clone()
             } else {
@@ -102,7 +102,7 @@ impl UpstreamTokens {
         provider: &str,
         version: i64,
         sealed: &Sealed,
-    ) -> Result<UpstreamTokens, CryptoError> {
+    ) -> Result<ProviderTokens, CryptoError> {
         let plain = keys.open(
             RecordBinding {
                 user_id,
@@ -119,8 +119,8 @@ impl UpstreamTokens {
 mod tests {
     use super::*;
 
-    fn tokens(expires_at: i64) -> UpstreamTokens {
-        UpstreamTokens {
+    fn tokens(expires_at: i64) -> ProviderTokens {
+        ProviderTokens {
             access_token: "at".into(),
             refresh_token: "rt".into(),
             expires_at,
@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn refresh_keeps_what_the_upstream_omitted() {
         let old = tokens(1_000);
-        let fresh = UpstreamTokens {
+        let fresh = ProviderTokens {
             access_token: "at2".into(),
             refresh_token: String::new(),
             expires_at: 5_000,
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(merged.refresh_token, "rt");
         assert_eq!(merged.scopes, vec!["repo".to_owned()]);
         assert_eq!(merged.expires_at, 5_000);
-        let rotated = old.refreshed(UpstreamTokens {
+        let rotated = old.refreshed(ProviderTokens {
             refresh_token: "rt2".into(),
             ..tokens(6_000)
         });
@@ -168,11 +168,11 @@ mod tests {
         let t = tokens(1_000);
         let sealed = t.seal(&keys, "u1", "github", 3).unwrap();
         assert_eq!(
-            UpstreamTokens::open(&keys, "u1", "github", 3, &sealed).unwrap(),
+            ProviderTokens::open(&keys, "u1", "github", 3, &sealed).unwrap(),
             t
         );
         assert_eq!(
-            UpstreamTokens::open(&keys, "u2", "github", 3, &sealed),
+            ProviderTokens::open(&keys, "u2", "github", 3, &sealed),
             Err(CryptoError::Decrypt)
         );
         assert!(!format!("{t:?}").contains("at\""));

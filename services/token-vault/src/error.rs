@@ -7,7 +7,7 @@ use tonic::Status;
 use crate::crypto::CryptoError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum VaultError {
+pub enum VaultServiceError {
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{0}")]
@@ -31,26 +31,32 @@ pub enum VaultError {
     Redis(String),
 }
 
-impl From<VaultError> for Status {
-    fn from(e: VaultError) -> Status {
+impl From<VaultServiceError> for Status {
+    fn from(e: VaultServiceError) -> Status {
         match e {
-            VaultError::Unauthenticated(m) => Status::unauthenticated(m),
-            VaultError::PermissionDenied(m) => Status::permission_denied(m),
-            VaultError::InvalidArgument(m) => Status::invalid_argument(m),
-            VaultError::NotFound => Status::not_found("no credential for this provider"),
-            e @ VaultError::ReauthorizationRequired(_) => {
-                Status::failed_precondition(e.to_string())
+            VaultServiceError::Unauthenticated(m) => Status::unauthenticated(m),
+            VaultServiceError::PermissionDenied(m) => Status::permission_denied(m),
+            VaultServiceError::InvalidArgument(m) => Status::invalid_argument(m),
+            VaultServiceError::NotFound => Status::not_found("no credential for this provider"),
+            // The typed detail is what callers read; the message stays for people (and for
+            // callers older than the detail, which matched its prefix).
+            e @ VaultServiceError::ReauthorizationRequired(_) => {
+                mcpauth_proto::status_detail::vault_error(
+                    tonic::Code::FailedPrecondition,
+                    e.to_string(),
+                    mcpauth_proto::v1::VaultErrorReason::ReauthorizationRequired,
+                )
             }
-            VaultError::Unavailable(m) => Status::unavailable(m),
-            e @ VaultError::Crypto(_) => {
+            VaultServiceError::Unavailable(m) => Status::unavailable(m),
+            e @ VaultServiceError::Crypto(_) => {
                 tracing::error!(error = %e, "stored credential does not decrypt");
                 Status::data_loss(e.to_string())
             }
-            VaultError::Storage(e) => {
+            VaultServiceError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Status::unavailable("storage is temporarily unavailable")
             }
-            VaultError::Redis(e) => {
+            VaultServiceError::Redis(e) => {
                 tracing::error!(error = %e, "redis failure");
                 Status::unavailable("lock service is temporarily unavailable")
             }

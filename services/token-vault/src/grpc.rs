@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::config::{Caller, Permission, valid_provider_name};
-use crate::credential::UpstreamTokens;
+use crate::credential::ProviderTokens;
 use crate::crypto::{sha256, unhex};
 use crate::introspect::{IntrospectError, Introspector};
 use crate::store::ConnectionStatus;
@@ -189,7 +189,7 @@ impl TokenVault for VaultService {
                 "upstream_issuer, upstream_subject, token_type and scopes take no control characters",
             ));
         }
-        let tokens = UpstreamTokens {
+        let tokens = ProviderTokens {
             access_token: t.access_token,
             refresh_token: t.refresh_token,
             expires_at: t.expires_at,

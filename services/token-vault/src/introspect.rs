@@ -2,19 +2,15 @@
 //! (gRPC `TokenIntrospection`), so a caller cannot name another user. Results are cached in a
 //! bounded, time-limited cache keyed by the token's SHA-256 (never the token), never past the
 //! token's expiry, and evicted when auth-service publishes a revocation (see `revocations`);
-//! the cache is mcpauth-runtime's, shared with mcp-service.
+//! the client and its cache are mcpauth-runtime's, shared with mcp-service.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use mcpauth_proto::v1::IntrospectRequest;
-use mcpauth_proto::v1::token_introspection_client::TokenIntrospectionClient;
-pub use mcpauth_runtime::revocation::now_secs;
-use mcpauth_runtime::revocation::{
-    Lookup, Refusal, Revocable, RevocationIds, VerificationCache, token_key,
+use mcpauth_runtime::introspection::{
+    Introspected, IntrospectionClient, IntrospectionRefusal, IntrospectionSettings,
 };
-use mcpauth_runtime::telemetry::{TracedChannel, traced};
-use tonic::metadata::{Ascii, MetadataValue};
+pub use mcpauth_runtime::revocation::now_secs;
+use mcpauth_runtime::revocation::{Refusal, Revocable, RevocationIds, VerificationCache};
 
 use crate::config::IntrospectionConfig;
 
@@ -66,96 +62,64 @@ impl Refusal for IntrospectError {
     }
 }
 
-/// The introspection client with its cache.
+impl From<Introspected> for User {
+    fn from(t: Introspected) -> Self {
+        User {
+            subject: t.subject,
+            client_id: t.client_id,
+            expires_at: t.expires_at,
+            token_id: t.token_id,
+            grant_id: t.grant_id,
+        }
+    }
+}
+
+impl From<IntrospectionRefusal> for IntrospectError {
+    fn from(r: IntrospectionRefusal) -> Self {
+        match r {
+            // Expired by our clock is not active, as far as callers of the vault can tell.
+            IntrospectionRefusal::Inactive | IntrospectionRefusal::Expired => {
+                IntrospectError::Inactive
+            }
+            IntrospectionRefusal::WrongAudience => IntrospectError::WrongAudience,
+            IntrospectionRefusal::Unavailable(code) => {
+                IntrospectError::Unavailable(format!("{code:?}"))
+            }
+        }
+    }
+}
+
+/// The introspection client with its cache: mcpauth-runtime's [`IntrospectionClient`] over one
+/// shared channel (the vault serves on one multi-threaded runtime).
 #[derive(Clone)]
 pub struct Introspector {
-    client: TokenIntrospectionClient<TracedChannel>,
-    credential: MetadataValue<Ascii>,
-    accepted: Arc<Vec<String>>,
-    cache: IntrospectionCache,
+    client: IntrospectionClient<User, IntrospectError>,
 }
 
 impl Introspector {
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<Self> {
-        let channel = mcpauth_runtime::grpc_channel(
-            "introspection",
-            &cfg.addr,
-            cfg.tls.as_ref(),
-            Duration::from_secs(3),
-            Duration::from_secs(5),
-        )?;
-        let mut credential: MetadataValue<Ascii> = format!("Bearer {}", cfg.credential.expose())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("introspection.credential: not a valid header value"))?;
-        credential.set_sensitive(true);
         Ok(Self {
-            client: TokenIntrospectionClient::new(traced(channel)),
-            credential,
-            accepted: Arc::new(cfg.accepted_resources.clone()),
-            cache: IntrospectionCache::new(
-                Duration::from_millis(cfg.cache_ttl_ms),
-                cfg.cache_max_entries,
-            ),
+            client: IntrospectionClient::new(IntrospectionSettings {
+                section: "introspection",
+                addr: &cfg.addr,
+                tls: cfg.tls.as_ref(),
+                credential: &cfg.credential,
+                accepted_resources: cfg.accepted_resources.clone(),
+                cache_ttl: Duration::from_millis(cfg.cache_ttl_ms),
+                cache_max_entries: cfg.cache_max_entries,
+                per_thread: false,
+                cache_metric: "mcpauth_vault_introspection_cache_total",
+            })?,
         })
     }
 
     pub fn cache(&self) -> &IntrospectionCache {
-        &self.cache
+        self.client.cache()
     }
 
     /// The user `token` speaks for, from the cache or auth-service.
     pub async fn user(&self, token: &str) -> Result<User, IntrospectError> {
-        let fill = match self.cache.lookup(&token_key(token)) {
-            Lookup::Hit(hit) => {
-                metrics::counter!("mcpauth_vault_introspection_cache_total", "result" => "hit")
-                    .increment(1);
-                return hit;
-            }
-            Lookup::Miss(fill) => fill,
-        };
-        metrics::counter!("mcpauth_vault_introspection_cache_total", "result" => "miss")
-            .increment(1);
-        let result = self.introspect(token).await;
-        // Not cached if a revocation covering it arrived while it was in flight.
-        fill.store(&result);
-        result
-    }
-
-    async fn introspect(&self, token: &str) -> Result<User, IntrospectError> {
-        let mut req = tonic::Request::new(IntrospectRequest {
-            token: token.to_owned(),
-            // With one accepted resource auth-service checks the audience too; we always do.
-            expected_resource: match self.accepted.as_slice() {
-                [only] => only.clone(),
-                _ => String::new(),
-            },
-        });
-        req.metadata_mut()
-            .insert("authorization", self.credential.clone());
-        let resp = self
-            .client
-            .clone()
-            .introspect(req)
-            .await
-            .map_err(|s| IntrospectError::Unavailable(format!("{:?}", s.code())))?
-            .into_inner();
-        if !resp.active
-            || resp.expires_at <= now_secs()
-            || resp.token_kind != mcpauth_proto::v1::TokenKind::Access as i32
-            || resp.subject.is_empty()
-        {
-            return Err(IntrospectError::Inactive);
-        }
-        if !resp.audience.iter().any(|a| self.accepted.contains(a)) {
-            return Err(IntrospectError::WrongAudience);
-        }
-        Ok(User {
-            subject: resp.subject,
-            client_id: resp.client_id,
-            expires_at: resp.expires_at,
-            token_id: (!resp.token_id.is_empty()).then_some(resp.token_id),
-            grant_id: (!resp.grant_id.is_empty()).then_some(resp.grant_id),
-        })
+        self.client.verify(token).await
     }
 }
 
@@ -168,5 +132,14 @@ mod tests {
         assert_eq!(IntrospectError::expired(), IntrospectError::Inactive);
         assert!(IntrospectError::Unavailable("down".into()).is_transient());
         assert!(!IntrospectError::WrongAudience.is_transient());
+        // Expired by our clock is inactive to the vault's callers; the gRPC code is kept.
+        assert_eq!(
+            IntrospectError::from(IntrospectionRefusal::Expired),
+            IntrospectError::Inactive
+        );
+        assert_eq!(
+            IntrospectError::from(IntrospectionRefusal::Unavailable(tonic::Code::Unavailable)),
+            IntrospectError::Unavailable("Unavailable".into())
+        );
     }
 }

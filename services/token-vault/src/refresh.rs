@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use crate::audit::AuditEvent;
 use crate::changes::Changes;
 use crate::config::{ProviderConfig, RefreshConfig};
-use crate::credential::UpstreamTokens;
+use crate::credential::ProviderTokens;
 use crate::crypto::KeyRing;
-use crate::error::VaultError;
+use crate::error::VaultServiceError;
 use crate::events::ConnectionEvent;
 use crate::store::credentials::CredentialStore;
 use crate::store::locks::RefreshLocks;
@@ -41,7 +41,7 @@ pub trait TokenEndpoint: Send + Sync + 'static {
         &self,
         provider: &ProviderConfig,
         refresh_token: &str,
-    ) -> Result<UpstreamTokens, UpstreamError>;
+    ) -> Result<ProviderTokens, UpstreamError>;
 }
 
 #[async_trait::async_trait]
@@ -50,7 +50,7 @@ impl TokenEndpoint for UpstreamClient {
         &self,
         provider: &ProviderConfig,
         refresh_token: &str,
-    ) -> Result<UpstreamTokens, UpstreamError> {
+    ) -> Result<ProviderTokens, UpstreamError> {
         UpstreamClient::refresh(self, provider, refresh_token).await
     }
 }
@@ -84,7 +84,10 @@ pub struct Refresher {
 
 /// Opens a stored row: refuses a row older than its record's last delete (a restored copy, not
 /// the user's current connection), then decrypts.
-pub(crate) fn open(keys: &KeyRing, row: &CredentialRow) -> Result<UpstreamTokens, VaultError> {
+pub(crate) fn open(
+    keys: &KeyRing,
+    row: &CredentialRow,
+) -> Result<ProviderTokens, VaultServiceError> {
     if row.is_stale() {
         tracing::warn!(
             provider = %row.provider,
@@ -94,7 +97,7 @@ pub(crate) fn open(keys: &KeyRing, row: &CredentialRow) -> Result<UpstreamTokens
         );
         return Err(crate::crypto::CryptoError::Stale.into());
     }
-    Ok(UpstreamTokens::open(
+    Ok(ProviderTokens::open(
         keys,
         &row.user_id,
         &row.provider,
@@ -103,8 +106,8 @@ pub(crate) fn open(keys: &KeyRing, row: &CredentialRow) -> Result<UpstreamTokens
     )?)
 }
 
-pub(crate) fn reauthorization_required() -> VaultError {
-    VaultError::ReauthorizationRequired(
+pub(crate) fn reauthorization_required() -> VaultServiceError {
+    VaultServiceError::ReauthorizationRequired(
         "the upstream no longer accepts this connection; the user must connect the provider again"
             .into(),
     )
@@ -121,8 +124,8 @@ impl Refresher {
         caller: &str,
         provider_cfg: &ProviderConfig,
         row: CredentialRow,
-        tokens: UpstreamTokens,
-    ) -> Result<UpstreamTokens, VaultError> {
+        tokens: ProviderTokens,
+    ) -> Result<ProviderTokens, VaultServiceError> {
         let deadline = Instant::now() + Duration::from_millis(self.settings.wait_ms);
         let lease = Duration::from_millis(self.settings.lock_ttl_ms);
         let (user_id, provider) = (row.user_id.clone(), row.provider.clone());
@@ -134,7 +137,7 @@ impl Refresher {
                 .locks
                 .try_acquire(&user_id, &provider, lease)
                 .await
-                .map_err(|e| VaultError::Redis(e.to_string()))?;
+                .map_err(|e| VaultServiceError::Redis(e.to_string()))?;
             if let Some(lock) = lock {
                 // Run the refresh apart from this request: if the caller goes away mid-refresh, the
                 // rotated tokens are still stored and the lock released.
@@ -148,15 +151,15 @@ impl Refresher {
                     lock.release().await;
                     result
                 });
-                return task
-                    .await
-                    .map_err(|_| VaultError::Unavailable("the refresh was interrupted".into()))?;
+                return task.await.map_err(|_| {
+                    VaultServiceError::Unavailable("the refresh was interrupted".into())
+                })?;
             }
             // Another replica (or request) refreshes: wait for the record to move.
             tokio::time::sleep(poll).await;
             poll = (poll * 2).min(POLL_MAX);
             match self.store.version(&user_id, &provider).await? {
-                None => return Err(VaultError::NotFound),
+                None => return Err(VaultServiceError::NotFound),
                 Some((_, ConnectionStatus::ReauthorizationRequired)) => {
                     return Err(reauthorization_required());
                 }
@@ -165,7 +168,7 @@ impl Refresher {
                         .store
                         .get(&user_id, &provider)
                         .await?
-                        .ok_or(VaultError::NotFound)?;
+                        .ok_or(VaultServiceError::NotFound)?;
                     if row.status == ConnectionStatus::ReauthorizationRequired {
                         return Err(reauthorization_required());
                     }
@@ -185,7 +188,7 @@ impl Refresher {
                 if !current.expired(self.clock.now_secs()) {
                     return Ok(current);
                 }
-                return Err(VaultError::Unavailable(
+                return Err(VaultServiceError::Unavailable(
                     "the upstream token is being refreshed and the refresh did not finish in time"
                         .into(),
                 ));
@@ -200,12 +203,12 @@ impl Refresher {
         cfg: &ProviderConfig,
         user_id: &str,
         provider: &str,
-    ) -> Result<UpstreamTokens, VaultError> {
+    ) -> Result<ProviderTokens, VaultServiceError> {
         let row = self
             .store
             .get(user_id, provider)
             .await?
-            .ok_or(VaultError::NotFound)?;
+            .ok_or(VaultServiceError::NotFound)?;
         if row.status == ConnectionStatus::ReauthorizationRequired {
             return Err(reauthorization_required());
         }
@@ -297,7 +300,7 @@ impl Refresher {
                     tracing::warn!(error = %e, provider, "upstream refresh failed; the current token is still valid");
                     return Ok(tokens);
                 }
-                Err(VaultError::Unavailable(format!(
+                Err(VaultServiceError::Unavailable(format!(
                     "refresh at the upstream failed ({e}); the credential is kept, retry later"
                 )))
             }
@@ -309,7 +312,7 @@ impl Refresher {
         caller: &str,
         row: &CredentialRow,
         reason: &'static str,
-    ) -> Result<(), VaultError> {
+    ) -> Result<(), VaultServiceError> {
         let marked = self
             .store
             .mark_reauthorization_required(&row.user_id, &row.provider, row.version)

@@ -4,7 +4,7 @@
 //! change) and is written only if neither its version nor its key changed meanwhile, so it runs
 //! safely beside serving replicas.
 
-use crate::credential::UpstreamTokens;
+use crate::credential::ProviderTokens;
 use crate::crypto::KeyRing;
 use crate::store::CredentialStore;
 
@@ -39,7 +39,7 @@ pub async fn rekey(
         after = Some((last.user_id.clone(), last.provider.clone()));
         for row in &rows {
             let opened =
-                UpstreamTokens::open(keys, &row.user_id, &row.provider, row.version, &row.sealed);
+                ProviderTokens::open(keys, &row.user_id, &row.provider, row.version, &row.sealed);
             let tokens = match opened {
                 Ok(t) => t,
                 Err(e) => {

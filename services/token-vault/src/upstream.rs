@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{ProviderConfig, TokenEndpointAuth};
-use crate::credential::UpstreamTokens;
+use crate::credential::ProviderTokens;
 use crate::introspect::now_secs;
 
 /// Why a refresh did not produce tokens.
@@ -102,7 +102,7 @@ impl UpstreamClient {
         &self,
         provider: &ProviderConfig,
         refresh_token: &str,
-    ) -> Result<UpstreamTokens, UpstreamError> {
+    ) -> Result<ProviderTokens, UpstreamError> {
         let mut form = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh_token.to_owned()),
@@ -151,7 +151,7 @@ impl UpstreamClient {
         if t.access_token.is_empty() {
             return Err(UpstreamError::Refused("empty access_token".into()));
         }
-        Ok(UpstreamTokens {
+        Ok(ProviderTokens {
             access_token: t.access_token,
             refresh_token: t.refresh_token.unwrap_or_default(),
             expires_at: t

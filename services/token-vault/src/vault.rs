@@ -9,9 +9,9 @@ use crate::audit::AuditEvent;
 use crate::cache::CredentialCache;
 use crate::changes::Changes;
 use crate::config::{ProviderConfig, RefreshConfig};
-use crate::credential::UpstreamTokens;
+use crate::credential::ProviderTokens;
 use crate::crypto::KeyRing;
-use crate::error::VaultError;
+use crate::error::VaultServiceError;
 use crate::events::ConnectionEvent;
 use crate::refresh::{Refresher, SystemClock};
 use crate::store::credentials::CredentialStore;
@@ -88,7 +88,7 @@ impl Vault {
         &self,
         user_id: &str,
         provider: &str,
-    ) -> Result<Option<Arc<CredentialRow>>, VaultError> {
+    ) -> Result<Option<Arc<CredentialRow>>, VaultServiceError> {
         let cache = &self.inner.changes.cache;
         let key = crate::cache::key(user_id, provider);
         if let Some(row) = cache.get(&key) {
@@ -108,14 +108,14 @@ impl Vault {
     }
 
     /// The configured provider `name`.
-    pub fn provider(&self, name: &str) -> Result<&ProviderConfig, VaultError> {
+    pub fn provider(&self, name: &str) -> Result<&ProviderConfig, VaultServiceError> {
         self.inner
             .providers
             .get(name)
-            .ok_or_else(|| VaultError::InvalidArgument(format!("unknown provider {name:?}")))
+            .ok_or_else(|| VaultServiceError::InvalidArgument(format!("unknown provider {name:?}")))
     }
 
-    fn open(&self, row: &CredentialRow) -> Result<UpstreamTokens, VaultError> {
+    fn open(&self, row: &CredentialRow) -> Result<ProviderTokens, VaultServiceError> {
         crate::refresh::open(&self.inner.keys, row)
     }
 
@@ -125,10 +125,10 @@ impl Vault {
         caller: &str,
         user_id: &str,
         provider: &str,
-        tokens: &UpstreamTokens,
+        tokens: &ProviderTokens,
         upstream_issuer: &str,
         upstream_subject: &str,
-    ) -> Result<i64, VaultError> {
+    ) -> Result<i64, VaultServiceError> {
         self.provider(provider)?;
         let store = &*self.inner.store;
         for _ in 0..PUT_ATTEMPTS {
@@ -178,7 +178,7 @@ impl Vault {
                 return Ok(version);
             }
         }
-        Err(VaultError::Unavailable(
+        Err(VaultServiceError::Unavailable(
             "the credential is being written concurrently, retry".into(),
         ))
     }
@@ -189,16 +189,16 @@ impl Vault {
         caller: &str,
         user_id: &str,
         provider: &str,
-    ) -> Result<UpstreamTokens, VaultError> {
+    ) -> Result<ProviderTokens, VaultServiceError> {
         let cfg = self.provider(provider)?;
         let result = self
             .access_token_inner(caller, cfg, user_id, provider)
             .await;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(VaultError::NotFound) => "not_found",
-            Err(VaultError::ReauthorizationRequired(_)) => "reauthorization_required",
-            Err(VaultError::Crypto(_)) => "decrypt_failed",
+            Err(VaultServiceError::NotFound) => "not_found",
+            Err(VaultServiceError::ReauthorizationRequired(_)) => "reauthorization_required",
+            Err(VaultServiceError::Crypto(_)) => "decrypt_failed",
             Err(_) => "error",
         };
         self.inner
@@ -214,11 +214,11 @@ impl Vault {
         cfg: &ProviderConfig,
         user_id: &str,
         provider: &str,
-    ) -> Result<UpstreamTokens, VaultError> {
+    ) -> Result<ProviderTokens, VaultServiceError> {
         let row = self
             .row(user_id, provider)
             .await?
-            .ok_or(VaultError::NotFound)?;
+            .ok_or(VaultServiceError::NotFound)?;
         if row.status == ConnectionStatus::ReauthorizationRequired {
             return Err(crate::refresh::reauthorization_required());
         }
@@ -250,7 +250,7 @@ impl Vault {
         caller: &str,
         user_id: &str,
         provider: &str,
-    ) -> Result<(bool, bool), VaultError> {
+    ) -> Result<(bool, bool), VaultServiceError> {
         let Some(row) = self.inner.store.delete(user_id, provider).await? else {
             return Ok((false, false));
         };
@@ -298,7 +298,7 @@ impl Vault {
         &self,
         caller: &str,
         user_id: &str,
-    ) -> Result<Vec<CredentialRow>, VaultError> {
+    ) -> Result<Vec<CredentialRow>, VaultServiceError> {
         let rows = self.inner.store.list(user_id).await?;
         self.inner
             .changes

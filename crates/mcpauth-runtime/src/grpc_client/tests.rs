@@ -299,3 +299,22 @@ fn plaintext_grpc_only_on_loopback_unless_allowed() {
     assert!(crate::grpc_plaintext_check("vault", "http://10.0.0.7:9091", true).is_ok());
     assert!(crate::grpc_plaintext_check("vault", "http://10.0.0.7:9091", false).is_err());
 }
+
+#[test]
+fn caller_credential_is_a_sensitive_bearer_header_and_never_prints() {
+    let credential =
+        CallerCredential::new("vault.credential", &crate::Secret::new("s3cr3t")).unwrap();
+    let request = credential.request(());
+    let value = request.metadata().get("authorization").unwrap();
+    assert_eq!(value.to_str().unwrap(), "Bearer s3cr3t");
+    assert!(value.is_sensitive());
+    assert!(!format!("{credential:?}").contains("s3cr3t"));
+    let e = CallerCredential::new("vault.credential", &crate::Secret::new("bad\nvalue"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vault.credential: not a valid header value"),
+        "{e}"
+    );
+    assert!(!e.contains("bad"), "{e}");
+}

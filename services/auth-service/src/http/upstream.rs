@@ -24,7 +24,7 @@ use crate::http::browser::{
 use crate::http::{client_ip, pages, parse_params};
 use crate::state::AppState;
 use crate::store::ephemeral::{PendingAuthorization, UpstreamAuthState, UpstreamPurpose};
-use crate::upstream::{UpstreamIdentity, UpstreamProvider, UpstreamTokens};
+use crate::upstream::{ProviderTokenResponse, UpstreamIdentity, UpstreamProvider};
 
 /// Binds an upstream authorization to the browser it was started in.
 pub(crate) const UPSTREAM_COOKIE: &str = "__Host-mcpauth_upstream";
@@ -204,7 +204,7 @@ fn client_error(params: &std::collections::HashMap<String, String>) -> OAuthErro
 struct Completed {
     provider: std::sync::Arc<UpstreamProvider>,
     identity: Option<UpstreamIdentity>,
-    tokens: UpstreamTokens,
+    tokens: ProviderTokenResponse,
 }
 
 /// Checks the provider's answer, exchanges the code and establishes the identity.

@@ -8,13 +8,13 @@
 //! message: errors carry at most an HTTP status or an RFC 6749 error code.
 
 pub mod claims;
-mod jwks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Validation};
+use mcpauth_runtime::jwks::{self, JwksCache, JwksError};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
@@ -117,7 +117,7 @@ pub struct Endpoints {
 
 /// Tokens from the upstream token endpoint. `Debug` hides the secrets.
 #[derive(Clone, Deserialize)]
-pub struct UpstreamTokens {
+pub struct ProviderTokenResponse {
     pub access_token: String,
     #[serde(default)]
     pub token_type: Option<String>,
@@ -131,9 +131,9 @@ pub struct UpstreamTokens {
     pub id_token: Option<String>,
 }
 
-impl std::fmt::Debug for UpstreamTokens {
+impl std::fmt::Debug for ProviderTokenResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTokens")
+        f.debug_struct("ProviderTokenResponse")
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
@@ -162,7 +162,9 @@ pub struct UpstreamProvider {
     http: reqwest::Client,
     max_bytes: usize,
     discovered: tokio::sync::Mutex<Option<(Instant, Arc<Endpoints>)>>,
-    jwks: jwks::JwksCache,
+    /// The provider's signing keys (refetched on an unknown `kid`, at most once per
+    /// `jwks_min_refetch_secs`).
+    jwks: JwksCache,
 }
 
 /// Every configured provider, by name.
@@ -192,7 +194,7 @@ impl UpstreamProviders {
                         http: http.clone(),
                         max_bytes: cfg.max_response_bytes,
                         discovered: tokio::sync::Mutex::new(None),
-                        jwks: jwks::JwksCache::new(Duration::from_secs(p.jwks_min_refetch_secs)),
+                        jwks: JwksCache::new(Duration::from_secs(p.jwks_min_refetch_secs)),
                     }),
                 )
             })
@@ -366,7 +368,7 @@ impl UpstreamProvider {
         code: &str,
         code_verifier: &str,
         redirect_uri: &str,
-    ) -> Result<UpstreamTokens, UpstreamError> {
+    ) -> Result<ProviderTokenResponse, UpstreamError> {
         let c = &self.cfg;
         let mut form = vec![
             ("grant_type", "authorization_code"),
@@ -403,7 +405,7 @@ impl UpstreamProvider {
                 error_code(&body)
             )));
         }
-        let tokens: UpstreamTokens = serde_json::from_slice(&body)
+        let tokens: ProviderTokenResponse = serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::BadResponse("token response is not valid".into()))?;
         if tokens.access_token.is_empty() {
             return Err(UpstreamError::BadResponse("empty access_token".into()));
@@ -422,7 +424,7 @@ impl UpstreamProvider {
     pub async fn identity(
         &self,
         endpoints: &Endpoints,
-        tokens: &UpstreamTokens,
+        tokens: &ProviderTokenResponse,
         nonce: &str,
     ) -> Result<UpstreamIdentity, UpstreamError> {
         let c = &self.cfg;
@@ -509,7 +511,10 @@ impl UpstreamProvider {
                 jwks::parse(doc.to_string().as_bytes())
             })
             .await
-            .map_err(UpstreamError::IdToken)?;
+            .map_err(|e| match e {
+                JwksError::UnknownKey => bad("id token signed with an unknown key"),
+                JwksError::Unavailable(m) => UpstreamError::IdToken(m),
+            })?;
         let issuer = self.cfg.issuer.as_deref().unwrap_or_default();
         let mut v = Validation::new(header.alg);
         v.leeway = LEEWAY_SECS;
@@ -595,7 +600,7 @@ mod tests {
 
     #[test]
     fn debug_hides_tokens() {
-        let t: UpstreamTokens = serde_json::from_value(serde_json::json!({
+        let t: ProviderTokenResponse = serde_json::from_value(serde_json::json!({
             "access_token": "AT-secret", "refresh_token": "RT-secret", "id_token": "ID-secret",
             "token_type": "Bearer", "expires_in": 60}))
         .unwrap();

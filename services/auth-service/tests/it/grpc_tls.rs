@@ -179,7 +179,7 @@ async fn unreadable_tls_files_stop_the_start_with_the_key_named() {
 #[tokio::test]
 async fn put_credential_reaches_an_mtls_vault_only_with_the_client_certificate() {
     use auth_service::config::VaultConfig;
-    use auth_service::vault::{VaultClient, VaultError};
+    use auth_service::vault::{VaultClient, VaultClientError};
     use mcpauth_runtime::{GrpcClientTls, Secret};
 
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -231,7 +231,7 @@ async fn put_credential_reaches_an_mtls_vault_only_with_the_client_certificate()
         cert_file: Some(pki.dir.join("client.pem")),
         key_file: Some(pki.dir.join("client.key")),
     };
-    let tokens = auth_service::upstream::UpstreamTokens {
+    let tokens = auth_service::upstream::ProviderTokenResponse {
         access_token: "upstream-at-over-mtls".into(),
         token_type: Some("Bearer".into()),
         refresh_token: Some("upstream-rt-over-mtls".into()),
@@ -259,7 +259,7 @@ async fn put_credential_reaches_an_mtls_vault_only_with_the_client_certificate()
     match put(client(Some(&ca), None)).await {
         // The server's refusal arrives as a TLS alert after the client's side of the
         // handshake, so tonic reports a transport error (Unknown) or Unavailable.
-        Err(VaultError::Refused { code, message }) => {
+        Err(VaultClientError::Refused { code, message }) => {
             assert!(
                 matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown),
                 "{code:?} {message}"

@@ -27,7 +27,7 @@ pub struct VaultConfig {
     pub connections_cache_ttl_ms: u64,
     /// How long an upstream access token from the vault is reused by the same MCP token
     /// (connection events drop it at once; never past the token's expiry minus 60 s). 0: every
-    /// tool call asks the vault. See `connectors::connections::UpstreamTokens`.
+    /// tool call asks the vault. See `connectors::connections::UpstreamTokenCache`.
     #[serde(default = "default_upstream_token_ttl")]
     pub upstream_token_cache_ttl_ms: u64,
     /// `[vault.tls]`: CA (and client certificate for mTLS) for an `https://` addr.

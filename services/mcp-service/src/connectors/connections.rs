@@ -1,7 +1,7 @@
 //! What token-vault told this replica about a user, kept briefly and dropped the moment the
 //! vault says it changed: which providers each user has connected (`ListConnections`), and the
 //! upstream access tokens it handed out for an MCP token (`GetAccessToken`, see
-//! [`UpstreamTokens`]). Both are asked with the user's own MCP token and invalidated by
+//! [`UpstreamTokenCache`]). Both are asked with the user's own MCP token and invalidated by
 //! token-vault's connection events, which also tell the user's sessions that their tool list
 //! changed.
 
@@ -18,7 +18,7 @@ use mcpauth_runtime::Secret;
 
 use crate::auth::{BearerToken, Principal};
 use crate::tools::Connections;
-use crate::vault::{VaultClient, VaultError};
+use crate::vault::{VaultClient, VaultTokenError};
 
 /// Bound on cached users (the cache is emptied of expired entries past it).
 const MAX_USERS: usize = 100_000;
@@ -38,7 +38,7 @@ pub struct ConnectionCache {
     /// Bumped by every invalidation: an answer asked for before one is not cached.
     epoch: Arc<AtomicU64>,
     /// Upstream access tokens, invalidated with the connections.
-    pub tokens: UpstreamTokens,
+    pub tokens: UpstreamTokenCache,
 }
 
 impl ConnectionCache {
@@ -46,7 +46,7 @@ impl ConnectionCache {
     /// access token is (zero: every call asks the vault).
     pub fn new(vault: VaultClient, ttl: Duration, tokens_ttl: Duration) -> Self {
         Self {
-            tokens: UpstreamTokens::new(vault.clone(), tokens_ttl),
+            tokens: UpstreamTokenCache::new(vault.clone(), tokens_ttl),
             vault,
             ttl,
             users: Default::default(),
@@ -106,7 +106,7 @@ impl ConnectionCache {
 /// - Plaintext tokens stay in this process's memory, as they already did for the length of a
 ///   call: never in Redis, Postgres or a log line. At most [`MAX_TOKENS`] entries.
 #[derive(Clone)]
-pub struct UpstreamTokens {
+pub struct UpstreamTokenCache {
     vault: VaultClient,
     ttl: Duration,
     entries: Arc<RwLock<HashMap<[u8; 32], CachedToken>>>,
@@ -136,7 +136,7 @@ fn token_key(token: &BearerToken, provider: &str) -> [u8; 32] {
     k
 }
 
-impl UpstreamTokens {
+impl UpstreamTokenCache {
     pub fn new(vault: VaultClient, ttl: Duration) -> Self {
         Self {
             vault,
@@ -155,7 +155,7 @@ impl UpstreamTokens {
         token: &BearerToken,
         provider: &str,
         fresh: bool,
-    ) -> Result<(Secret, bool), VaultError> {
+    ) -> Result<(Secret, bool), VaultTokenError> {
         if self.ttl.is_zero() {
             let (t, _) = self.vault.access_token(token, provider).await?;
             return Ok((t, false));
@@ -267,7 +267,7 @@ impl Connections for ConnectionCache {
                     Some(set)
                 }
                 // A caller the vault does not know as a user has no connections.
-                Err(VaultError::Unauthenticated) => Some(BTreeSet::new()),
+                Err(VaultTokenError::Unauthenticated) => Some(BTreeSet::new()),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the user's connections");
                     None

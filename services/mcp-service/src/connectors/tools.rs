@@ -20,7 +20,7 @@ use super::spec::ConnectorSpec;
 use crate::auth::{BearerToken, Principal};
 use crate::connect::ConnectClient;
 use crate::tools::{Availability, McpTool};
-use crate::vault::{VaultClient, VaultError};
+use crate::vault::{VaultClient, VaultTokenError};
 
 /// Longest upstream body excerpt quoted in an error.
 const EXCERPT: usize = 500;
@@ -140,27 +140,29 @@ impl ConnectorTool {
         let (resp, started) = loop {
             let (upstream, reused) = match tokens.access_token(p, token, provider, fresh).await {
                 Ok(t) => t,
-                Err(e @ (VaultError::NotConnected | VaultError::ReauthorizationRequired)) => {
+                Err(
+                    e @ (VaultTokenError::NotConnected | VaultTokenError::ReauthorizationRequired),
+                ) => {
                     self.deps.cache.invalidate(&p.subject);
-                    let why = if e == VaultError::NotConnected {
+                    let why = if e == VaultTokenError::NotConnected {
                         format!("{display} is not connected.")
                     } else {
                         format!("{display} needs you to sign in again.")
                     };
                     return error_result(self.deps.connect_hint(token, provider, &why).await);
                 }
-                Err(VaultError::Unauthenticated) => {
+                Err(VaultTokenError::Unauthenticated) => {
                     return error_result(
                         "the token vault did not accept your session's token; sign in again",
                     );
                 }
-                Err(VaultError::Refused(code)) => {
+                Err(VaultTokenError::Refused(code)) => {
                     tracing::warn!(provider, code, "token-vault refused a GetAccessToken call");
                     return error_result(format!(
                         "{display} cannot be used right now: the token vault refused the request ({code})"
                     ));
                 }
-                Err(VaultError::Unavailable(why)) => {
+                Err(VaultTokenError::Unavailable(why)) => {
                     tracing::warn!(provider, why, "token-vault unavailable");
                     return error_result(format!(
                         "{display} is temporarily unavailable (the token vault could not provide a token); try again shortly"

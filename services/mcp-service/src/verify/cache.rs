@@ -1,8 +1,8 @@
 //! The verification cache of the introspecting verifiers: mcpauth-runtime's
 //! [`VerificationCache`], revocation-aware (see `crate::revocations`), over [`Principal`]s.
 
-pub use mcpauth_runtime::revocation::{Lookup, VerificationCache, now_secs, token_key};
 use mcpauth_runtime::revocation::{Refusal, Revocable, Revocation, RevocationIds};
+pub use mcpauth_runtime::revocation::{VerificationCache, now_secs, token_key};
 
 use crate::auth::{Principal, VerifyError};
 
@@ -40,22 +40,18 @@ impl Principal {
 }
 
 /// Answers `token` from `cache`, or verifies it with `verify` and caches the answer unless a
-/// revocation arrived meanwhile that covers it.
+/// revocation arrived meanwhile that covers it (mcpauth-runtime's, counted as this service's
+/// token cache).
 pub async fn verify_cached(
     cache: &IntrospectionCache,
     token: &str,
     verify: impl Future<Output = Result<Principal, VerifyError>>,
 ) -> Result<Principal, VerifyError> {
-    match cache.lookup(&token_key(token)) {
-        Lookup::Hit(hit) => {
-            metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "hit").increment(1);
-            hit
-        }
-        Lookup::Miss(fill) => {
-            metrics::counter!("mcpauth_mcp_token_cache_total", "result" => "miss").increment(1);
-            let result = verify.await;
-            fill.store(&result);
-            result
-        }
-    }
+    mcpauth_runtime::introspection::verify_cached(
+        cache,
+        "mcpauth_mcp_token_cache_total",
+        token,
+        verify,
+    )
+    .await
 }

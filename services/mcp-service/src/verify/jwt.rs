@@ -5,37 +5,19 @@
 //! `kid`, and refetched when a token names an unknown `kid`, at most once per
 //! `min_refetch_secs`, so a flood of made-up `kid`s cannot hammer the issuer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
+use mcpauth_runtime::jwks::{JwksCache, JwksError, Key};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Principal, TokenVerifier, VerifyError};
 use crate::config::JwtConfig;
-
-/// Largest JWKS document accepted.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
-
-#[derive(Clone)]
-struct Key {
-    key: DecodingKey,
-    /// The JWK's `alg`, when it names one: then only that algorithm may use the key.
-    alg: Option<Algorithm>,
-}
-
-#[derive(Default)]
-struct KeySet {
-    by_kid: HashMap<String, Key>,
-    /// Keys published without a `kid` (tried for tokens without one).
-    anonymous: Vec<Key>,
-}
 
 pub struct JwtVerifier {
     http: reqwest::Client,
@@ -44,10 +26,9 @@ pub struct JwtVerifier {
     resource: String,
     algorithms: Vec<Algorithm>,
     leeway: u64,
-    min_refetch: Duration,
-    keys: RwLock<Arc<KeySet>>,
-    /// When the JWKS was last fetched (successfully or not); serialises fetches.
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// The issuer's keys (mcpauth-runtime's cache: refetched on an unknown `kid`, at most
+    /// once per `min_refetch_secs`).
+    jwks: JwksCache,
 }
 
 #[derive(Deserialize)]
@@ -76,50 +57,6 @@ fn parse_algorithms(names: &[String]) -> anyhow::Result<Vec<Algorithm>> {
         anyhow::bail!("verifier.jwt.algorithms: at least one algorithm is required");
     }
     Ok(out)
-}
-
-/// Parses a JWKS document, keeping the signature keys this verifier can use and skipping the
-/// rest (encryption keys, symmetric keys, unknown key types).
-fn parse_jwks(body: &[u8]) -> Result<KeySet, String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
-    let keys = doc
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or("JWKS has no keys array")?;
-    let mut set = KeySet::default();
-    for raw in keys {
-        if raw
-            .get("use")
-            .and_then(Value::as_str)
-            .is_some_and(|u| u != "sig")
-        {
-            continue;
-        }
-        if raw.get("kty").and_then(Value::as_str) == Some("oct") {
-            continue;
-        }
-        let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
-            continue;
-        };
-        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-            continue;
-        };
-        let alg = match raw.get("alg").and_then(Value::as_str) {
-            Some(a) => match Algorithm::from_str(a) {
-                Ok(alg) => Some(alg),
-                Err(_) => continue,
-            },
-            None => None,
-        };
-        let key = Key { key, alg };
-        match raw.get("kid").and_then(Value::as_str) {
-            Some(kid) => {
-                set.by_kid.insert(kid.to_owned(), key);
-            }
-            None => set.anonymous.push(key),
-        }
-    }
-    Ok(set)
 }
 
 /// `scope` (space-delimited string, or an array) or `scp` (array, or a string).
@@ -151,75 +88,25 @@ impl JwtVerifier {
             resource: resource.to_owned(),
             algorithms: parse_algorithms(&cfg.algorithms)?,
             leeway: cfg.leeway_secs,
-            min_refetch: Duration::from_secs(cfg.min_refetch_secs),
-            keys: RwLock::default(),
-            last_fetch: tokio::sync::Mutex::new(None),
+            jwks: JwksCache::new(Duration::from_secs(cfg.min_refetch_secs))
+                .with_metric("mcpauth_mcp_jwks_fetch_total"),
         })
-    }
-
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Key> {
-        let keys = self.keys.read().expect("jwks lock").clone();
-        let usable = |k: &Key| k.alg.is_none_or(|a| a == alg);
-        match kid {
-            Some(kid) => keys.by_kid.get(kid).filter(|k| usable(k)).cloned(),
-            None => keys.anonymous.iter().find(|k| usable(k)).cloned(),
-        }
-    }
-
-    async fn fetch(&self) -> Result<KeySet, String> {
-        let resp = self
-            .http
-            .get(&self.jwks_uri)
-            .header("accept", "application/json, application/jwk-set+json")
-            .send()
-            .await
-            .map_err(|e| format!("JWKS fetch failed: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("JWKS fetch answered {}", resp.status()));
-        }
-        let body = mcpauth_runtime::http_body::read_limited(resp, MAX_JWKS_BYTES)
-            .await
-            .map_err(|e| match e {
-                mcpauth_runtime::http_body::BodyError::TooLarge => "JWKS too large".to_owned(),
-                e => format!("JWKS fetch failed: {e}"),
-            })?;
-        parse_jwks(&body)
     }
 
     /// The key for `kid`, refetching the JWKS when it is unknown and the last fetch is older
     /// than `min_refetch_secs` (or there never was one).
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Key, VerifyError> {
-        if let Some(k) = self.find(kid, alg) {
-            return Ok(k);
-        }
-        let mut last = self.last_fetch.lock().await;
-        // Another request may have refetched while we waited.
-        if let Some(k) = self.find(kid, alg) {
-            return Ok(k);
-        }
-        if last.is_some_and(|t| t.elapsed() < self.min_refetch) {
-            metrics::counter!("mcpauth_mcp_jwks_fetch_total", "result" => "throttled").increment(1);
-            let keys = self.keys.read().expect("jwks lock").clone();
-            if keys.by_kid.is_empty() && keys.anonymous.is_empty() {
-                // No key set yet (the last fetch failed): the issuer is the problem, not the token.
-                return Err(VerifyError::Unavailable("JWKS not available".into()));
-            }
-            return Err(VerifyError::Malformed);
-        }
-        *last = Some(Instant::now());
-        match self.fetch().await {
-            Ok(set) => {
-                metrics::counter!("mcpauth_mcp_jwks_fetch_total", "result" => "ok").increment(1);
-                *self.keys.write().expect("jwks lock") = Arc::new(set);
-            }
-            Err(e) => {
-                metrics::counter!("mcpauth_mcp_jwks_fetch_total", "result" => "error").increment(1);
+        let fetch = || async {
+            let fetched = mcpauth_runtime::jwks::fetch(&self.http, &self.jwks_uri).await;
+            if let Err(e) = &fetched {
                 tracing::warn!(jwks_uri = %self.jwks_uri, error = %e, "JWKS fetch failed");
-                return Err(VerifyError::Unavailable(e));
             }
-        }
-        drop(last);
-        self.find(kid, alg).ok_or(VerifyError::Malformed)
+            fetched
+        };
+        self.jwks.key(kid, alg, fetch).await.map_err(|e| match e {
+            JwksError::UnknownKey => VerifyError::Malformed,
+            JwksError::Unavailable(e) => VerifyError::Unavailable(e),
+        })
     }
 
     async fn check(&self, token: &str) -> Result<Principal, VerifyError> {
@@ -284,27 +171,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn jwks_keeps_only_signature_keys() {
-        let doc = serde_json::json!({"keys": [
-            {"kty": "RSA", "kid": "r", "alg": "RS256", "use": "sig", "e": "AQAB",
-             "n": "pofFLbGwljANmi8Y65fRznWRZSX2fGX2AcyyqOf1joa18Vitbxvd3V-AGwbxgA-q4l5yYREvIaGNmxGfUvisXYGHvqHwtk0kjw"},
-            {"kty": "RSA", "kid": "enc", "use": "enc", "e": "AQAB", "n": "pofF"},
-            {"kty": "oct", "kid": "h", "k": "c2VjcmV0"},
-            {"kty": "weird", "kid": "w"},
-        ]});
-        let set = parse_jwks(doc.to_string().as_bytes()).unwrap();
-        assert_eq!(set.by_kid.len(), 1);
-        assert_eq!(set.by_kid["r"].alg, Some(Algorithm::RS256));
-        assert!(parse_jwks(b"{}").is_err());
-    }
-
     /// A JWKS endpoint that counts its requests.
-    fn jwks_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    fn jwks_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let h = hits.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {

@@ -451,7 +451,7 @@ client_secret = "gh-secret"
     async fn put_tokens(&self, user_id: &str, access_token: &str, refresh: &str, expires_at: i64) {
         if self.tls {
             // Over mTLS: through auth-service's own vault client, as after a real connect.
-            let tokens = auth_service::upstream::UpstreamTokens {
+            let tokens = auth_service::upstream::ProviderTokenResponse {
                 access_token: access_token.to_owned(),
                 token_type: Some("Bearer".into()),
                 refresh_token: (!refresh.is_empty()).then(|| refresh.to_owned()),
@@ -881,6 +881,33 @@ async fn failures_are_tool_errors_that_say_what_to_do() {
     assert_eq!(r["isError"], true, "{r}");
     let t = text_of(&r);
     assert!(t.contains("GitHub answered HTTP 401"), "{t}");
+    assert!(t.contains(&format!("{}/connect/", s.issuer)), "{t}");
+    e.stop().await;
+}
+
+/// token-vault says "connect again" in a typed status detail (not in its message text), and
+/// mcp-service turns it into a tool error that offers to sign in again.
+#[tokio::test]
+async fn a_refresh_token_the_upstream_refuses_asks_the_user_to_sign_in_again() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.access_token().await;
+    let sid = s.session(&token).await;
+    let user = subject(s, &token, &sid).await;
+    // Expired, with a refresh token the upstream answers invalid_grant to.
+    e.put_tokens(&user, ALICE_UPSTREAM, "ghr_not-alices", chrono_now() - 5)
+        .await;
+    let r = call_tool(
+        s,
+        &token,
+        &sid,
+        "github_get_repo",
+        json!({"owner": "o", "repo": "r"}),
+    )
+    .await;
+    assert_eq!(r["isError"], true, "{r}");
+    let t = text_of(&r);
+    assert!(t.contains("GitHub needs you to sign in again."), "{t}");
     assert!(t.contains(&format!("{}/connect/", s.issuer)), "{t}");
     e.stop().await;
 }

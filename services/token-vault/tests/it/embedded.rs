@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use mcpauth_proto::v1::{DeleteCredentialRequest, ListConnectionsRequest};
 use mcpauth_runtime::bus::MemoryBus;
-use token_vault::credential::UpstreamTokens;
+use token_vault::credential::ProviderTokens;
 use token_vault::crypto::{KeyRing, Sealed};
 
 use crate::harness::*;
@@ -121,7 +121,7 @@ async fn the_vault_serves_from_the_embedded_stores_and_its_file_holds_no_plainte
     db.close().await;
     let keys = KeyRing::from_base64(&[("k1".into(), key_b64(1))], "k1").unwrap();
     let opened =
-        UpstreamTokens::open(&keys, &user, "github", version, &Sealed { key_id, blob }).unwrap();
+        ProviderTokens::open(&keys, &user, "github", version, &Sealed { key_id, blob }).unwrap();
     assert_eq!(opened.access_token, got.access_token);
 
     // Every byte of every file of the data directory (the database, its WAL): no secret in any

@@ -107,6 +107,11 @@ async fn invalid_grant_requires_reauthorization() {
 
     let e = get(&mut c, &mcp, "github").await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    // The typed detail is the signal; the message keeps its prefix for older callers.
+    assert_eq!(
+        mcpauth_proto::status_detail::vault_error_reason(&e),
+        mcpauth_proto::v1::VaultErrorReason::ReauthorizationRequired
+    );
     assert!(
         e.message().starts_with("reauthorization_required"),
         "{}",
@@ -133,7 +138,10 @@ async fn invalid_grant_requires_reauthorization() {
     );
     // Later calls fail the same way without asking the upstream again.
     let e = get(&mut c, &mcp, "github").await.unwrap_err();
-    assert!(e.message().starts_with("reauthorization_required"));
+    assert_eq!(
+        mcpauth_proto::status_detail::vault_error_reason(&e),
+        mcpauth_proto::v1::VaultErrorReason::ReauthorizationRequired
+    );
     assert_eq!(w.upstream.get(|s| s.token_calls), 1);
     // A new connection clears it.
     w.upstream.set(|s| s.default = Some(Answer::Ok));

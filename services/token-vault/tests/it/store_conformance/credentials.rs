@@ -1,6 +1,6 @@
 //! `CredentialStore`: conditional writes, tombstones, per-user isolation, rekey.
 
-use token_vault::credential::UpstreamTokens;
+use token_vault::credential::ProviderTokens;
 use token_vault::crypto::{KeyRing, Sealed};
 use token_vault::store::{ConnectionStatus, CredentialStore, CredentialWrite};
 
@@ -16,8 +16,8 @@ pub fn ring(current: &str) -> KeyRing {
     .unwrap()
 }
 
-pub fn tokens(label: &str, expires_at: i64) -> UpstreamTokens {
-    UpstreamTokens {
+pub fn tokens(label: &str, expires_at: i64) -> ProviderTokens {
+    ProviderTokens {
         access_token: format!("at-{label}"),
         refresh_token: format!("rt-{label}"),
         expires_at,
@@ -26,7 +26,7 @@ pub fn tokens(label: &str, expires_at: i64) -> UpstreamTokens {
     }
 }
 
-fn write<'a>(sealed: &'a Sealed, version: i64, t: &'a UpstreamTokens) -> CredentialWrite<'a> {
+fn write<'a>(sealed: &'a Sealed, version: i64, t: &'a ProviderTokens) -> CredentialWrite<'a> {
     CredentialWrite {
         sealed,
         version,
@@ -42,7 +42,7 @@ pub async fn insert(
     user: &str,
     provider: &str,
     version: i64,
-    t: &UpstreamTokens,
+    t: &ProviderTokens,
 ) -> bool {
     let sealed = t.seal(keys, user, provider, version).unwrap();
     s.insert(
@@ -56,8 +56,8 @@ pub async fn insert(
     .unwrap()
 }
 
-fn open(keys: &KeyRing, row: &token_vault::store::CredentialRow) -> UpstreamTokens {
-    UpstreamTokens::open(keys, &row.user_id, &row.provider, row.version, &row.sealed).unwrap()
+fn open(keys: &KeyRing, row: &token_vault::store::CredentialRow) -> ProviderTokens {
+    ProviderTokens::open(keys, &row.user_id, &row.provider, row.version, &row.sealed).unwrap()
 }
 
 pub async fn put_get_replace_and_delete_leave_a_tombstone(b: &Backend) {

@@ -9,7 +9,7 @@ use token_vault::audit::AuditLog;
 use token_vault::cache::{CredentialCache, Invalidations};
 use token_vault::changes::Changes;
 use token_vault::config::{ProviderConfig, RefreshConfig};
-use token_vault::credential::UpstreamTokens;
+use token_vault::credential::ProviderTokens;
 use token_vault::events::ConnectionEvents;
 use token_vault::refresh::{Refresher, SystemClock, TokenEndpoint};
 use token_vault::upstream::UpstreamError;
@@ -148,14 +148,14 @@ impl TokenEndpoint for CountingEndpoint {
         &self,
         _provider: &ProviderConfig,
         refresh_token: &str,
-    ) -> Result<UpstreamTokens, UpstreamError> {
+    ) -> Result<ProviderTokens, UpstreamError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         assert_eq!(
             refresh_token, "rt-due",
             "the stored refresh token is redeemed"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok(UpstreamTokens {
+        Ok(ProviderTokens {
             access_token: format!("at-fresh-{n}"),
             refresh_token: format!("rt-fresh-{n}"),
             expires_at: chrono::Utc::now().timestamp() + 3600,
@@ -239,7 +239,7 @@ pub async fn fifty_concurrent_refreshers_cause_one_upstream_refresh(b: &Backend)
     );
     let stored = b.stores.credentials.get(u, p).await.unwrap().unwrap();
     assert_eq!(stored.version, 2);
-    let opened = UpstreamTokens::open(&keys, u, p, stored.version, &stored.sealed).unwrap();
+    let opened = ProviderTokens::open(&keys, u, p, stored.version, &stored.sealed).unwrap();
     assert_eq!(opened.access_token, "at-fresh-1");
     assert_eq!(opened.refresh_token, "rt-fresh-1");
     drop((r1, r2));
