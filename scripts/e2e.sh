@@ -11,6 +11,10 @@
 #                                            and APIs: tests/e2e/as-the-user.mjs, then plaintext scans
 # and cleans up (both services, the database, the Redis keys, the generated configs), on failure too.
 # Exit 1 if any script fails.
+#
+# E2E_BACKEND=embedded runs the same first four drivers against the embedded single-process mode
+# instead (`mcpauth dev`: SQLite and in-process state, no Postgres, no Redis); `make test-e2e`
+# runs both.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,11 +26,15 @@ DBURL="${PGADMIN%/*}/$DB"
 PREFIX="mcpauth-e2e-$$-$RANDOM"
 BIN="${AUTH_SERVICE_BIN:-$ROOT/target/debug/auth-service}"
 MCP_BIN="${MCP_SERVICE_BIN:-$ROOT/target/debug/mcp-service}"
+MCPAUTH_BIN="${MCPAUTH_BIN:-$ROOT/target/debug/mcpauth}"
+BACKEND="${E2E_BACKEND:-stack}"
+case "$BACKEND" in stack|embedded) ;; *) say "E2E_BACKEND must be stack or embedded, not $BACKEND"; exit 2 ;; esac
 TMP="$(mktemp -d --suffix=.mcpauth-e2e)"
 LOG="$TMP/auth-service.log"
 MCP_LOG="$TMP/mcp-service.log"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 HTTP_PORT="$(free_port)"; GRPC_PORT="$(free_port)"; MCP_PORT="$(free_port)"; PROXY_PORT="$(free_port)"
+VAULT_PORT="$(free_port)"
 ISSUER="http://127.0.0.1:$HTTP_PORT"
 INTROSPECTOR_SECRET="e2e-introspector-secret-$RANDOM$RANDOM"
 MCP_URL="http://127.0.0.1:$MCP_PORT/mcp"
@@ -54,6 +62,9 @@ trap cleanup EXIT
 
 [ -x "$BIN" ] || { say "building auth-service"; nice -n 19 cargo build -q -p auth-service; }
 [ -x "$MCP_BIN" ] || { say "building mcp-service"; nice -n 19 cargo build -q -p mcp-service; }
+if [ "$BACKEND" = embedded ]; then
+  [ -x "$MCPAUTH_BIN" ] || { say "building mcpauth"; nice -n 19 cargo build -q -p mcpauth; }
+fi
 
 # auth-service takes one --config file: config/dev.toml plus the resources it must know. The
 # built-in default resource stays (the first two scripts use it by default); mcp-service's is added.
@@ -110,34 +121,49 @@ auth_key_prefix = "$PREFIX"
 key_prefix = "$PREFIX-mcp"
 EOF
 
-psql "$PGADMIN" -qc "CREATE DATABASE $DB" >/dev/null
-export MCPAUTH_AUTH__DATABASE__URL="$DBURL" MCPAUTH_AUTH__REDIS__KEY_PREFIX="$PREFIX" \
-  MCPAUTH_AUTH__HTTP__ADDR="127.0.0.1:$HTTP_PORT" MCPAUTH_AUTH__GRPC__ADDR="127.0.0.1:$GRPC_PORT" \
+export MCPAUTH_AUTH__HTTP__ADDR="127.0.0.1:$HTTP_PORT" MCPAUTH_AUTH__GRPC__ADDR="127.0.0.1:$GRPC_PORT" \
   MCPAUTH_AUTH__ISSUER="$ISSUER" MCPAUTH_AUTH__LOG__FORMAT=json
-"$BIN" --config "$TMP/auth-service.toml" migrate >>"$LOG" 2>&1
-"$BIN" --config "$TMP/auth-service.toml" serve >>"$LOG" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "$ISSUER/readyz" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { tail -n 20 "$LOG" >&2; say "auth-service exited during start"; exit 1; }
-  sleep 0.1
-done
-say "auth-service up at $ISSUER"
+wait_ready() { # url, pid, log, name
+  for _ in $(seq 1 300); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || { tail -n 20 "$3" >&2; say "$4 exited during start"; exit 1; }
+    sleep 0.1
+  done
+  tail -n 20 "$3" >&2; say "$4 not ready"; exit 1
+}
+if [ "$BACKEND" = embedded ]; then
+  # One process: the three services of `mcpauth dev` with their own configuration files, token-vault
+  # on a free port and introspecting at this auth-service; data in a fresh directory.
+  sed -e "s|^addr = \"127.0.0.1:9091\"|addr = \"127.0.0.1:$VAULT_PORT\"|" \
+    -e "s|^addr = \"http://127.0.0.1:9090\"|addr = \"http://127.0.0.1:$GRPC_PORT\"|" \
+    config/token-vault.dev.toml >"$TMP/token-vault.toml"
+  grep -q "127.0.0.1:$VAULT_PORT" "$TMP/token-vault.toml" && grep -q "127.0.0.1:$GRPC_PORT" "$TMP/token-vault.toml" \
+    || { say "could not point token-vault at the e2e ports"; exit 1; }
+  "$MCPAUTH_BIN" dev --data-dir "$TMP/data" --auth-config "$TMP/auth-service.toml" \
+    --vault-config "$TMP/token-vault.toml" --mcp-config "$TMP/mcp-service.toml" >>"$LOG" 2>&1 &
+  pid=$!
+  wait_ready "$ISSUER/readyz" "$pid" "$LOG" "mcpauth dev"
+  wait_ready "http://127.0.0.1:$MCP_PORT/readyz" "$pid" "$LOG" "mcpauth dev (mcp-service)"
+  say "mcpauth dev (embedded) up: $ISSUER, $MCP_URL, data in $TMP/data"
+else
+  psql "$PGADMIN" -qc "CREATE DATABASE $DB" >/dev/null
+  export MCPAUTH_AUTH__DATABASE__URL="$DBURL" MCPAUTH_AUTH__REDIS__KEY_PREFIX="$PREFIX"
+  "$BIN" --config "$TMP/auth-service.toml" migrate >>"$LOG" 2>&1
+  "$BIN" --config "$TMP/auth-service.toml" serve >>"$LOG" 2>&1 &
+  pid=$!
+  wait_ready "$ISSUER/readyz" "$pid" "$LOG" "auth-service"
+  say "auth-service up at $ISSUER"
 
-# mcp-service reads only its own file: none of the MCPAUTH_ variables above (or the caller's).
-unset_env=()
-while IFS='=' read -r name _; do
-  case "$name" in MCPAUTH_*) unset_env+=(-u "$name") ;; esac
-done < <(env)
-env "${unset_env[@]}" "$MCP_BIN" --config "$TMP/mcp-service.toml" >>"$MCP_LOG" 2>&1 &
-mcp_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$MCP_PORT/readyz" >/dev/null 2>&1 && break
-  kill -0 "$mcp_pid" 2>/dev/null || { tail -n 20 "$MCP_LOG" >&2; say "mcp-service exited during start"; exit 1; }
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$MCP_PORT/readyz" >/dev/null 2>&1 || { tail -n 20 "$MCP_LOG" >&2; say "mcp-service not ready"; exit 1; }
-say "mcp-service up at $MCP_URL"
+  # mcp-service reads only its own file: none of the MCPAUTH_ variables above (or the caller's).
+  unset_env=()
+  while IFS='=' read -r name _; do
+    case "$name" in MCPAUTH_*) unset_env+=(-u "$name") ;; esac
+  done < <(env)
+  env "${unset_env[@]}" "$MCP_BIN" --config "$TMP/mcp-service.toml" >>"$MCP_LOG" 2>&1 &
+  mcp_pid=$!
+  wait_ready "http://127.0.0.1:$MCP_PORT/readyz" "$mcp_pid" "$MCP_LOG" "mcp-service"
+  say "mcp-service up at $MCP_URL"
+fi
 
 status=0
 failed=()
@@ -152,12 +178,12 @@ run conformance-authorization env ISSUER="$ISSUER" node tests/e2e/conformance-au
 run mcp-ts-sdk env ISSUER="$ISSUER" MCP_URL="$MCP_URL" node tests/e2e/mcp-ts-sdk.mjs
 run mcp-conformance env ISSUER="$ISSUER" MCP_URL="$MCP_URL" PROXY_PORT="$PROXY_PORT" node tests/e2e/mcp-conformance.mjs
 # The whole product with a real upstream: its own stack (scripts/e2e-as-user.sh).
-run as-the-user bash scripts/e2e-as-user.sh
+[ "$BACKEND" = stack ] && run as-the-user bash scripts/e2e-as-user.sh
 if [ $status -ne 0 ]; then
-  say "FAILED: ${failed[*]}"
+  say "FAILED ($BACKEND): ${failed[*]}"
   say "auth-service log tail:"; tail -n 30 "$LOG" >&2
-  say "mcp-service log tail:"; tail -n 30 "$MCP_LOG" >&2
+  [ -f "$MCP_LOG" ] && { say "mcp-service log tail:"; tail -n 30 "$MCP_LOG" >&2; }
 else
-  say "all passed: oauth-flow, conformance-authorization, mcp-ts-sdk, mcp-conformance, as-the-user"
+  say "all passed ($BACKEND): oauth-flow, conformance-authorization, mcp-ts-sdk, mcp-conformance$([ "$BACKEND" = stack ] && echo ", as-the-user")"
 fi
 exit $status
