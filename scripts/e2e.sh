@@ -68,8 +68,11 @@ fi
 
 # auth-service takes one --config file: config/dev.toml plus the resources it must know. The
 # built-in default resource stays (the first two scripts use it by default); mcp-service's is added.
+# The dev caller (mcp-service's gRPC credential) may introspect tokens of mcp-service's resource too.
+grep -q '^resources = \["http://127.0.0.1:8081/mcp"\]$' config/dev.toml \
+  || { say "config/dev.toml: the dev caller's resources line changed; update scripts/e2e.sh"; exit 1; }
 {
-  cat config/dev.toml
+  sed -e "s|^resources = \[\"http://127.0.0.1:8081/mcp\"\]\$|resources = [\"http://127.0.0.1:8081/mcp\", \"$MCP_URL\"]|" config/dev.toml
   cat <<EOF
 
 # --- added by scripts/e2e.sh ---

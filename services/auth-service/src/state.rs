@@ -157,8 +157,8 @@ pub async fn build_state_with(
     metrics: MetricsHandle,
 ) -> anyhow::Result<(AppState, JoinHandle<()>)> {
     let config = Arc::new(config);
-    let ephemeral = match stores.ephemeral.clone() {
-        Some(ephemeral) => ephemeral,
+    let ephemeral = match stores.in_process.clone() {
+        Some(bus) => Ephemeral::memory(bus, &config.redis.key_prefix),
         None => {
             let (redis_client, redis) = mcpauth_runtime::start_redis(
                 "redis",

@@ -19,7 +19,6 @@ use crate::store::clients::sqlite::SqliteClientStore;
 use crate::store::consents::ConsentStore;
 use crate::store::consents::postgres::PgConsentStore;
 use crate::store::consents::sqlite::SqliteConsentStore;
-use crate::store::ephemeral::Ephemeral;
 use crate::store::grants::GrantStore;
 use crate::store::grants::postgres::PgGrantStore;
 use crate::store::grants::sqlite::SqliteGrantStore;
@@ -53,10 +52,11 @@ pub struct Stores {
     /// The Postgres pool behind the production stores, for the connection-pool gauges; `None`
     /// in the embedded mode.
     pub postgres_pool: Option<PgPool>,
-    /// The short-lived state (pending authorizations, codes, sessions, rate-limit counts,
-    /// replica events). `None`: Redis as configured (`redis.*`), connected at startup; the
-    /// embedded mode gives the in-process stores.
-    pub ephemeral: Option<Ephemeral>,
+    /// Where the short-lived state lives (pending authorizations, codes, sessions, rate-limit
+    /// counts) and replica events go. `None`: Redis as configured (`redis.*`), connected at
+    /// startup; `Some(bus)` (the embedded mode): in this process's memory, events on `bus`
+    /// under the configured `redis.key_prefix`, where the other services follow them.
+    pub in_process: Option<Arc<dyn EventBus>>,
 }
 
 impl Stores {
@@ -72,7 +72,7 @@ impl Stores {
             audit: Arc::new(PgAuditSink::new(pool.clone())),
             durable: Arc::new(PgDurable::new(pool.clone())),
             postgres_pool: Some(pool),
-            ephemeral: None,
+            in_process: None,
         }
     }
 
@@ -98,7 +98,7 @@ impl Stores {
             audit: Arc::new(SqliteAuditSink::new(pool.clone())),
             durable: Arc::new(SqliteDurable::new(pool)),
             postgres_pool: None,
-            ephemeral: None,
+            in_process: None,
         }
     }
 
@@ -115,7 +115,7 @@ impl Stores {
         })?;
         let pool = crate::store::sqlite::open(&data_dir.join(SQLITE_FILE)).await?;
         Ok(Self {
-            ephemeral: Some(Ephemeral::memory(bus, "")),
+            in_process: Some(bus),
             ..Self::sqlite(pool)
         })
     }

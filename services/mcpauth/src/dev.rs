@@ -21,7 +21,7 @@ const VAULT_DEV: &str = include_str!("../../../config/token-vault.dev.toml");
 const MCP_DEV: &str = include_str!("../../../config/mcp-service.dev.toml");
 
 /// The key id of the generated token key.
-const TOKEN_KEY_ID: &str = "embedded-dev";
+const TOKEN_KEY_ID: &str = "devembedded";
 
 /// The configuration files to load, and the data directory (absolute).
 #[derive(Debug)]
@@ -123,9 +123,26 @@ pub fn load(layout: &Layout, env: &HashMap<String, String>) -> Result<Configs, S
         .map_err(|e| format!("auth-service ({}): {e}", layout.auth.display()))?;
     let vault = token_vault::config::Config::load(Some(&layout.vault), env)
         .map_err(|e| format!("token-vault ({}): {e}", layout.vault.display()))?;
-    let mcp = mcp_service::config::Config::load(Some(&layout.mcp), env)
+    let mut mcp = mcp_service::config::Config::load(Some(&layout.mcp), env)
         .map_err(|e| format!("mcp-service ({}): {e}", layout.mcp.display()))?;
+    let mut vault = vault;
+    share_one_bus(&auth, &mut vault, &mut mcp);
     Ok(Configs { auth, vault, mcp })
+}
+
+/// One process, one event bus, one of each service: whatever the files say about Redis key
+/// prefixes (they name channels on that bus here), mcp-service and token-vault follow this
+/// auth-service's revocations, and mcp-service this token-vault's connection events.
+fn share_one_bus(
+    auth: &auth_service::config::Config,
+    vault: &mut token_vault::config::Config,
+    mcp: &mut mcp_service::config::Config,
+) {
+    vault.redis.auth_key_prefix = auth.redis.key_prefix.clone();
+    mcp.redis.auth_key_prefix = auth.redis.key_prefix.clone();
+    if let Some(v) = mcp.vault.as_mut() {
+        v.key_prefix = vault.redis.key_prefix.clone();
+    }
 }
 
 /// The embedded mode is never selected by accident: every configuration must be in dev mode,
@@ -218,21 +235,21 @@ async fn serve(configs: Configs, layout: Layout) -> anyhow::Result<()> {
         Arc::new(mcpauth_runtime::bus::MemoryBus::new());
     let Configs { auth, vault, mcp } = configs;
     let auth_stores =
-        auth_service::store::Stores::embedded(&layout.data_dir.join("auth-service"), bus.clone())
+        auth_service::stores::Stores::embedded(&layout.data_dir.join("auth-service"), bus.clone())
             .await
             .context("auth-service storage")?;
-    let auth = auth_service::app::start_with(auth, metrics.clone(), auth_stores)
+    let auth = auth_service::app::start_with(auth, auth_stores, metrics.clone())
         .await
         .context("auth-service")?;
     let vault_stores =
         token_vault::store::Stores::embedded(&layout.data_dir.join("token-vault"), bus.clone())
             .await
             .context("token-vault storage")?;
-    let vault = token_vault::app::start_with(vault, metrics.clone(), vault_stores)
+    let vault = token_vault::app::start_with(vault, vault_stores, metrics.clone())
         .await
         .context("token-vault")?;
     let mcp_stores = mcp_service::store::Stores::embedded(bus.clone());
-    let mcp = mcp_service::app::start_with(mcp, metrics, mcp_stores)
+    let mcp = mcp_service::app::start_with(mcp, mcp_stores, metrics)
         .await
         .context("mcp-service")?;
     println!(
@@ -350,6 +367,22 @@ mod tests {
         let e = load(&layout, &env).err().expect("refused");
         assert!(e.starts_with("token-vault ("), "{e}");
         assert!(!e.contains('\n'), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_services_follow_each_other_on_the_one_bus_whatever_their_prefixes() {
+        let dir = tempdir();
+        let layout = prepare(&args(&dir)).unwrap();
+        let env = HashMap::from([
+            ("MCPAUTH_AUTH__REDIS__KEY_PREFIX".to_owned(), "team-a".to_owned()),
+            ("MCPAUTH_MCP__REDIS__AUTH_KEY_PREFIX".to_owned(), "team-b".to_owned()),
+            ("MCPAUTH_VAULT__REDIS__AUTH_KEY_PREFIX".to_owned(), "team-c".to_owned()),
+        ]);
+        let configs = load(&layout, &env).unwrap();
+        assert_eq!(configs.auth.redis.key_prefix, "team-a");
+        assert_eq!(configs.mcp.redis.auth_key_prefix, "team-a");
+        assert_eq!(configs.vault.redis.auth_key_prefix, "team-a");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
