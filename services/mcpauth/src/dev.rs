@@ -34,8 +34,12 @@ pub struct Layout {
 
 /// Creates the data directory and writes what the built-in configurations need.
 pub fn prepare(args: &DevArgs) -> anyhow::Result<Layout> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
     let data_dir = std::fs::canonicalize(&args.data_dir)
         .with_context(|| format!("cannot resolve {}", args.data_dir.display()))?;
     let run = data_dir.join("run");
@@ -55,11 +59,17 @@ pub fn prepare(args: &DevArgs) -> anyhow::Result<Layout> {
     };
     let vault = match &args.vault_config {
         Some(p) => p.clone(),
-        None => write_config(&run.join("token-vault.toml"), &format!("{GENERATED}{VAULT_DEV}"))?,
+        None => write_config(
+            &run.join("token-vault.toml"),
+            &format!("{GENERATED}{VAULT_DEV}"),
+        )?,
     };
     let mcp = match &args.mcp_config {
         Some(p) => p.clone(),
-        None => write_config(&run.join("mcp-service.toml"), &format!("{GENERATED}{MCP_DEV}"))?,
+        None => write_config(
+            &run.join("mcp-service.toml"),
+            &format!("{GENERATED}{MCP_DEV}"),
+        )?,
     };
     Ok(Layout {
         data_dir,
@@ -353,7 +363,10 @@ mod tests {
         let mut configs = load(&layout, &HashMap::new()).unwrap();
         configs.vault.dev_mode = false;
         let e = refuse_production(&configs, false).unwrap_err();
-        assert!(e.contains("token-vault configuration is not in dev mode"), "{e}");
+        assert!(
+            e.contains("token-vault configuration is not in dev mode"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "one line: {e}");
         refuse_production(&configs, true).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
@@ -375,9 +388,18 @@ mod tests {
         let dir = tempdir();
         let layout = prepare(&args(&dir)).unwrap();
         let env = HashMap::from([
-            ("MCPAUTH_AUTH__REDIS__KEY_PREFIX".to_owned(), "team-a".to_owned()),
-            ("MCPAUTH_MCP__REDIS__AUTH_KEY_PREFIX".to_owned(), "team-b".to_owned()),
-            ("MCPAUTH_VAULT__REDIS__AUTH_KEY_PREFIX".to_owned(), "team-c".to_owned()),
+            (
+                "MCPAUTH_AUTH__REDIS__KEY_PREFIX".to_owned(),
+                "team-a".to_owned(),
+            ),
+            (
+                "MCPAUTH_MCP__REDIS__AUTH_KEY_PREFIX".to_owned(),
+                "team-b".to_owned(),
+            ),
+            (
+                "MCPAUTH_VAULT__REDIS__AUTH_KEY_PREFIX".to_owned(),
+                "team-c".to_owned(),
+            ),
         ]);
         let configs = load(&layout, &env).unwrap();
         assert_eq!(configs.auth.redis.key_prefix, "team-a");
