@@ -125,6 +125,32 @@ impl<T: Send> Recorder<T> {
     }
 }
 
+/// The shape of a trail (auth-service's audit, token-vault's access trail): its name in metrics
+/// and logs, how deep its channel is, how its writer batches, and how long a request may wait
+/// for room in a full channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Trail {
+    pub name: &'static str,
+    pub channel: usize,
+    pub batching: Batching,
+    pub record_wait: Duration,
+}
+
+impl Trail {
+    /// Spawns the writer over `sink` and returns the recorder requests hand items to, with the
+    /// writer's handle: the writer ends once every recorder is dropped and the channel drained.
+    pub fn start<T, S>(self, sink: S) -> (Recorder<T>, tokio::task::JoinHandle<()>)
+    where
+        T: Send + Sync + 'static,
+        S: Sink<T> + 'static,
+        S::Error: Send,
+    {
+        let (tx, rx) = mpsc::channel(self.channel);
+        let writer = tokio::spawn(write_batches(rx, self.batching, self.name, sink));
+        (Recorder::new(tx, self.name, self.record_wait), writer)
+    }
+}
+
 /// Where a batch writer puts its items.
 pub trait Sink<T>: Send {
     type Error: Display;

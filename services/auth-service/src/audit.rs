@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use mcpauth_runtime::batch::{Batching, Recorder, Sink, sanitize, sanitize_json, write_batches};
+use mcpauth_runtime::batch::{Batching, Recorder, Sink, Trail, sanitize, sanitize_json};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::store::audit::{AuditSink, AuditWriteError};
@@ -145,29 +144,31 @@ pub struct AuditLog {
     recorder: Recorder<AuditEvent>,
 }
 
-const CHANNEL: usize = 65_536;
 /// Longest a request waits for room in a full channel before its event is dropped (and
 /// counted in `mcpauth_batch_dropped_total{trail="audit"}`).
 pub const RECORD_WAIT: Duration = Duration::from_secs(1);
-const BATCH: usize = 2_000;
-/// How long the writer lets events gather after the first one of a batch (see [`Batching`]).
-const LINGER: Duration = Duration::from_millis(10);
+
+/// The audit trail: 65,536 events of slack, batches of up to 2,000 gathered for 10 ms after the
+/// first one (see [`Batching`]).
+const TRAIL: Trail = Trail {
+    name: "audit",
+    channel: 65_536,
+    batching: Batching {
+        max: 2_000,
+        linger: Duration::from_millis(10),
+    },
+    record_wait: RECORD_WAIT,
+};
 
 impl AuditLog {
     /// Starts the writer task; it ends after every handle is dropped and the channel is drained.
     pub fn start(sink: Arc<dyn AuditSink>) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        let batching = Batching {
-            max: BATCH,
-            linger: LINGER,
-        };
-        let handle = tokio::spawn(write_batches(rx, batching, "audit", AuditTable { sink }));
-        let recorder = Recorder::new(tx, "audit", RECORD_WAIT);
-        (Self { recorder }, handle)
+        let (recorder, writer) = TRAIL.start(AuditTable { sink });
+        (Self { recorder }, writer)
     }
 
-    /// Records an event. Waits only when the writer is `CHANNEL` events behind, and then at
-    /// most [`RECORD_WAIT`].
+    /// Records an event. Waits only when the writer is a full channel behind, and then at most
+    /// [`RECORD_WAIT`].
     pub async fn record(&self, event: AuditEvent) {
         let kind = event.kind.as_str();
         metrics::counter!("mcpauth_audit_events_total", "kind" => kind).increment(1);

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use mcpauth_runtime::batch::{Batching, Recorder, Sink, sanitize, sanitize_json, write_batches};
-use tokio::sync::mpsc;
+use mcpauth_runtime::batch::{Batching, Recorder, Sink, Trail, sanitize, sanitize_json};
 
 use crate::store::audit::AuditSink;
 
@@ -65,23 +64,24 @@ pub struct AuditLog {
 /// `mcpauth_batch_dropped_total{trail="vault audit"}`).
 pub const RECORD_WAIT: Duration = Duration::from_secs(1);
 
-const CHANNEL: usize = 65_536;
-const BATCH: usize = 1_000;
-/// How long the writer lets events gather after the first one of a batch (see [`Batching`]):
-/// without it, every `GetAccessToken` at moderate load cost a Postgres commit.
-const LINGER: Duration = Duration::from_millis(10);
+/// The access trail: 65,536 rows of slack, batches of up to 1,000 gathered for 10 ms after the
+/// first one (see [`Batching`]): without the linger, every `GetAccessToken` at moderate load cost
+/// a Postgres commit.
+const TRAIL: Trail = Trail {
+    name: "vault audit",
+    channel: 65_536,
+    batching: Batching {
+        max: 1_000,
+        linger: Duration::from_millis(10),
+    },
+    record_wait: RECORD_WAIT,
+};
 
 impl AuditLog {
     /// Starts the writer; it ends once every handle is dropped and the channel is drained.
     pub fn start(sink: Arc<dyn AuditSink>) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        let batching = Batching {
-            max: BATCH,
-            linger: LINGER,
-        };
-        let writer = write_batches(rx, batching, "vault audit", AuditTable { sink });
-        let recorder = Recorder::new(tx, "vault audit", RECORD_WAIT);
-        (Self { recorder }, tokio::spawn(writer))
+        let (recorder, writer) = TRAIL.start(AuditTable { sink });
+        (Self { recorder }, writer)
     }
 
     pub async fn record(&self, e: AuditEvent) {
