@@ -8,6 +8,7 @@
 #
 #   BENCH_SECS=10 BENCH_CONCURRENCY=64 scripts/bench.sh
 #   BENCH_SKIP_AUTH=1 BENCH_SECS=3 scripts/bench.sh   # only token-vault and mcp-service
+#   BENCH_ONLY=device-poll BENCH_SECS=5 scripts/bench.sh  # only RFC 8628 polling under load
 #
 # mcp-service (protocol 2025-11-25 with sessions, which both it and the TypeScript SDK 1.32 peer
 # speak; one session per connection): tools/call whoami with a warm verification cache, the same
@@ -163,6 +164,32 @@ run() { # name, loadgen args... (BENCH_C overrides the concurrency)
   "$LOADGEN" "$@" --name "$name" --duration "$SECS" --requests "$MAXREQ" --concurrency "${BENCH_C:-$CONC}" \
     --threads "$THREADS" --server-pid "$pid" | tee /dev/stderr | grep '^{' >>"$RESULTS"
 }
+# RFC 8628 polling under load: one public device client polls one pending device code as fast as
+# the generator can. After the first poll every answer is slow_down (each one adds 5 s to that
+# code's interval in Redis), which is the worst a misbehaving device does. A poll must cost no
+# Postgres round trip: the case counts the transactions Postgres committed in the bench database
+# during the run (the replica's background work — revocation re-sync each second, the audit
+# writer — is all there is) and records them beside the number of polls.
+device_poll() {
+  local dreg dcid dcode before after polls
+  dreg=$(curl -fsS -X POST "$BASE/register" -H 'content-type: application/json' -H "authorization: Bearer $IAT" \
+    -d '{"client_name":"bench device","grant_types":["urn:ietf:params:oauth:grant-type:device_code"],"response_types":[],"token_endpoint_auth_method":"none"}')
+  dcid=$(echo "$dreg" | json '["client_id"]')
+  dcode=$(curl -fsS -X POST "$BASE/device_authorization" -d "client_id=$dcid" | json '["device_code"]')
+  local form="grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&client_id=$dcid&device_code=$dcode"
+  curl -sS -X POST "$BASE/token" -d "$form" | grep -q authorization_pending
+  before=$(psql "$DBURL" -Atqc "select xact_commit + xact_rollback from pg_stat_database where datname = '$DB'")
+  run "device_poll$HTTP_SUFFIX" http "${HTTP_OPTS[@]}" --url "$BASE/token" --form "$form" \
+    --expect-status 400 --expect-body '"slow_down"'
+  # pg_stat_database is updated when a backend reports (at most every second): let it settle.
+  sleep 2
+  after=$(psql "$DBURL" -Atqc "select xact_commit + xact_rollback from pg_stat_database where datname = '$DB'")
+  polls=$(tail -n 1 "$RESULTS" | json '["requests"]')
+  say "device_poll: $polls polls, $((after - before)) Postgres transactions in the bench database meanwhile (background work only)"
+  echo "{\"name\":\"device_poll_postgres\",\"polls\":$polls,\"postgres_transactions\":$((after - before))}" >>"$RESULTS"
+}
+# BENCH_ONLY=device-poll: only that case (with the auth-service set-up it needs), then stop.
+if [ "${BENCH_ONLY:-}" = device-poll ]; then device_poll; say "results: $RESULTS"; exit 0; fi
 if [ "${BENCH_SKIP_AUTH:-0}" != 1 ]; then
 say "scenarios: ${SECS}s each (at most $MAXREQ requests), $CONC requests in flight ($FLOW_CONC for the write-heavy flows), $CLIENT clients (HTTP: ${HTTP_OPTS[*]}; gRPC: ${GRPC_OPTS[*]}), $THREADS generator thread(s), on $(nproc) cores shared with the server"
 run "http_noop_healthz$HTTP_SUFFIX" http "${HTTP_OPTS[@]}" --url "$BASE/healthz" --expect-status 200
@@ -199,6 +226,7 @@ quiesce() { # name of the scenario that just ran
   echo "{\"name\":\"${1}_audit_drain\",\"audit_events\":$n,\"drain_s\":$drain}" >>"$RESULTS"
 }
 quiesce "client_credentials$HTTP_SUFFIX"
+device_poll
 # Tail latency the way most clients see it: 32 keep-alive connections, one request in flight on
 # each (no pipelining), as wrk measures it.
 BENCH_C=32 run client_credentials_keepalive_c32 http --client lean --pipeline 1 --url "$BASE/token" \

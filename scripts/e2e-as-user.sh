@@ -9,7 +9,8 @@
 #   auth-service                    login delegated to corp (login.provider = "upstream")
 #   token-vault                     both providers' token endpoints
 #   mcp-service                     connector tools for both providers, gRPC introspection
-# then runs tests/e2e/as-the-user.mjs (the official MCP TypeScript SDK client) and, after it, a
+# then runs tests/e2e/as-the-user.mjs (the official MCP TypeScript SDK client), then
+# tests/e2e/device-flow.mjs (RFC 8628 with oauth4webapi as the device), and after them a
 # scan of every Postgres table and Redis key for the tokens the run saw (scripts/scan-plaintext.py).
 # Cleans up on exit (logs kept on failure or with E2E_KEEP_LOGS=1). Exit 1 on any failure.
 set -euo pipefail
@@ -176,6 +177,13 @@ credential = "$CRED_AUTH"
 uri = "$MCP_URL"
 scopes = ["mcp:tools.read", "mcp:tools.write"]
 default_scopes = ["mcp:tools.read"]
+
+# The device of tests/e2e/device-flow.mjs (RFC 8628; a public client the operator configured).
+[[clients]]
+client_id = "e2e-device"
+client_name = "E2E living-room TV"
+grant_types = ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"]
+token_endpoint_auth_method = "none"
 EOF
 
 cat >"$TMP/token-vault.toml" <<EOF
@@ -301,6 +309,11 @@ failed=()
 if ! env ISSUER="$ISSUER" MCP_URL="$MCP_URL" CORP="$CORP" CRM="$CRM" API1="$API1" API2="$API2" \
   SECRETS_FILE="$TMP/secrets.tsv" node tests/e2e/as-the-user.mjs; then
   failed+=(as-the-user)
+fi
+say "--- device flow (RFC 8628, oauth4webapi as the device)"
+if ! env ISSUER="$ISSUER" MCP_URL="$MCP_URL" CORP="$CORP" DEVICE_CLIENT="e2e-device" \
+  SECRETS_FILE="$TMP/secrets.tsv" node tests/e2e/device-flow.mjs; then
+  failed+=(device-flow)
 fi
 # The scan runs whatever the driver's outcome, over what it saw (MCP tokens) and what the upstream
 # providers issued (their access and refresh tokens).

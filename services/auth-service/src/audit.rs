@@ -49,6 +49,9 @@ pub enum AuditKind {
     UserEnabled,
     GrpcPermissionDenied,
     SessionLoggedOut,
+    DeviceAuthorized,
+    DeviceApproved,
+    DeviceRedeemed,
 }
 
 impl AuditKind {
@@ -81,6 +84,9 @@ impl AuditKind {
             AuditKind::UserEnabled => "user.enabled",
             AuditKind::GrpcPermissionDenied => "grpc.permission_denied",
             AuditKind::SessionLoggedOut => "session.logged_out",
+            AuditKind::DeviceAuthorized => "device.authorized",
+            AuditKind::DeviceApproved => "device.approved",
+            AuditKind::DeviceRedeemed => "device.redeemed",
         }
     }
 }

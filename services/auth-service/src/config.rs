@@ -39,6 +39,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub login: LoginConfig,
     pub tokens: TokenConfig,
+    /// RFC 8628 device authorization (`http::device`).
+    pub device: DeviceConfig,
     pub registration: RegistrationConfig,
     pub cimd: CimdConfig,
     pub rate_limit: RateLimitConfig,
@@ -431,6 +433,23 @@ pub struct TokenConfig {
     pub revocation_resync_ms: u64,
 }
 
+/// RFC 8628 device authorization grant: lifetimes, polling interval, user codes and the limits
+/// on entering them (docs/device-flow.md has the entropy argument behind the defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Lifetime of a device code and its user code.
+    pub code_ttl_secs: u64,
+    /// Least seconds between two polls of one device code.
+    pub interval_secs: u64,
+    /// Characters of a user code (6 to 16).
+    pub user_code_length: usize,
+    /// User codes one client IP may submit per rate-limit window.
+    pub entries_per_ip: u64,
+    /// Wrong user codes accepted from everyone per rate-limit window.
+    pub failure_budget: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenKeyConfig {
@@ -684,6 +703,19 @@ impl Config {
             || self.tokens.code_ttl_secs == 0
         {
             return err("tokens: lifetimes must be positive".into());
+        }
+        let d = &self.device;
+        if d.code_ttl_secs == 0 || d.interval_secs == 0 || d.interval_secs >= d.code_ttl_secs {
+            return err(
+                "device: code_ttl_secs and interval_secs must be positive, the interval shorter"
+                    .into(),
+            );
+        }
+        if !(6..=16).contains(&d.user_code_length) {
+            return err("device.user_code_length: must be 6 to 16".into());
+        }
+        if d.entries_per_ip == 0 || d.failure_budget == 0 {
+            return err("device: entries_per_ip and failure_budget must be positive".into());
         }
         if self.tokens.keys.is_empty() && !self.dev_mode {
             return err("tokens.keys: at least one key is required outside dev mode".into());

@@ -12,11 +12,12 @@ use std::sync::OnceLock;
 use crate::domain::input::{first_control_character, has_control};
 use crate::domain::token::{AccessClaims, KeyRing, OpaqueKind};
 
-const KINDS: [OpaqueKind; 4] = [
+const KINDS: [OpaqueKind; 5] = [
     OpaqueKind::RefreshToken,
     OpaqueKind::AuthorizationCode,
     OpaqueKind::RegistrationToken,
     OpaqueKind::ClientSecret,
+    OpaqueKind::DeviceCode,
 ];
 
 /// The URL the CIMD target pretends to have fetched its document from.

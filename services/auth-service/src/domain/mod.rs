@@ -8,3 +8,4 @@ pub mod refresh;
 pub mod resource;
 pub mod scope;
 pub mod token;
+pub mod user_code;

@@ -40,6 +40,8 @@ pub enum OpaqueKind {
     AuthorizationCode,
     RegistrationToken,
     ClientSecret,
+    /// RFC 8628 device codes: polled at `/token`, stored only as a hash.
+    DeviceCode,
 }
 
 impl OpaqueKind {
@@ -49,6 +51,7 @@ impl OpaqueKind {
             OpaqueKind::AuthorizationCode => "mcpac",
             OpaqueKind::RegistrationToken => "mcpreg",
             OpaqueKind::ClientSecret => "mcpcs",
+            OpaqueKind::DeviceCode => "mcpdc",
         }
     }
 }

@@ -106,6 +106,7 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
             .get("prompt")
             .is_some_and(|p| p.split(' ').any(|v| v == "consent")),
         redirect_uri_given: params.contains_key("redirect_uri"),
+        device: None,
     };
     let request_id = state.tokens.keys.random_id();
     let mut resp = proceed(&state, &req, &client, &request_id, pending).await;

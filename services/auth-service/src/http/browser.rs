@@ -39,8 +39,10 @@ pub(crate) struct Callback<'a> {
 
 impl Callback<'_> {
     pub fn redirect(&self, params: &[(&str, &str)]) -> HttpResponse {
-        let mut url =
-            url::Url::parse(self.redirect_uri).expect("registered redirect URIs are absolute");
+        // A device authorization has no redirect URI: the browser is told the outcome.
+        let Ok(mut url) = url::Url::parse(self.redirect_uri) else {
+            return device_outcome(params);
+        };
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in params {
@@ -63,6 +65,25 @@ impl Callback<'_> {
             params.push(("error_description", d.as_str()));
         }
         self.redirect(&params)
+    }
+}
+
+/// The page a device flow ends on in the browser (the device learns the outcome by polling).
+fn device_outcome(params: &[(&str, &str)]) -> HttpResponse {
+    let error = params.iter().find(|(k, _)| *k == "error").map(|(_, v)| *v);
+    match error {
+        None => pages::message(
+            StatusCode::OK,
+            "Device connected",
+            "You may close this page and return to your device.",
+        ),
+        Some(e) => {
+            let description = params
+                .iter()
+                .find(|(k, _)| *k == "error_description")
+                .map_or(e, |(_, v)| *v);
+            pages::message(StatusCode::BAD_REQUEST, "Device not connected", description)
+        }
     }
 }
 
@@ -126,7 +147,11 @@ pub(crate) async fn proceed(
             false,
         );
     };
-    let consented = if state.login.auto_consent() {
+    // A device authorization always asks: the click on the consent page is the user's explicit
+    // confirmation that the code came from their own device (RFC 8628 §5.4).
+    let consented = if pending.device.is_some() {
+        false
+    } else if state.login.auto_consent() {
         true
     } else if pending.force_consent {
         false
@@ -214,6 +239,7 @@ pub(crate) fn consent_response(
         upstream: upstream
             .as_ref()
             .map(|u| (u.display_name(), upstream_scopes.as_slice())),
+        device: p.device.is_some(),
     })
 }
 
@@ -254,23 +280,28 @@ pub(crate) async fn issue_code(
     // A user revoked (`admin revoke-user`) since this request learnt who they are gets no
     // code: the consent page may have stayed open in a hijacked browser while the operator
     // acted. A request without that instant (stored by an earlier version) counts as older.
-    if state
+    let refusal = if state
         .tokens
         .deny
         .user_revoked_before(&user_id.to_string())
         .is_some_and(|t| p.authenticated_at.is_none_or(|at| at <= t))
     {
-        return cb.error(&OAuthError::access_denied(
+        Some(OAuthError::access_denied(
             "this sign-in was revoked; sign in again",
-        ));
-    }
-    // A disabled user gets no code (the operator's `admin disable-user`).
-    match crate::user_admin::is_disabled(state, user_id).await {
-        Ok(false) => {}
-        Ok(true) => {
-            return cb.error(&OAuthError::access_denied("this account is disabled"));
+        ))
+    } else {
+        // A disabled user gets no code (the operator's `admin disable-user`).
+        match crate::user_admin::is_disabled(state, user_id).await {
+            Ok(false) => None,
+            Ok(true) => Some(OAuthError::access_denied("this account is disabled")),
+            Err(e) => return cb.error(&OAuthError::server_error(e)),
         }
-        Err(e) => return cb.error(&OAuthError::server_error(e)),
+    };
+    if let Some(device) = &p.device {
+        return decide_device(state, req, p, device, user_id, refusal).await;
+    }
+    if let Some(e) = refusal {
+        return cb.error(&e);
     }
     let code = state.tokens.keys.mint_opaque(OpaqueKind::AuthorizationCode);
     let record = CodeRecord {
@@ -302,6 +333,68 @@ pub(crate) async fn issue_code(
         )
         .await;
     cb.redirect(&[("code", &code)])
+}
+
+/// The end of a device authorization's browser flow: the user approved (or, with `refusal`,
+/// may not approve), and the device code learns it for its next poll.
+async fn decide_device(
+    state: &AppState,
+    req: &HttpRequest,
+    p: &PendingAuthorization,
+    device_sha256_hex: &str,
+    user_id: Uuid,
+    refusal: Option<OAuthError>,
+) -> HttpResponse {
+    use crate::store::ephemeral::DeviceDecision;
+    let Some(device) = crate::domain::token::unhex(device_sha256_hex) else {
+        return server_error_page("a pending device authorization is corrupt");
+    };
+    let decision = match refusal {
+        Some(_) => DeviceDecision::Denied,
+        None => DeviceDecision::Approved {
+            user_id,
+            authenticated_at: p
+                .authenticated_at
+                .unwrap_or_else(|| chrono::Utc::now().timestamp()),
+        },
+    };
+    let now = chrono::Utc::now().timestamp();
+    match state
+        .ephemeral
+        .device_codes
+        .decide(&device, decision, now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Device not connected",
+                "This code has expired or was already used; start again on your device.",
+            );
+        }
+        Err(e) => return server_error_page(e),
+    }
+    if let Some(e) = refusal {
+        return device_outcome(&[
+            ("error", e.error),
+            (
+                "error_description",
+                e.error_description.as_deref().unwrap_or(""),
+            ),
+        ]);
+    }
+    state
+        .audit
+        .record(
+            AuditEvent::new(AuditKind::DeviceApproved)
+                .client(&p.client_id)
+                .user(user_id)
+                .ip(client_ip(state, req))
+                .detail(json!({"scope": p.scope, "resource": p.resource})),
+        )
+        .await;
+    device_outcome(&[])
 }
 
 /// Loads the pending request named in a form and checks that this browser started it and that
@@ -345,7 +438,7 @@ pub(crate) async fn pending_for_form(
     };
     // The client may have changed its redirect URIs (RFC 7592) since /authorize verified this
     // one: never send anything to a URI that is no longer registered.
-    if find_match(&client.redirect_uris, &pending.redirect_uri).is_none() {
+    if !redirect_still_registered(&pending, &client) {
         let _ = state.ephemeral.pending.take(&request_id).await;
         return Err(pages::error_page(
             "invalid_request",
@@ -353,6 +446,12 @@ pub(crate) async fn pending_for_form(
         ));
     }
     Ok((request_id, pending, client))
+}
+
+/// Whether a pending request's redirect URI is still one of its client's (a device
+/// authorization has none to check).
+pub(crate) fn redirect_still_registered(p: &PendingAuthorization, client: &Client) -> bool {
+    p.device.is_some() || find_match(&client.redirect_uris, &p.redirect_uri).is_some()
 }
 
 #[derive(serde::Deserialize)]

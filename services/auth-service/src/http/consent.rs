@@ -66,6 +66,25 @@ pub async fn consent_submit(
             ev = ev.user(u);
         }
         state.audit.record(ev).await;
+        if let Some(device) = pending
+            .device
+            .as_deref()
+            .and_then(crate::domain::token::unhex)
+        {
+            let now = chrono::Utc::now().timestamp();
+            if let Err(e) = state
+                .ephemeral
+                .device_codes
+                .decide(
+                    &device,
+                    crate::store::ephemeral::DeviceDecision::Denied,
+                    now,
+                )
+                .await
+            {
+                return server_error_page(e);
+            }
+        }
         let cb = Callback {
             redirect_uri: &pending.redirect_uri,
             state: pending.state.as_deref(),

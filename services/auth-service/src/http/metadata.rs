@@ -20,7 +20,12 @@ pub async fn authorization_server_with_path(
 
 pub async fn authorization_server(state: web::Data<AppState>) -> HttpResponse {
     let issuer = &state.config.issuer;
-    let mut grants = vec!["authorization_code", "refresh_token", "client_credentials"];
+    let mut grants = vec![
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        crate::http::grants::device_code::GRANT_TYPE,
+    ];
     grants.dedup();
     let body = json!({
         "issuer": issuer,
@@ -29,6 +34,7 @@ pub async fn authorization_server(state: web::Data<AppState>) -> HttpResponse {
         "registration_endpoint": format!("{issuer}/register"),
         "revocation_endpoint": format!("{issuer}/revoke"),
         "introspection_endpoint": format!("{issuer}/introspect"),
+        "device_authorization_endpoint": format!("{issuer}/device_authorization"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": grants,

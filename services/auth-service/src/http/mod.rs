@@ -5,6 +5,7 @@ mod authorize;
 mod browser;
 mod connect;
 mod consent;
+mod device;
 mod grants;
 mod login;
 mod logout;
@@ -61,6 +62,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/connect/{ticket}", web::get().to(connect::show))
     .route("/connect/{ticket}", web::post().to(connect::submit))
     .route("/token", web::post().to(token::token))
+    .route(
+        "/device_authorization",
+        web::post().to(device::device_authorization),
+    )
+    .route("/device", web::get().to(device::entry_page))
+    .route("/device", web::post().to(device::entry_submit))
     .route("/revoke", web::post().to(revoke_introspect::revoke))
     .route("/introspect", web::post().to(revoke_introspect::introspect));
 }
@@ -300,7 +307,10 @@ pub(crate) async fn cors(
     let path = req.path();
     let applies = path.starts_with("/.well-known/")
         || path.starts_with("/register")
-        || matches!(path, "/token" | "/revoke" | "/introspect");
+        || matches!(
+            path,
+            "/token" | "/revoke" | "/introspect" | "/device_authorization"
+        );
     if !applies || !req.headers().contains_key(header::ORIGIN) {
         return Ok(next.call(req).await?.map_into_left_body());
     }

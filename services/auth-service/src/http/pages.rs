@@ -83,6 +83,9 @@ pub struct ConsentView<'a> {
     pub resource: &'a str,
     /// Before a delegated login: the upstream provider's name and the scopes it is asked for.
     pub upstream: Option<(&'a str, &'a [String])>,
+    /// A device authorization (RFC 8628): nothing is redirected; the page warns against codes
+    /// received from someone else (§5.4 remote phishing).
+    pub device: bool,
 }
 
 /// The consent screen: names the client, its redirect host, the scopes and the resource.
@@ -109,13 +112,24 @@ pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
         ),
         None => String::new(),
     };
+    let destination = if v.device {
+        "<p class=\"warn\">A device is asking for access with the code you entered. Only allow it if you \
+         typed that code from the screen of your own device just now, not one you were sent by someone \
+         else.</p>"
+            .to_owned()
+    } else {
+        format!(
+            "<p>After you decide, you will be sent to <strong>{}</strong> (<code>{}</code>).</p>{loopback}",
+            text(v.redirect_host),
+            text(v.redirect_uri)
+        )
+    };
     page(
         StatusCode::OK,
         "Authorize access",
         &format!(
             "<h1><strong>{}</strong> wants to access your account</h1><div class=\"box\">\
-             <p>Client: <code>{}</code></p>\
-             <p>After you decide, you will be sent to <strong>{}</strong> (<code>{}</code>).</p>{loopback}\
+             <p>Client: <code>{}</code></p>{destination}\
              <p>Resource: <code>{}</code></p><p>Permissions:</p><ul>{scopes}</ul>{upstream}</div>\
              <form method=\"post\" action=\"consent\"><input type=\"hidden\" name=\"request\" value=\"{}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><p>\
@@ -123,8 +137,6 @@ pub fn consent_form(v: &ConsentView<'_>) -> HttpResponse {
              <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></p></form>",
             text(v.client_name),
             text(v.client_id),
-            text(v.redirect_host),
-            text(v.redirect_uri),
             text(v.resource),
             attr(v.request_id),
             attr(v.csrf)
@@ -200,6 +212,33 @@ pub fn connect_confirm(
             text(provider),
             attr(action),
             attr(csrf)
+        ),
+    )
+}
+
+/// The verification page of the device flow (RFC 8628 §3.3): a user code to type, or one that
+/// arrived in `verification_uri_complete`, prefilled but still only sent by the user's click
+/// (§5.4: a link alone never authorizes anything).
+pub fn device_entry_form(csrf: &str, prefill: &str, notice: Option<&str>) -> HttpResponse {
+    let notice = notice
+        .map(|n| format!("<p class=\"warn\">{}</p>", text(n)))
+        .unwrap_or_default();
+    page(
+        if notice.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        "Connect a device",
+        &format!(
+            "<h1>Connect a device</h1>{notice}<form method=\"post\" action=\"device\" class=\"box\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label>Enter the code shown on your device<input name=\"user_code\" value=\"{}\" \
+             autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required autofocus></label>\
+             <p>Only enter a code that your own device shows you. Never enter a code someone sent you.</p>\
+             <button type=\"submit\">Continue</button></form>",
+            attr(csrf),
+            attr(prefill)
         ),
     )
 }

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use crate::error::OAuthError;
-use crate::http::grants::{authorization_code, client_credentials, refresh_token};
+use crate::http::grants::{authorization_code, client_credentials, device_code, refresh_token};
 use crate::http::{
     Bucket, authenticate_client, client_ip, form_body, rate_limit, rate_limit_client,
 };
@@ -42,7 +42,7 @@ pub async fn token(
     if !client.allows_grant(&grant_type)
         && matches!(
             grant_type.as_str(),
-            "authorization_code" | "refresh_token" | "client_credentials"
+            "authorization_code" | "refresh_token" | "client_credentials" | device_code::GRANT_TYPE
         )
     {
         return Err(OAuthError::unauthorized_client(format!(
@@ -54,6 +54,7 @@ pub async fn token(
         "authorization_code" => authorization_code::handle(&state, &client, &form, ip).await?,
         "refresh_token" => refresh_token::handle(&state, &client, &form, ip, received_at).await?,
         "client_credentials" => client_credentials::handle(&state, &client, &form, ip).await?,
+        device_code::GRANT_TYPE => device_code::handle(&state, &client, &form, ip).await?,
         other => {
             return Err(OAuthError::unsupported_grant_type(format!(
                 "grant_type {other:?} is not supported"
@@ -73,6 +74,7 @@ fn grant_label(g: &str) -> &'static str {
     match g {
         "authorization_code" => "authorization_code",
         "refresh_token" => "refresh_token",
+        device_code::GRANT_TYPE => "device_code",
         _ => "client_credentials",
     }
 }

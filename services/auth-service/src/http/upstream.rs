@@ -15,11 +15,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::domain::redirect_uri::find_match;
 use crate::domain::token::{hash, hash_matches, hex, unhex};
 use crate::error::OAuthError;
 use crate::http::browser::{
-    Callback, client_display_name, cookie, issue_code, new_session, server_error_page,
+    Callback, client_display_name, cookie, issue_code, new_session, redirect_still_registered,
+    server_error_page,
 };
 use crate::http::{client_ip, pages, parse_params};
 use crate::state::AppState;
@@ -348,7 +348,7 @@ async fn finish(
         UpstreamPurpose::Login { pending } => {
             // The client may have changed its redirect URIs meanwhile (RFC 7592).
             let client = match state.clients.get(&pending.client_id).await {
-                Ok(Some(c)) if find_match(&c.redirect_uris, &pending.redirect_uri).is_some() => c,
+                Ok(Some(c)) if redirect_still_registered(pending, &c) => c,
                 _ => {
                     return pages::error_page(
                         "invalid_request",

@@ -1,5 +1,5 @@
 //! Short-lived state: pending authorization requests, upstream login states, connect links,
-//! authorization codes, browser sessions, rate-limit windows, and the events replicas use to tell
+//! authorization codes, device authorizations, browser sessions, rate-limit windows, and the events replicas use to tell
 //! each other about revocations and client changes.
 //!
 //! Each kind of state is its own small interface (one module each), because each has its own
@@ -13,6 +13,7 @@
 
 pub mod codes;
 pub mod connect_tickets;
+pub mod device_codes;
 pub mod events;
 pub mod pending;
 pub mod rate_limits;
@@ -30,6 +31,7 @@ use crate::error::StoreError;
 
 pub use codes::{AuthorizationCodes, CodeRecord, CodeRedemption};
 pub use connect_tickets::{ConnectTicket, ConnectTickets};
+pub use device_codes::{DeviceAuthorization, DeviceCodes, DeviceDecision, DevicePoll};
 pub use events::{ReplicaEvent, ReplicaEvents};
 pub use pending::{PendingAuthorization, PendingAuthorizations};
 pub use rate_limits::RateLimitCounters;
@@ -47,6 +49,8 @@ pub struct Ephemeral {
     pub connect_tickets: Arc<dyn ConnectTickets>,
     /// Authorization codes, redeemed once, and the grant each produced.
     pub codes: Arc<dyn AuthorizationCodes>,
+    /// RFC 8628 device authorizations: pending, decided, polled.
+    pub device_codes: Arc<dyn DeviceCodes>,
     /// Browser sessions (the login cookie).
     pub sessions: Arc<dyn BrowserSessions>,
     /// Fixed-window rate-limit counts shared by every replica.
@@ -67,6 +71,7 @@ impl Ephemeral {
             upstream_states: Arc::new(upstream_states::redis::RedisUpstreamStates::new(kv.clone())),
             connect_tickets: Arc::new(connect_tickets::redis::RedisConnectTickets::new(kv.clone())),
             codes: Arc::new(codes::redis::RedisAuthorizationCodes::new(kv.clone())),
+            device_codes: Arc::new(device_codes::redis::RedisDeviceCodes::new(kv.clone())),
             sessions: Arc::new(sessions::redis::RedisBrowserSessions::new(kv.clone())),
             rate_limits: Arc::new(rate_limits::redis::RedisRateLimitCounters::new(kv)),
             events: ReplicaEvents::new(bus, prefix),
@@ -83,6 +88,7 @@ impl Ephemeral {
             upstream_states: Arc::new(upstream_states::memory::MemoryUpstreamStates::default()),
             connect_tickets: Arc::new(connect_tickets::memory::MemoryConnectTickets::default()),
             codes: Arc::new(codes::memory::MemoryAuthorizationCodes::default()),
+            device_codes: Arc::new(device_codes::memory::MemoryDeviceCodes::default()),
             sessions: Arc::new(sessions::memory::MemoryBrowserSessions::default()),
             rate_limits: Arc::new(rate_limits::memory::MemoryRateLimitCounters::default()),
             events: ReplicaEvents::new(bus, prefix),

@@ -85,6 +85,21 @@ impl Browser {
         r
     }
 
+    pub(crate) async fn get(
+        &mut self,
+        s: &TestServer,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = s.http.get(s.url(path)).query(query);
+        if !self.cookies.is_empty() {
+            req = req.header("cookie", self.cookie_header());
+        }
+        let r = req.send().await.unwrap();
+        self.absorb(&r);
+        r
+    }
+
     pub(crate) async fn post(
         &mut self,
         s: &TestServer,

@@ -6,6 +6,7 @@ mod authorize;
 mod cimd;
 mod cluster_ops;
 mod consent;
+mod device;
 mod ephemeral_conformance;
 mod grpc;
 mod grpc_permissions;

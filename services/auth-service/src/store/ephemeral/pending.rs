@@ -32,6 +32,11 @@ pub struct PendingAuthorization {
     /// `prompt=consent`: ask again even if the user already approved this client.
     #[serde(default)]
     pub force_consent: bool,
+    /// A device authorization (RFC 8628) entered at `/device`: the SHA-256 (hex) of its device
+    /// code. Such a request has no redirect URI: its outcome is recorded for the device to
+    /// poll, and the browser gets a page.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 /// Pending authorizations, each living `ttl` seconds from its last `put`.

@@ -6,6 +6,7 @@
 
 mod codes;
 mod connect_tickets;
+mod device_codes;
 mod events;
 mod pending;
 mod rate_limits;

@@ -25,6 +25,7 @@ fn pending(client_id: &str) -> PendingAuthorization {
         user_id: None,
         authenticated_at: None,
         force_consent: true,
+        device: None,
     }
 }
 
