@@ -105,6 +105,8 @@ EOF
 cat >"$TMP/mcp-service.toml" <<EOF
 # Loopback only, with the public dev credential: dev mode.
 dev_mode = true
+# The conformance suite's reference tools, for tests/e2e/mcp-conformance.mjs (dev mode only).
+conformance_tools = true
 resource = "$MCP_URL"
 authorization_servers = ["$ISSUER"]
 
@@ -170,8 +172,9 @@ fi
 
 status=0
 failed=()
-run() { # name, command…
+run() { # name, command…  (E2E_ONLY=name,name runs only those drivers)
   local name="$1"; shift
+  if [ -n "${E2E_ONLY:-}" ] && [[ ",$E2E_ONLY," != *",$name,"* ]]; then say "--- $name: skipped (E2E_ONLY=$E2E_ONLY)"; return 0; fi
   say "--- $name"
   if ! "$@"; then status=1; failed+=("$name"); fi
 }
