@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rmcp::model::{CallToolResult, JsonObject, ProgressNotificationParam, Tool};
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ClientCapabilities, InputRequiredResult, JsonObject,
+    ProgressNotificationParam, Tool,
+};
 use rmcp::{ErrorData, Peer, RoleServer};
 use serde_json::{Value, json};
 
@@ -71,6 +74,10 @@ enum Kind {
     Elicitation,
     ElicitationDefaults,
     ElicitationEnums,
+    MissingCapability,
+    LoggingIfAsked,
+    StreamingElicitation,
+    TriggerToolChange,
 }
 
 /// Every tool of the set: (name, kind, description, input schema).
@@ -157,6 +164,31 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
             "test_elicitation_sep1330_enums",
             Kind::ElicitationEnums,
             "Elicitation with every enum schema variant (SEP-1330).",
+            none.clone(),
+        ),
+        // The server-stateless (2026-07-28, SEP-2575) diagnostic tools.
+        (
+            "test_missing_capability",
+            Kind::MissingCapability,
+            "Needs the client's sampling capability; answers -32021 without it.",
+            none.clone(),
+        ),
+        (
+            "test_logging_tool",
+            Kind::LoggingIfAsked,
+            "Logs only when the request asks for logs (_meta logLevel on 2026-07-28).",
+            none.clone(),
+        ),
+        (
+            "test_streaming_elicitation",
+            Kind::StreamingElicitation,
+            "Asks for input: an InputRequiredResult on 2026-07-28, elicitation/create before.",
+            none.clone(),
+        ),
+        (
+            "test_trigger_tool_change",
+            Kind::TriggerToolChange,
+            "Announces a change of the caller's tool list (notifications/tools/list_changed).",
             none,
         ),
     ]
@@ -253,9 +285,58 @@ async fn with_session(
     kind: Kind,
     args: JsonObject,
     ctx: CallContext,
-) -> Result<CallToolResult, ErrorData> {
+) -> Result<CallToolResponse, ErrorData> {
     let peer = &ctx.peer;
-    match kind {
+    let done = match kind {
+        Kind::MissingCapability => {
+            let caps = if ctx.stateless() {
+                ctx.meta.client_capabilities()
+            } else {
+                peer.peer_info().map(|i| i.capabilities.clone())
+            };
+            if caps.is_none_or(|c| c.sampling.is_none()) {
+                let required: ClientCapabilities = serde_json::from_value(json!({"sampling": {}}))
+                    .map_err(|e| client_error("capabilities", e))?;
+                return Err(ErrorData::missing_required_client_capability(required));
+            }
+            text("the client declared sampling")
+        }
+        Kind::LoggingIfAsked => {
+            ctx.log_info("test_logging_tool ran")
+                .await
+                .map_err(|e| client_error("notifications/message", e))?;
+            text("Logging tool completed")
+        }
+        Kind::StreamingElicitation if ctx.stateless() => {
+            if let Some(answer) = ctx.input_responses.as_ref().and_then(|r| r.get("confirm")) {
+                text(format!("Elicitation completed: {answer}"))
+            } else {
+                let r: InputRequiredResult = serde_json::from_value(json!({
+                    "resultType": "input_required",
+                    "inputRequests": {"confirm": {"method": "elicitation/create", "params": {
+                        "mode": "form", "message": "Continue?",
+                        "requestedSchema": {"type": "object",
+                            "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}}
+                }))
+                .map_err(|e| client_error("input request", e))?;
+                return Ok(r.into());
+            }
+        }
+        Kind::StreamingElicitation => {
+            elicit(
+                peer,
+                json!({"mode": "form", "message": "Continue?", "requestedSchema": {
+                    "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}),
+            )
+            .await
+        }
+        Kind::TriggerToolChange => {
+            match &ctx.sessions {
+                Some(hub) => hub.notify_tools_changed(&ctx.subject),
+                None => return Err(ErrorData::internal_error("no session hub", None)),
+            }
+            text("tools/list_changed announced")
+        }
         Kind::Progress => {
             let token = ctx.meta.get_progress_token();
             for (i, progress) in [0.0, 50.0, 100.0].into_iter().enumerate() {
@@ -363,7 +444,8 @@ async fn with_session(
             .await
         }
         other => plain(other),
-    }
+    };
+    done.map(Into::into)
 }
 
 impl McpTool for ConformanceTool {
@@ -388,7 +470,7 @@ impl McpTool for ConformanceTool {
         _principal: &'a Principal,
         arguments: JsonObject,
         ctx: CallContext,
-    ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
+    ) -> BoxFuture<'a, Result<CallToolResponse, ErrorData>> {
         Box::pin(with_session(self.kind, arguments, ctx))
     }
 

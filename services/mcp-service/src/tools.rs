@@ -50,7 +50,8 @@ pub trait McpTool: Send + Sync + 'static {
     /// [`McpTool::call_with_peer`]). Calls of tools that do not are answered by the HTTP bridge
     /// itself (`crate::direct`); the others go through rmcp's session worker.
     /// Runs the tool with everything the request carries besides its arguments (the peer, the
-    /// request's `_meta` with its progress token, the session's log level). Default:
+    /// request's `_meta` with its progress token, the session's log level), and may answer with
+    /// a 2026-07-28 `InputRequiredResult` instead of a result. Default:
     /// [`McpTool::call_with_peer`]. As with that one, a tool that overrides it must answer
     /// `true` from [`McpTool::uses_peer`] (the direct path has no context to give).
     fn call_in_context<'a>(
@@ -58,8 +59,12 @@ pub trait McpTool: Send + Sync + 'static {
         principal: &'a Principal,
         arguments: JsonObject,
         context: CallContext,
-    ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
-        self.call_with_peer(principal, arguments, context.peer)
+    ) -> BoxFuture<'a, Result<CallToolResponse, ErrorData>> {
+        Box::pin(async move {
+            self.call_with_peer(principal, arguments, context.peer)
+                .await
+                .map(Into::into)
+        })
     }
     fn uses_peer(&self) -> bool {
         false
@@ -87,6 +92,13 @@ pub struct CallContext {
     pub peer: Peer<RoleServer>,
     /// The request's `_meta` (`progressToken`, …).
     pub meta: RequestMetaObject,
+    /// `inputResponses` and `requestState` of a retried call (2026-07-28 multi-round trips).
+    pub input_responses: Option<rmcp::model::InputResponses>,
+    pub request_state: Option<String>,
+    /// The caller's subject (for notifications addressed to them).
+    pub subject: String,
+    /// Where cluster-wide notifications go (`tools/list_changed`).
+    pub sessions: Option<crate::sessions::SessionHub>,
     log_level: SessionLogLevel,
 }
 
@@ -101,19 +113,32 @@ impl CallContext {
         Self {
             peer,
             meta,
+            input_responses: None,
+            request_state: None,
+            subject: String::new(),
+            sessions: None,
             log_level,
         }
+    }
+
+    /// Whether the request came in on the 2026-07-28 stateless revision (its `_meta` carries
+    /// the protocol version).
+    pub fn stateless(&self) -> bool {
+        self.meta.protocol_version().is_some()
     }
 
     /// Sends an `info` log notification (`notifications/message`) unless the client asked
     /// (`logging/setLevel`) for a more severe minimum.
     #[allow(deprecated)] // MCP logging, deprecated by SEP-2577 but part of 2025-06-18 / 2025-11-25
     pub async fn log_info(&self, message: &str) -> Result<(), rmcp::ServiceError> {
-        if self
-            .log_level
-            .get()
-            .is_some_and(|min| severity(LoggingLevel::Info) < severity(min))
-        {
+        // 2026-07-28: a request asks for logs with `_meta` `logLevel`, and gets none without
+        // it; earlier revisions: the session's `logging/setLevel`, every level until then.
+        let min = match self.meta.log_level() {
+            Some(level) => Some(level),
+            None if self.stateless() => return Ok(()),
+            None => self.log_level.get(),
+        };
+        if min.is_some_and(|min| severity(LoggingLevel::Info) < severity(min)) {
             return Ok(());
         }
         let param: LoggingMessageNotificationParam = serde_json::from_value(
@@ -272,7 +297,7 @@ pub async fn invoke(
     arguments: Option<JsonObject>,
     context: Option<CallContext>,
     parent: Option<&tracing::Span>,
-) -> Result<CallToolResult, ErrorData> {
+) -> Result<CallToolResponse, ErrorData> {
     let missing = scopes.missing(&principal.scopes, tool.required_scopes());
     if !missing.is_empty() {
         return Err(ErrorData::invalid_request(
@@ -285,10 +310,21 @@ pub async fn invoke(
     let span = tool_span(parent, name);
     let call = match context {
         Some(context) => tool.call_in_context(principal, args, context),
-        None => tool.call(principal, args),
+        None => Box::pin(async move { tool.call(principal, args).await.map(Into::into) }),
     };
-    let result = call.instrument(span.clone()).await;
-    if result.as_ref().map_or(true, |r| r.is_error == Some(true)) {
+    let mut result = call.instrument(span.clone()).await;
+    // 2026-07-28 requires `resultType` on every result, and rmcp fills in only cache hints: a
+    // result a tool built by deserializing JSON has none. Set it here, for both paths; answers
+    // to earlier revisions drop it again (rmcp's handler, `crate::direct`).
+    if let Ok(CallToolResponse::Complete(r)) = &mut result
+        && r.result_type.is_none()
+    {
+        r.result_type = Some(rmcp::model::ResultType::COMPLETE);
+    }
+    if result.as_ref().map_or(
+        true,
+        |r| matches!(r, CallToolResponse::Complete(r) if r.is_error == Some(true)),
+    ) {
         span.record("otel.status_code", "ERROR");
     }
     result
@@ -405,15 +441,21 @@ impl ServerHandler for McpServer {
             &request.name,
             tool.as_ref(),
             request.arguments,
-            Some(CallContext::new(
-                context.peer.clone(),
-                context.meta.clone(),
-                self.log_level.clone(),
-            )),
+            Some(CallContext {
+                input_responses: request.input_responses,
+                request_state: request.request_state,
+                subject: principal.subject.clone(),
+                sessions: Some(self.sessions.clone()),
+                ..CallContext::new(
+                    context.peer.clone(),
+                    context.meta.clone(),
+                    self.log_level.clone(),
+                )
+            }),
             request_span(&context),
         )
         .await?;
-        Ok(result.into())
+        Ok(result)
     }
 }
 
