@@ -11,14 +11,23 @@
 //   2. starts a bearer-injecting reverse proxy on 127.0.0.1:PROXY_PORT that forwards every request
 //      to mcp-service unchanged (method, path, body, every header as the suite sent it, Host and
 //      Origin included) plus `Authorization: Bearer <token>`, and streams the answer back (SSE too);
-//   3. runs the suite once per scenario against http://127.0.0.1:PROXY_PORT<path>, with Node 22.
+//   3. runs the suite once per protocol revision mcp-service advertises (REVISIONS: 2025-06-18,
+//      2025-11-25, 2026-07-28), each run one process: `conformance server --suite all
+//      --spec-version <rev>` (every server scenario that applies at that revision), and prints one
+//      table scenario × revision → passed / failed / n/a (the suite does not run it there) /
+//      n/a* (a capability mcp-service deliberately does not offer: NOT_OFFERED below) /
+//      PENDING (applies, not yet supported: PENDING below, reported, never counted as passed).
+//
+// mcp-service must run with `conformance_tools = true` (dev mode only): the suite's tool scenarios
+// call its reference tools by name (services/mcp-service/src/conformance.rs).
 //
 // Host and Origin reach mcp-service exactly as the suite sent them, so `dns-rebinding-protection`
 // tests mcp-service's own checks: it sends Host/Origin `evil.example.com` (expects 4xx) and then
 // Host `127.0.0.1:PROXY_PORT` + Origin `http://127.0.0.1:PROXY_PORT` (expects 2xx). mcp-service
 // accepts any loopback Host with any port, but an Origin only if it is listed in its
 // `http.allowed_origins`: that list must contain `http://127.0.0.1:<PROXY_PORT>` (scripts/e2e.sh
-// writes such a config). Exit 1 on any FAILURE check, a failed setup, or a scenario without results.
+// writes such a config). Exit 1 on any FAILURE check, a failed setup, or a scenario without results
+// or without a passed check.
 import { spawn } from 'node:child_process';
 import { createServer, request as httpRequest } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
