@@ -105,6 +105,8 @@ EOF
 cat >"$TMP/mcp-service.toml" <<EOF
 # Loopback only, with the public dev credential: dev mode.
 dev_mode = true
+# The conformance suite's reference tools, for tests/e2e/mcp-conformance.mjs (dev mode only).
+conformance_tools = true
 resource = "$MCP_URL"
 authorization_servers = ["$ISSUER"]
 
@@ -169,9 +171,11 @@ else
 fi
 
 status=0
-failed=()
-run() { # name, command…
+failed=(); ran=()
+run() { # name, command…  (E2E_ONLY=name,name runs only those drivers)
   local name="$1"; shift
+  if [ -n "${E2E_ONLY:-}" ] && [[ ",$E2E_ONLY," != *",$name,"* ]]; then say "--- $name: skipped (E2E_ONLY=$E2E_ONLY)"; return 0; fi
+  ran+=("$name")
   say "--- $name"
   if ! "$@"; then status=1; failed+=("$name"); fi
 }
@@ -187,6 +191,6 @@ if [ $status -ne 0 ]; then
   say "auth-service log tail:"; tail -n 30 "$LOG" >&2
   [ -f "$MCP_LOG" ] && { say "mcp-service log tail:"; tail -n 30 "$MCP_LOG" >&2; }
 else
-  say "all passed ($BACKEND): oauth-flow, conformance-authorization, mcp-ts-sdk, mcp-conformance$([ "$BACKEND" = stack ] && echo ", as-the-user")"
+  say "all passed ($BACKEND): ${ran[*]}"
 fi
 exit $status

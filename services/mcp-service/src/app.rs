@@ -141,6 +141,13 @@ async fn start_verified(
     let verifier: Arc<dyn TokenVerifier> = Arc::new(crate::auth::CarryBearer(verifier));
     let tools = ToolRegistry::default();
     tools.register(Arc::new(WhoAmI::new(config.scopes_supported.clone())));
+    if config.conformance_tools {
+        // Validation refused it outside dev mode; still say so loudly.
+        tracing::warn!(
+            "conformance_tools = true: the MCP conformance suite's test tools are on /mcp (dev and tests only)"
+        );
+        crate::conformance::install(&tools, &config.scopes_supported);
+    }
     let connectors = crate::connectors::install(&config, &tools)?;
     let allowed_hosts = allowed_hosts(&config)?;
     let sessions = crate::sessions::SessionHub::new(

@@ -23,6 +23,9 @@ pub struct Config {
     /// Accept plaintext `http://` gRPC addresses of non-loopback hosts (`verifier.grpc`,
     /// `vault`, `connect`).
     pub allow_plaintext_grpc: bool,
+    /// The conformance tool set (`crate::conformance`): the reference tools the MCP conformance
+    /// suite's scenarios call. Test/dev only: refused outside `dev_mode`.
+    pub conformance_tools: bool,
     /// Canonical URL of the MCP endpoint (the protected resource identifier).
     pub resource: String,
     /// Authorization servers for the protected-resource metadata.
@@ -224,6 +227,12 @@ impl Config {
         let err = |m: String| Err(ConfigError::new(m));
         self.telemetry.validate()?;
         let admin = self.admin.socket_addr("admin.addr")?;
+        if self.conformance_tools && !self.dev_mode {
+            return err(
+                "conformance_tools: the conformance suite's test tools are refused outside dev mode (dev_mode = true)"
+                    .into(),
+            );
+        }
         if self.dev_mode {
             for (name, addr) in [("http.addr", Some(self.http.addr)), ("admin.addr", admin)] {
                 if let Some(addr) = addr

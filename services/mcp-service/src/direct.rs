@@ -25,9 +25,7 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, RequestId, ServerJsonRpcMessage, ServerResult,
-};
+use rmcp::model::{CallToolRequestParams, RequestId, ServerJsonRpcMessage, ServerResult};
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -164,7 +162,7 @@ pub async fn answer(
     .await;
     let message = match result {
         Ok(r) => {
-            let mut r = ServerResult::from(CallToolResponse::from(r));
+            let mut r = ServerResult::from(r);
             // As rmcp answers peers before 2026-07-28: no `resultType: "complete"`.
             r.strip_result_type_for_legacy_peer();
             ServerJsonRpcMessage::response(r, id)

@@ -539,13 +539,20 @@ pub fn mcp_service(state: &AppState) -> McpHttpService {
         tools: state.tools.clone(),
         scopes: state.scopes.clone(),
         sessions: state.sessions.clone(),
+        log_level: Default::default(),
     };
     let mut config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
         .with_allowed_hosts(state.allowed_hosts.iter().cloned())
         .with_cancellation_token(state.cancel.clone());
     config.session_store = Some(Arc::new(RecordedSessions::new(state.sessions.clone())));
     StreamableHttpService::new(
-        move || Ok(server.clone()),
+        // One handler per session, with its own log level.
+        move || {
+            Ok(McpServer {
+                log_level: Default::default(),
+                ..server.clone()
+            })
+        },
         Arc::new(ClusterSessionManager::new(state.sessions.clone())),
         config,
     )

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conformance;
 pub mod connect;
 pub mod connectors;
 pub mod direct;

@@ -3,15 +3,19 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::future::BoxFuture;
 use rmcp::model::SubscriptionFilter;
+// MCP logging is deprecated by SEP-2577 but part of 2025-06-18 / 2025-11-25 (see
+// `CallContext::log_info`).
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
-    Tool,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, RequestMetaObject,
+    ServerCapabilities, ServerConfig, Tool,
 };
+#[allow(deprecated)]
+use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequestParams};
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
@@ -45,6 +49,23 @@ pub trait McpTool: Send + Sync + 'static {
     /// Whether a call talks back to the client through the session (see
     /// [`McpTool::call_with_peer`]). Calls of tools that do not are answered by the HTTP bridge
     /// itself (`crate::direct`); the others go through rmcp's session worker.
+    /// Runs the tool with everything the request carries besides its arguments (the peer, the
+    /// request's `_meta` with its progress token, the session's log level), and may answer with
+    /// a 2026-07-28 `InputRequiredResult` instead of a result. Default:
+    /// [`McpTool::call_with_peer`]. As with that one, a tool that overrides it must answer
+    /// `true` from [`McpTool::uses_peer`] (the direct path has no context to give).
+    fn call_in_context<'a>(
+        &'a self,
+        principal: &'a Principal,
+        arguments: JsonObject,
+        context: CallContext,
+    ) -> BoxFuture<'a, Result<CallToolResponse, ErrorData>> {
+        Box::pin(async move {
+            self.call_with_peer(principal, arguments, context.peer)
+                .await
+                .map(Into::into)
+        })
+    }
     fn uses_peer(&self) -> bool {
         false
     }
@@ -61,6 +82,104 @@ pub enum Availability<'a> {
     Always,
     Connected(&'a str),
     NotConnected(&'a str),
+}
+
+/// What a `tools/call` that goes through rmcp carries besides the caller and the arguments
+/// (see [`McpTool::call_in_context`]).
+pub struct CallContext {
+    /// The session's (or, on 2026-07-28, the request's) peer: notifications sent through it
+    /// reach the stream of this request.
+    pub peer: Peer<RoleServer>,
+    /// The request's `_meta` (`progressToken`, …).
+    pub meta: RequestMetaObject,
+    /// `inputResponses` and `requestState` of a retried call (2026-07-28 multi-round trips).
+    pub input_responses: Option<rmcp::model::InputResponses>,
+    pub request_state: Option<String>,
+    /// The caller's subject (for notifications addressed to them).
+    pub subject: String,
+    /// Where cluster-wide notifications go (`tools/list_changed`).
+    pub sessions: Option<crate::sessions::SessionHub>,
+    log_level: SessionLogLevel,
+}
+
+impl CallContext {
+    /// A context for a call through `peer` with `meta`, in a session whose log level is
+    /// `log_level`.
+    pub fn new(
+        peer: Peer<RoleServer>,
+        meta: RequestMetaObject,
+        log_level: SessionLogLevel,
+    ) -> Self {
+        Self {
+            peer,
+            meta,
+            input_responses: None,
+            request_state: None,
+            subject: String::new(),
+            sessions: None,
+            log_level,
+        }
+    }
+
+    /// Whether the request came in on the 2026-07-28 stateless revision (its `_meta` carries
+    /// the protocol version).
+    pub fn stateless(&self) -> bool {
+        self.meta.protocol_version().is_some()
+    }
+
+    /// Sends an `info` log notification (`notifications/message`) unless the client asked
+    /// (`logging/setLevel`) for a more severe minimum.
+    #[allow(deprecated)] // MCP logging, deprecated by SEP-2577 but part of 2025-06-18 / 2025-11-25
+    pub async fn log_info(&self, message: &str) -> Result<(), rmcp::ServiceError> {
+        // 2026-07-28: a request asks for logs with `_meta` `logLevel`, and gets none without
+        // it; earlier revisions: the session's `logging/setLevel`, every level until then.
+        let min = match self.meta.log_level() {
+            Some(level) => Some(level),
+            None if self.stateless() => return Ok(()),
+            None => self.log_level.get(),
+        };
+        if min.is_some_and(|min| severity(LoggingLevel::Info) < severity(min)) {
+            return Ok(());
+        }
+        let param: LoggingMessageNotificationParam = serde_json::from_value(
+            serde_json::json!({"level": "info", "logger": "mcp-service", "data": message}),
+        )
+        .expect("a valid logging notification");
+        self.peer.notify_logging_message(param).await
+    }
+}
+
+/// RFC 5424 order of MCP log levels (rmcp's `LoggingLevel` has no `Ord`).
+#[allow(deprecated)]
+fn severity(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// The minimum log level a session's client asked for with `logging/setLevel` (none: every
+/// level). Per session and per replica: a session restored on another replica starts again
+/// without one, as the spec allows (the server picks the level until the client sets one).
+#[derive(Clone, Default)]
+#[allow(deprecated)] // see CallContext::log_info
+pub struct SessionLogLevel(Arc<Mutex<Option<LoggingLevel>>>);
+
+#[allow(deprecated)]
+impl SessionLogLevel {
+    fn get(&self) -> Option<LoggingLevel> {
+        *self.0.lock().expect("log level")
+    }
+
+    fn set(&self, level: LoggingLevel) {
+        *self.0.lock().expect("log level") = Some(level);
+    }
 }
 
 /// Which upstream providers a user has connected.
@@ -176,9 +295,9 @@ pub async fn invoke(
     name: &str,
     tool: &dyn McpTool,
     arguments: Option<JsonObject>,
-    peer: Option<Peer<RoleServer>>,
+    context: Option<CallContext>,
     parent: Option<&tracing::Span>,
-) -> Result<CallToolResult, ErrorData> {
+) -> Result<CallToolResponse, ErrorData> {
     let missing = scopes.missing(&principal.scopes, tool.required_scopes());
     if !missing.is_empty() {
         return Err(ErrorData::invalid_request(
@@ -189,12 +308,23 @@ pub async fn invoke(
     let args = arguments.unwrap_or_default();
     // `name` is a registered tool's name (looked up by the caller), never caller text.
     let span = tool_span(parent, name);
-    let call = match peer {
-        Some(peer) => tool.call_with_peer(principal, args, peer),
-        None => tool.call(principal, args),
+    let call = match context {
+        Some(context) => tool.call_in_context(principal, args, context),
+        None => Box::pin(async move { tool.call(principal, args).await.map(Into::into) }),
     };
-    let result = call.instrument(span.clone()).await;
-    if result.as_ref().map_or(true, |r| r.is_error == Some(true)) {
+    let mut result = call.instrument(span.clone()).await;
+    // 2026-07-28 requires `resultType` on every result, and rmcp fills in only cache hints: a
+    // result a tool built by deserializing JSON has none. Set it here, for both paths; answers
+    // to earlier revisions drop it again (rmcp's handler, `crate::direct`).
+    if let Ok(CallToolResponse::Complete(r)) = &mut result
+        && r.result_type.is_none()
+    {
+        r.result_type = Some(rmcp::model::ResultType::COMPLETE);
+    }
+    if result.as_ref().map_or(
+        true,
+        |r| matches!(r, CallToolResponse::Complete(r) if r.is_error == Some(true)),
+    ) {
         span.record("otel.status_code", "ERROR");
     }
     result
@@ -215,14 +345,20 @@ pub struct McpServer {
     pub scopes: ScopePolicy,
     /// Where 2026-07-28 `subscriptions/listen` streams register for cluster notifications.
     pub sessions: crate::sessions::SessionHub,
+    /// This session's `logging/setLevel` (a fresh one per session: see `http::mcp_service`).
+    pub log_level: SessionLogLevel,
 }
 
 impl ServerHandler for McpServer {
+    #[allow(deprecated)] // enable_logging: see CallContext::log_info
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                // `logging/setLevel` is answered (2025 revisions): tools may log to the client
+                // through their call context, at the level the client asked for.
+                .enable_logging()
                 .build(),
         );
         info.server_info.name = "mcpauth-mcp-service".into();
@@ -260,6 +396,16 @@ impl ServerHandler for McpServer {
         Ok(())
     }
 
+    #[allow(deprecated)] // MCP logging (see CallContext::log_info)
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.log_level.set(request.level);
+        Ok(())
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -268,6 +414,51 @@ impl ServerHandler for McpServer {
         Ok(ListToolsResult::with_all_items(
             self.tools.list_for(principal(&context)).await,
         ))
+    }
+
+    // rmcp answers `prompts/list`, `resources/list`, `resources/templates/list` and
+    // `completion/complete` with empty results even when the server declared none of those
+    // capabilities; 2026-07-28 (SEP-2575) requires a server that handles a method to declare
+    // its capability. mcp-service offers tools only: these are "method not found", as
+    // `prompts/get` and `resources/read` already are in rmcp.
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        Err(ErrorData::method_not_found::<
+            rmcp::model::ListPromptsRequestMethod,
+        >())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        Err(ErrorData::method_not_found::<
+            rmcp::model::ListResourcesRequestMethod,
+        >())
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        Err(ErrorData::method_not_found::<
+            rmcp::model::ListResourceTemplatesRequestMethod,
+        >())
+    }
+
+    async fn complete(
+        &self,
+        _request: rmcp::model::CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
+        Err(ErrorData::method_not_found::<
+            rmcp::model::CompleteRequestMethod,
+        >())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -295,11 +486,21 @@ impl ServerHandler for McpServer {
             &request.name,
             tool.as_ref(),
             request.arguments,
-            Some(context.peer.clone()),
+            Some(CallContext {
+                input_responses: request.input_responses,
+                request_state: request.request_state,
+                subject: principal.subject.clone(),
+                sessions: Some(self.sessions.clone()),
+                ..CallContext::new(
+                    context.peer.clone(),
+                    context.meta.clone(),
+                    self.log_level.clone(),
+                )
+            }),
             request_span(&context),
         )
         .await?;
-        Ok(result.into())
+        Ok(result)
     }
 }
 

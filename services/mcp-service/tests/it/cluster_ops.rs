@@ -262,6 +262,25 @@ fn check_config_and_its_refusals() {
     );
     let own = [("MCPAUTH_MCP__VERIFIER__GRPC__CREDENTIAL", "mcp-credential")];
     assert_eq!(run(&["check-config"], None, &own).0, 0);
+    // The conformance suite's test tools (issue 15) are refused outside dev mode, and accepted in it.
+    let (code, _, err) = run(
+        &["check-config"],
+        None,
+        &[own[0], ("MCPAUTH_MCP__CONFORMANCE_TOOLS", "true")],
+    );
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            2,
+            "mcp-service: configuration error: conformance_tools: the conformance suite's test tools are refused outside dev mode (dev_mode = true)\n"
+        )
+    );
+    let (code, _, err) = run(
+        &["check-config"],
+        Some(&dev),
+        &[("MCPAUTH_MCP__CONFORMANCE_TOOLS", "true")],
+    );
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(
         &["check-config"],
         None,

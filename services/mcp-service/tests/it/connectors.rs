@@ -1217,3 +1217,103 @@ async fn a_connector_call_works_with_every_internal_hop_over_mtls() {
     assert_eq!(seen[0].authorization, format!("Bearer {ALICE_UPSTREAM}"));
     e.stop().await;
 }
+
+/// Reads `stream` (SSE) into `buf` until `method` has arrived `n` times in all, for at most 5 s.
+async fn until_seen(
+    stream: &mut reqwest::Response,
+    buf: &mut String,
+    method: &str,
+    n: usize,
+) -> bool {
+    let count = |buf: &str| {
+        buf.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .filter(|m| m["method"] == method)
+            .count()
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while count(buf) < n {
+            match stream.chunk().await {
+                Ok(Some(c)) => buf.push_str(&String::from_utf8_lossy(&c)),
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// MCP 2026-07-28 has no session streams: a client learns that its tools changed on a
+/// `subscriptions/listen` stream. A connect and a disconnect of a provider (token-vault's
+/// connection events) must reach it, as they reach a 2025 session's GET stream (issue 15).
+#[tokio::test]
+async fn connect_and_disconnect_reach_a_2026_listen_stream() {
+    let e = Env::start().await;
+    let s = &e.s;
+    let token = s.access_token().await;
+    let sid = s.session(&token).await;
+    let user = subject(s, &token, &sid).await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let mut listen = s
+        .http
+        .post(format!("{}/mcp", s.mcp_base))
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+                      "params": {"notifications": {"toolsListChanged": true}, "_meta": meta}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listen.status().as_u16(), 200);
+    let mut buf = String::new();
+    assert!(
+        until_seen(
+            &mut listen,
+            &mut buf,
+            "notifications/subscriptions/acknowledged",
+            1
+        )
+        .await,
+        "no acknowledgment: {buf}"
+    );
+    let changed = "notifications/tools/list_changed";
+    assert!(!buf.contains(changed), "a change before any connect: {buf}");
+
+    // Connect: auth-service stores the user's upstream tokens in token-vault.
+    e.put_credential(&user, ALICE_UPSTREAM).await;
+    assert!(
+        until_seen(&mut listen, &mut buf, changed, 1).await,
+        "no tools/list_changed after the connect: {buf}"
+    );
+
+    // Disconnect: the user's own DeleteCredential, as mcp-service's vault client sends it.
+    let mut client = TokenVaultClient::connect(e.vault_addr.clone())
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(mcpauth_proto::v1::DeleteCredentialRequest {
+        access_token: token.clone(),
+        provider: "github".into(),
+        user_id: String::new(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {CREDENTIAL}").parse().unwrap(),
+    );
+    client.delete_credential(req).await.unwrap();
+    assert!(
+        until_seen(&mut listen, &mut buf, changed, 2).await,
+        "no tools/list_changed after the disconnect: {buf}"
+    );
+    drop(listen);
+    e.stop().await;
+}
