@@ -9,6 +9,7 @@
 #   BENCH_SECS=10 BENCH_CONCURRENCY=64 scripts/bench.sh
 #   BENCH_SKIP_AUTH=1 BENCH_SECS=3 scripts/bench.sh   # only token-vault and mcp-service
 #   BENCH_ONLY=device-poll BENCH_SECS=5 scripts/bench.sh  # only RFC 8628 polling under load
+#   BENCH_ONLY=jwt BENCH_SECS=5 scripts/bench.sh      # only JWT access tokens: issuance over HTTP, sign/verify in-process
 #
 # mcp-service (protocol 2025-11-25 with sessions, which both it and the TypeScript SDK 1.32 peer
 # speak; one session per connection): tools/call whoami with a warm verification cache, the same
@@ -59,6 +60,7 @@ RESULTS="$OUT/auth-service.jsonl"; : >"$RESULTS"
 
 say "building release binaries (auth-service, mcpauth-loadgen)"
 cargo build -q --release -p auth-service -p mcpauth-loadgen
+cargo build -q --release -p auth-service --example jwt_bench
 AUTH="$ROOT/target/release/auth-service"
 LOADGEN="$ROOT/target/release/mcpauth-loadgen"
 
@@ -72,6 +74,8 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 HTTP_PORT="$(free_port)"; GRPC_PORT="$(free_port)"
 BASE="http://127.0.0.1:$HTTP_PORT"
 RESOURCE="http://127.0.0.1:8081/mcp"
+# A resource whose access tokens are RFC 9068 JWTs (dev mode: an ephemeral ES256 key).
+JWT_RESOURCE="https://jwt.bench.example/mcp"
 CRED="bench-service-credential"
 IAT="bench-initial-access-token"
 LOG="$OUT/auth-service.log"
@@ -121,6 +125,15 @@ token = 100000000
 token_per_client = 100000000
 authorize = 100000000
 login = 100000000
+[[resources]]
+uri = "$RESOURCE"
+scopes = ["mcp:tools.read", "mcp:tools.write"]
+default_scopes = ["mcp:tools.read"]
+[[resources]]
+uri = "$JWT_RESOURCE"
+scopes = ["mcp:tools.read"]
+default_scopes = ["mcp:tools.read"]
+token_format = "jwt"
 TOML
 "$AUTH" --config "$CFG" migrate >>"$LOG" 2>&1
 "$AUTH" --config "$CFG" serve >>"$LOG" 2>&1 &
@@ -190,6 +203,19 @@ device_poll() {
 }
 # BENCH_ONLY=device-poll: only that case (with the auth-service set-up it needs), then stop.
 if [ "${BENCH_ONLY:-}" = device-poll ]; then device_poll; say "results: $RESULTS"; exit 0; fi
+# JWT access tokens (issue 13): client_credentials for the JWT resource over HTTP, and signing and
+# local verification in-process (examples/jwt_bench.rs). BENCH_ONLY=jwt runs only these.
+jwt_cases() {
+  run "client_credentials_jwt$HTTP_SUFFIX" http "${HTTP_OPTS[@]}" --url "$BASE/token" -H "authorization: Basic $BASIC" \
+    --form "grant_type=client_credentials&resource=$(python3 -c "import urllib.parse;print(urllib.parse.quote('$JWT_RESOURCE',safe=''))")" \
+    --expect-status 200 ${EXPECT_TOKEN[@]+"${EXPECT_TOKEN[@]}"}
+  "$ROOT/target/release/examples/jwt_bench" "$SECS" | tee /dev/stderr | grep '^{' >>"$RESULTS"
+}
+EXPECT_TOKEN=(); [ "$CLIENT" = lean ] && EXPECT_TOKEN=(--expect-body '"access_token":')
+if [ "${BENCH_ONLY:-}" = jwt ]; then
+  jwt_cases
+  exit 0
+fi
 if [ "${BENCH_SKIP_AUTH:-0}" != 1 ]; then
 say "scenarios: ${SECS}s each (at most $MAXREQ requests), $CONC requests in flight ($FLOW_CONC for the write-heavy flows), $CLIENT clients (HTTP: ${HTTP_OPTS[*]}; gRPC: ${GRPC_OPTS[*]}), $THREADS generator thread(s), on $(nproc) cores shared with the server"
 run "http_noop_healthz$HTTP_SUFFIX" http "${HTTP_OPTS[@]}" --url "$BASE/healthz" --expect-status 200
@@ -203,6 +229,7 @@ EXPECT_TOKEN=(); [ "$CLIENT" = lean ] && EXPECT_TOKEN=(--expect-body '"access_to
 run "client_credentials$HTTP_SUFFIX" http "${HTTP_OPTS[@]}" --url "$BASE/token" -H "authorization: Basic $BASIC" \
   --form "grant_type=client_credentials&resource=$(python3 -c "import urllib.parse;print(urllib.parse.quote('$RESOURCE',safe=''))")" \
   --expect-status 200 "${EXPECT_TOKEN[@]}"
+jwt_cases
 # The write-heavy scenarios each start from a settled database: the audit trail of the scenario
 # before has been written (its writer drains the backlog after the load stops; how long that took
 # is printed and recorded), and the autovacuum that load would trigger is done before, not

@@ -6,6 +6,7 @@
 #   tests/e2e/conformance-authorization.mjs  the MCP conformance suite's authorization-server checks
 #   tests/e2e/mcp-ts-sdk.mjs                 mcp-service + auth-service with the MCP TypeScript SDK client
 #   tests/e2e/mcp-conformance.mjs            the suite's server scenarios against mcp-service, through
+#   tests/e2e/jwt-access-tokens.mjs          RFC 9068 JWT access tokens verified by jose against jwks_uri
 #                                            a bearer-injecting proxy
 #   scripts/e2e-as-user.sh                   its own stack with token-vault and real upstream providers
 #                                            and APIs: tests/e2e/as-the-user.mjs, then plaintext scans
@@ -38,6 +39,7 @@ VAULT_PORT="$(free_port)"
 ISSUER="http://127.0.0.1:$HTTP_PORT"
 INTROSPECTOR_SECRET="e2e-introspector-secret-$RANDOM$RANDOM"
 MCP_URL="http://127.0.0.1:$MCP_PORT/mcp"
+JWT_RESOURCE="https://jwt-e2e.example/mcp"
 pid=""; mcp_pid=""; status=1 # until the scripts have run
 
 stop() { # pid: TERM, wait up to 10 s, then KILL
@@ -85,6 +87,13 @@ default_scopes = ["mcp:tools.read"]
 uri = "$MCP_URL"
 scopes = ["mcp:tools.read", "mcp:tools.write"]
 default_scopes = ["mcp:tools.read"]
+
+# jwt-access-tokens.mjs: RFC 9068 JWT access tokens for this resource (dev mode: an ephemeral key).
+[[resources]]
+uri = "$JWT_RESOURCE"
+scopes = ["mcp:tools.read"]
+default_scopes = ["mcp:tools.read"]
+token_format = "jwt"
 
 # oauth-flow.mjs introspects the public client's tokens as a configured introspection client: a
 # dynamically registered client sees only its own tokens (docs/configuration.md "Introspection").
@@ -181,6 +190,8 @@ run() { # name, command…  (E2E_ONLY=name,name runs only those drivers)
 }
 run oauth-flow env ISSUER="$ISSUER" INTROSPECT_CLIENT_ID=e2e-introspector INTROSPECT_CLIENT_SECRET="$INTROSPECTOR_SECRET" \
   node tests/e2e/oauth-flow.mjs
+run jwt-access-tokens env ISSUER="$ISSUER" JWT_RESOURCE="$JWT_RESOURCE" CLIENT_ID=e2e-introspector \
+  CLIENT_SECRET="$INTROSPECTOR_SECRET" node tests/e2e/jwt-access-tokens.mjs
 run conformance-authorization env ISSUER="$ISSUER" node tests/e2e/conformance-authorization.mjs
 run mcp-ts-sdk env ISSUER="$ISSUER" MCP_URL="$MCP_URL" node tests/e2e/mcp-ts-sdk.mjs
 run mcp-conformance env ISSUER="$ISSUER" MCP_URL="$MCP_URL" PROXY_PORT="$PROXY_PORT" node tests/e2e/mcp-conformance.mjs

@@ -428,6 +428,14 @@ pub struct TokenConfig {
     pub access_token_format: crate::domain::token::AccessFormat,
     #[serde(default)]
     pub keys: Vec<TokenKeyConfig>,
+    /// Id of the key that signs new JWT access tokens (resources with `token_format = "jwt"`).
+    /// Empty with no `signing_keys` in dev mode means an ephemeral ES256 key.
+    #[serde(default)]
+    pub signing_key: String,
+    /// RFC 9068 JWT signing keys; every one is published at `jwks_uri` and verifies, only
+    /// `signing_key` signs (rotation: docs/tokens.md, "JWT signing keys").
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKeyConfig>,
     /// How often each replica re-reads the revocation list from Postgres (safety net beside
     /// the Redis fan-out).
     pub revocation_resync_ms: u64,
@@ -456,6 +464,16 @@ pub struct TokenKeyConfig {
     pub id: String,
     /// ≥ 32 bytes, base64. `file:/path` reads it from a mounted secret.
     pub secret: Secret,
+}
+
+/// One JWT signing key: its `kid` and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    pub id: String,
+    /// PKCS#8 PEM (`openssl genpkey`: P-256, Ed25519 or RSA ≥ 2048 bit) or a private JWK
+    /// (EC P-256 or OKP Ed25519). `file:/path` reads it from a mounted secret.
+    pub key: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -550,6 +568,21 @@ pub struct ResourceConfig {
     /// over HTTP (RFC 7662).
     #[serde(default)]
     pub introspection_clients: Vec<String>,
+    /// Format of the access tokens issued for this resource: `sealed` (opaque, our own
+    /// verifiers) or `jwt` (RFC 9068, verifiable by anyone against `jwks_uri`).
+    #[serde(default)]
+    pub token_format: ResourceTokenFormat,
+}
+
+/// The access-token format of one resource (docs/tokens.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceTokenFormat {
+    /// `mcpat_…`: sealed, opaque to everyone but auth-service and its introspection.
+    #[default]
+    Sealed,
+    /// RFC 9068 JWT signed with `tokens.signing_key`.
+    Jwt,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -575,6 +608,41 @@ impl Config {
     pub fn issuer_path(&self) -> &str {
         let rest = self.issuer.split_once("://").map_or("", |(_, r)| r);
         rest.find('/').map_or("", |i| &rest[i..])
+    }
+
+    /// The resources whose access tokens are RFC 9068 JWTs.
+    pub fn jwt_resources(&self) -> Vec<String> {
+        self.resources
+            .iter()
+            .filter(|r| r.token_format == ResourceTokenFormat::Jwt)
+            .map(|r| r.uri.clone())
+            .collect()
+    }
+
+    /// JWT resources need a signing key (outside dev mode); listed keys need a current one.
+    fn validate_signing_keys(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError::new(m));
+        if let Some(i) = self
+            .resources
+            .iter()
+            .position(|r| r.token_format == ResourceTokenFormat::Jwt)
+            && self.tokens.signing_keys.is_empty()
+            && !self.dev_mode
+        {
+            return err(format!(
+                "resources[{i}].token_format = \"jwt\" needs tokens.signing_keys and tokens.signing_key"
+            ));
+        }
+        if !self.tokens.signing_keys.is_empty() && self.tokens.signing_key.is_empty() {
+            return err("tokens.signing_key: required with tokens.signing_keys".into());
+        }
+        if self.tokens.signing_keys.is_empty() && !self.tokens.signing_key.is_empty() {
+            return err(format!(
+                "tokens.signing_key: {:?} is not in tokens.signing_keys",
+                self.tokens.signing_key
+            ));
+        }
+        Ok(())
     }
 
     /// Loads and checks the configuration.
@@ -655,6 +723,7 @@ impl Config {
                 }
             }
         }
+        self.validate_signing_keys()?;
         if let Some(tls) = &self.grpc.tls {
             for (key, path) in [
                 ("grpc.tls.cert_file", Some(&tls.cert_file)),

@@ -11,6 +11,7 @@ use crate::audit::AuditLog;
 use crate::cimd::CimdFetcher;
 use crate::clients::ClientRegistry;
 use crate::config::Config;
+use crate::domain::jwt::JwtKeys;
 use crate::domain::resource;
 use crate::domain::scope::ScopeSet;
 use crate::domain::token::{AccessFormat, KeyRing, unhex};
@@ -141,6 +142,29 @@ impl AppState {
     }
 }
 
+/// The JWT signing keys: configured ones, or in dev mode an ephemeral ES256 key when a resource
+/// wants JWTs and none is configured (its tokens die with the process); `None` when unused.
+fn jwt_keys(config: &Config) -> anyhow::Result<Option<JwtKeys>> {
+    if config.tokens.signing_keys.is_empty() {
+        if config.jwt_resources().is_empty() {
+            return Ok(None);
+        }
+        tracing::warn!(
+            "dev mode: no JWT signing keys configured, using an ephemeral ES256 key (tokens die with the process)"
+        );
+        return Ok(Some(JwtKeys::ephemeral()));
+    }
+    let pairs: Vec<(String, String)> = config
+        .tokens
+        .signing_keys
+        .iter()
+        .map(|k| (k.id.clone(), k.key.expose().to_owned()))
+        .collect();
+    JwtKeys::new(&pairs, &config.tokens.signing_key)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))
+}
+
 /// Builds the state from configuration: connects Postgres and Redis, loads keys and clients.
 pub async fn build_state(
     config: Config,
@@ -204,6 +228,10 @@ pub async fn build_state_with(
         ephemeral.clone(),
         &config.issuer,
     );
+    let tokens = match jwt_keys(&config)? {
+        Some(keys) => tokens.with_jwt(keys, config.jwt_resources()),
+        None => tokens,
+    };
     let rate_limiter = crate::ratelimit::RateLimiter::new(
         ephemeral.rate_limits.clone(),
         config.rate_limit.window_secs,

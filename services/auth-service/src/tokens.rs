@@ -1,11 +1,13 @@
 //! Issuing, validating, introspecting and revoking tokens. Shared by the HTTP and gRPC faces.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::domain::token::{AccessClaims, KeyRing, OpaqueKind, hash};
+use crate::domain::jwt::{JwtKeys, looks_like_jwt};
+use crate::domain::token::{ACCESS_PREFIX, AccessClaims, KeyRing, OpaqueKind, hash};
 use crate::error::StoreError;
 use crate::store::ephemeral::{Ephemeral, ReplicaEvent};
 use crate::store::grants::GrantStore;
@@ -42,6 +44,9 @@ pub struct TokenService {
     revocations: Arc<dyn RevocationStore>,
     ephemeral: Ephemeral,
     issuer: Arc<str>,
+    /// RFC 9068 signing keys and the resources whose access tokens are JWTs (`with_jwt`).
+    jwt: Option<JwtKeys>,
+    jwt_audiences: Arc<HashSet<String>>,
 }
 
 impl TokenService {
@@ -62,7 +67,28 @@ impl TokenService {
             revocations,
             ephemeral,
             issuer: issuer.into(),
+            jwt: None,
+            jwt_audiences: Arc::default(),
         }
+    }
+
+    /// Issues RFC 9068 JWTs signed by `keys` for the resources in `audiences`; other resources
+    /// keep the sealed format. JWTs are verified (and introspected) whatever their audience.
+    pub fn with_jwt(mut self, keys: JwtKeys, audiences: impl IntoIterator<Item = String>) -> Self {
+        self.jwt = Some(keys);
+        self.jwt_audiences = Arc::new(audiences.into_iter().collect());
+        self
+    }
+
+    /// The JWT signing keys, when configured (served at `jwks_uri`).
+    pub fn jwt_keys(&self) -> Option<&JwtKeys> {
+        self.jwt.as_ref()
+    }
+
+    /// Whether `token` has the shape of one of our access tokens (sealed or JWT), as opposed
+    /// to a refresh token.
+    pub fn is_access_token(&self, token: &str) -> bool {
+        token.starts_with(ACCESS_PREFIX) || (self.jwt.is_some() && looks_like_jwt(token))
     }
 
     pub fn issuer(&self) -> &str {
@@ -73,7 +99,7 @@ impl TokenService {
         self.access_ttl
     }
 
-    /// Seals a new access token.
+    /// Seals (or, for a JWT resource, signs) a new access token.
     pub fn issue_access(
         &self,
         sub: &str,
@@ -93,6 +119,20 @@ impl TokenService {
             iat: now,
             exp: now + self.access_ttl,
         };
+        if let Some(jwt) = self
+            .jwt
+            .as_ref()
+            .filter(|_| self.jwt_audiences.contains(aud))
+        {
+            let token = jwt.sign(&self.issuer, &claims);
+            metrics::counter!(
+                "mcpauth_tokens_sealed_total",
+                "key_id" => jwt.current_id().to_owned(),
+                "format" => "jwt",
+            )
+            .increment(1);
+            return (token, claims);
+        }
         let token = self.keys.seal_access(&claims);
         // Tokens sealed per key id: how far each key has been used, and when a rotated-out
         // key stops sealing (docs/operations.md, "Token keys").
@@ -105,9 +145,13 @@ impl TokenService {
         (token, claims)
     }
 
-    /// Validates an access token: seal, expiry, deny list. No I/O.
+    /// Validates an access token: seal (or JWT signature and issuer), expiry, deny list. No I/O.
     pub fn validate_access(&self, token: &str) -> Option<AccessClaims> {
-        let claims = self.keys.open_access(token, Utc::now().timestamp()).ok()?;
+        let now = Utc::now().timestamp();
+        let claims = match &self.jwt {
+            Some(jwt) if looks_like_jwt(token) => jwt.verify(&self.issuer, token, now).ok()?,
+            _ => self.keys.open_access(token, now).ok()?,
+        };
         if self
             .deny
             .is_revoked(&claims.jti, claims.grant_id.as_deref(), &claims.client_id)
@@ -125,7 +169,7 @@ impl TokenService {
         token: &str,
         expected_resource: Option<&str>,
     ) -> Result<Option<ActiveToken>, StoreError> {
-        let active = if token.starts_with(crate::domain::token::ACCESS_PREFIX) {
+        let active = if self.is_access_token(token) {
             self.validate_access(token).map(|c| ActiveToken {
                 kind: TokenKind::Access,
                 subject: c.sub,

@@ -114,9 +114,9 @@ pub fn allowed_hosts(config: &Config) -> anyhow::Result<Vec<String>> {
 /// Starts on the production stores (the configured Redis).
 pub async fn start(config: Config, metrics: MetricsHandle) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    let (verifier, cache) = crate::verify::build(&config).await?;
+    let (verifier, cache, revoked) = crate::verify::build(&config).await?;
     let stores = Stores::production(&config).await?;
-    start_verified(config, stores, verifier, cache, metrics).await
+    start_verified(config, stores, verifier, cache, revoked, metrics).await
 }
 
 /// Starts on `stores` (e.g. [`Stores::embedded`]).
@@ -126,8 +126,8 @@ pub async fn start_with(
     metrics: MetricsHandle,
 ) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    let (verifier, cache) = crate::verify::build(&config).await?;
-    start_verified(config, stores, verifier, cache, metrics).await
+    let (verifier, cache, revoked) = crate::verify::build(&config).await?;
+    start_verified(config, stores, verifier, cache, revoked, metrics).await
 }
 
 async fn start_verified(
@@ -135,6 +135,7 @@ async fn start_verified(
     stores: Stores,
     verifier: Arc<dyn TokenVerifier>,
     cache: Option<IntrospectionCache>,
+    revoked: Option<crate::verify::revoked::RevokedIds>,
     metrics: MetricsHandle,
 ) -> anyhow::Result<Running> {
     // Principals carry the request's token for the user's own calls to token-vault.
@@ -186,6 +187,15 @@ async fn start_verified(
             cache.clone(),
             state.revoked.clone(),
             state.cancel.clone(),
+        )));
+    }
+    if let Some(revoked) = revoked {
+        let cancel = state.cancel.clone();
+        tasks.push(tokio::spawn(revoked.follow(
+            state.stores.bus.clone(),
+            format!("{}:events", config.redis.auth_key_prefix),
+            state.revoked.clone(),
+            async move { cancel.cancelled().await },
         )));
     }
     tasks.push(tokio::spawn(

@@ -161,6 +161,15 @@ pub struct JwtConfig {
     /// Clock skew tolerated on `exp`/`nbf`.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// Refuse JWTs that mcpauth's auth-service revoked, as published on its event channel
+    /// (`redis.auth_key_prefix`): by `jti`, grant, client, subject. Harmless with another
+    /// issuer (nothing is published there). See `verify::revoked` for what it cannot see.
+    #[serde(default = "default_true")]
+    pub follow_revocations: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_algs() -> Vec<String> {

@@ -2,6 +2,7 @@
 
 pub mod client_metadata;
 pub mod input;
+pub mod jwt;
 pub mod pkce;
 pub mod redirect_uri;
 pub mod refresh;

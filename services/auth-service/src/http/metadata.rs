@@ -46,7 +46,24 @@ pub async fn authorization_server(state: web::Data<AppState>) -> HttpResponse {
         "authorization_response_iss_parameter_supported": true,
         "client_id_metadata_document_supported": state.config.cimd.enabled,
     });
+    let mut body = body;
+    if state.tokens.jwt_keys().is_some() {
+        // RFC 8414 §2: where resource servers find the keys of our RFC 9068 access tokens.
+        body["jwks_uri"] = json!(format!("{issuer}/jwks"));
+    }
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
         .json(body)
+}
+
+/// `GET /jwks`: the public keys of the JWT access tokens (RFC 7517 JWK Set), the signing key and
+/// every older key whose tokens may still live. Cached for five minutes: a new key is published
+/// (listed in `tokens.signing_keys`) at least that long before it signs (docs/tokens.md).
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    match state.tokens.jwt_keys() {
+        Some(keys) => HttpResponse::Ok()
+            .insert_header(("Cache-Control", "public, max-age=300"))
+            .json(keys.jwks()),
+        None => HttpResponse::NotFound().finish(),
+    }
 }

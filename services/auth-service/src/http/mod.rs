@@ -48,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/.well-known/oauth-authorization-server/{issuer_path:.*}",
         web::get().to(metadata::authorization_server_with_path),
     )
+    .route("/jwks", web::get().to(metadata::jwks))
     .route("/register", web::post().to(register::create))
     .route("/register/{client_id}", web::get().to(register::read))
     .route("/register/{client_id}", web::put().to(register::update))
@@ -309,7 +310,7 @@ pub(crate) async fn cors(
         || path.starts_with("/register")
         || matches!(
             path,
-            "/token" | "/revoke" | "/introspect" | "/device_authorization"
+            "/token" | "/revoke" | "/introspect" | "/device_authorization" | "/jwks"
         );
     if !applies || !req.headers().contains_key(header::ORIGIN) {
         return Ok(next.call(req).await?.map_into_left_body());

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Config;
-use crate::domain::token::{ACCESS_PREFIX, OpaqueKind, hash};
+use crate::domain::token::{OpaqueKind, hash};
 use crate::error::OAuthError;
 use crate::http::{authenticate_client, client_ip, form_body};
 use crate::state::AppState;
@@ -25,7 +25,7 @@ pub async fn revoke(
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let ip = client_ip(&state, &req);
-    if token.starts_with(ACCESS_PREFIX) {
+    if state.tokens.is_access_token(token) {
         if let Some(claims) = state.tokens.validate_access(token)
             && claims.client_id == client.client_id
         {

@@ -118,7 +118,7 @@ secret = "{key}"
 name = "tests"
 credential_sha256 = "{cred}"
 permissions = ["introspect", "start_connect"]
-resources = ["{RESOURCE}", "https://api.example.com/mcp"]
+resources = ["{RESOURCE}", "https://api.example.com/mcp"{jwt_resource}]
 # The tests' oracle: refresh tokens are described over gRPC only to callers allowed them.
 refresh_token_clients = ["*"]
 
@@ -146,6 +146,12 @@ token_endpoint_auth_method = "client_secret_basic"
         cred = sha256_hex(GRPC_CREDENTIAL),
         secret = sha256_hex(STATIC_SECRET),
         policy = test_policy_toml(extra),
+        // The JWT resource of `jwt_access`, when a test configures it, is the callers' too.
+        jwt_resource = if extra.contains(crate::jwt_access::JWT_RESOURCE) {
+            format!(", \"{}\"", crate::jwt_access::JWT_RESOURCE)
+        } else {
+            String::new()
+        },
     )
 }
 

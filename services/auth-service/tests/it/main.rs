@@ -15,6 +15,7 @@ mod harness;
 mod hostile;
 mod hostile_http;
 mod introspection;
+mod jwt_access;
 mod metrics;
 // Private Redis/Postgres a test may stop (the shared ones are never touched).
 mod ops;

@@ -13,11 +13,13 @@ use futures_util::future::BoxFuture;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use mcpauth_runtime::jwks::{JwksCache, JwksError, Key};
+use mcpauth_runtime::revocation::Revocable as _;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Principal, TokenVerifier, VerifyError};
 use crate::config::JwtConfig;
+use crate::verify::revoked::RevokedIds;
 
 pub struct JwtVerifier {
     http: reqwest::Client,
@@ -29,6 +31,8 @@ pub struct JwtVerifier {
     /// The issuer's keys (mcpauth-runtime's cache: refetched on an unknown `kid`, at most
     /// once per `min_refetch_secs`).
     jwks: JwksCache,
+    /// Revocations heard on auth-service's feed (`verifier.jwt.follow_revocations`).
+    revoked: Option<RevokedIds>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +41,9 @@ struct Claims {
     client_id: Option<String>,
     exp: i64,
     jti: Option<String>,
+    /// auth-service's grant id (a private claim): grant revocations name it.
+    grant_id: Option<String>,
+    iat: Option<i64>,
     scope: Option<Value>,
     scp: Option<Value>,
 }
@@ -90,7 +97,14 @@ impl JwtVerifier {
             leeway: cfg.leeway_secs,
             jwks: JwksCache::new(Duration::from_secs(cfg.min_refetch_secs))
                 .with_metric("mcpauth_mcp_jwks_fetch_total"),
+            revoked: None,
         })
+    }
+
+    /// Refuses tokens that `revoked` covers (fed from auth-service's revocation channel).
+    pub fn with_revocations(mut self, revoked: RevokedIds) -> Self {
+        self.revoked = Some(revoked);
+        self
     }
 
     /// The key for `kid`, refetching the JWKS when it is unknown and the last fetch is older
@@ -138,15 +152,21 @@ impl JwtVerifier {
         let c = data.claims;
         let scopes = scopes(&c);
         let client_id = c.client_id.unwrap_or_default();
-        Ok(Principal {
+        let principal = Principal {
             subject: c.sub.unwrap_or_else(|| client_id.clone()),
             client_id,
             scopes,
             expires_at: c.exp,
             token_id: c.jti,
-            grant_id: None,
+            grant_id: c.grant_id,
             access_token: None,
-        })
+        };
+        if let Some(r) = &self.revoked
+            && r.covers(&principal.revocation_ids(), c.iat.unwrap_or(i64::MIN))
+        {
+            return Err(VerifyError::Inactive);
+        }
+        Ok(principal)
     }
 }
 

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod grpc;
 pub mod http_introspection;
 pub mod jwt;
+pub mod revoked;
 pub mod static_keys;
 
 use std::sync::Arc;
@@ -11,11 +12,33 @@ use std::sync::Arc;
 use crate::auth::TokenVerifier;
 use crate::config::{Config, VerifierMode};
 
-/// Builds the configured verifier.
+/// Builds the configured verifier, with the introspection cache or the revoked-id set that
+/// auth-service's revocation feed keeps current (`app` follows the feed for either).
 pub async fn build(
     cfg: &Config,
-) -> anyhow::Result<(Arc<dyn TokenVerifier>, Option<cache::IntrospectionCache>)> {
-    Ok(match cfg.verifier.mode {
+) -> anyhow::Result<(
+    Arc<dyn TokenVerifier>,
+    Option<cache::IntrospectionCache>,
+    Option<revoked::RevokedIds>,
+)> {
+    if cfg.verifier.mode == VerifierMode::Jwt {
+        let jwt = cfg
+            .verifier
+            .jwt
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("verifier.jwt: required for mode jwt"))?;
+        let v = jwt::JwtVerifier::new(jwt, &cfg.resource)?;
+        if !jwt.follow_revocations {
+            return Ok((Arc::new(v), None, None));
+        }
+        let revoked = revoked::RevokedIds::default();
+        return Ok((
+            Arc::new(v.with_revocations(revoked.clone())),
+            None,
+            Some(revoked),
+        ));
+    }
+    let (v, c): (Arc<dyn TokenVerifier>, _) = match cfg.verifier.mode {
         VerifierMode::IntrospectionGrpc => {
             let v = grpc::GrpcIntrospection::new(&cfg.verifier.grpc, &cfg.resource)?;
             let cache = v.cache().clone();
@@ -39,13 +62,7 @@ pub async fn build(
                 None,
             )
         }
-        VerifierMode::Jwt => {
-            let jwt = cfg
-                .verifier
-                .jwt
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("verifier.jwt: required for mode jwt"))?;
-            (Arc::new(jwt::JwtVerifier::new(jwt, &cfg.resource)?), None)
-        }
-    })
+        VerifierMode::Jwt => unreachable!("handled above"),
+    };
+    Ok((v, c, None))
 }

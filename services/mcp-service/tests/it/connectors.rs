@@ -297,6 +297,7 @@ impl Env {
             mcp_env,
             mcp_toml: mcp_toml(vault_port, &vault_prefix, &upstream.base),
             auth_toml: extra.auth_toml,
+            ..Default::default()
         })
         .await;
 

@@ -50,6 +50,8 @@ pub struct StackOptions {
     pub mcp_toml: String,
     /// TOML appended to auth-service's configuration (e.g. a static client).
     pub auth_toml: String,
+    /// TOML added to auth-service's `[[resources]]` entry of this resource (`token_format`).
+    pub resource_toml: String,
 }
 
 impl Stack {
@@ -81,10 +83,11 @@ impl Stack {
         let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
         let auth_toml = format!(
             "[[tokens.keys]]\nid = \"k1\"\nsecret = \"{key}\"\n\n[[grpc.callers]]\nname = \"mcp\"\ncredential_sha256 = \"{}\"\npermissions = [\"introspect\", \"start_connect\"]\nresources = [\"{resource}\"]\n\n\
-             [[resources]]\nuri = \"{resource}\"\nscopes = [\"mcp:tools.read\", \"mcp:tools.write\", \"mcp:tools\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
+             [[resources]]\nuri = \"{resource}\"\nscopes = [\"mcp:tools.read\", \"mcp:tools.write\", \"mcp:tools\"]\ndefault_scopes = [\"mcp:tools.read\"]\n{}\n\n\
              [[resources]]\nuri = \"{OTHER_RESOURCE}\"\nscopes = [\"mcp:tools.read\"]\ndefault_scopes = [\"mcp:tools.read\"]\n\n\
              [registration]\ninitial_access_tokens_sha256 = [\"{}\"]\n{}",
             sha256_hex(CREDENTIAL),
+            opts.resource_toml,
             sha256_hex(INITIAL_ACCESS_TOKEN),
             opts.auth_toml,
         );

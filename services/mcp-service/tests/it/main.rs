@@ -12,6 +12,7 @@ mod hostile;
 mod internal_tls;
 mod metrics;
 mod own_as_introspection;
+mod own_as_jwt;
 mod redis_tls;
 mod resource;
 mod rmcp_client;
