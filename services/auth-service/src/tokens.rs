@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::domain::token::{AccessClaims, KeyRing, OpaqueKind, hash};
+use crate::domain::token::{AccessClaims, Actor, KeyRing, OpaqueKind, hash};
 use crate::error::StoreError;
 use crate::store::ephemeral::{Ephemeral, ReplicaEvent};
 use crate::store::grants::GrantStore;
@@ -30,6 +30,8 @@ pub struct ActiveToken {
     pub issued_at: i64,
     pub token_id: String,
     pub grant_id: Option<String>,
+    /// The actor chain of an exchanged access token (RFC 8693 `act`).
+    pub act: Option<Box<Actor>>,
 }
 
 /// Access-token issuance and validation (no database), and revocation.
@@ -92,8 +94,18 @@ impl TokenService {
             scope: scope.to_owned(),
             iat: now,
             exp: now + self.access_ttl,
+            act: None,
         };
-        let token = self.keys.seal_access(&claims);
+        (self.seal(&claims), claims)
+    }
+
+    /// Seals the claims of an exchanged token (RFC 8693), built by the caller.
+    pub fn issue_claims(&self, claims: &AccessClaims) -> String {
+        self.seal(claims)
+    }
+
+    fn seal(&self, claims: &AccessClaims) -> String {
+        let token = self.keys.seal_access(claims);
         // Tokens sealed per key id: how far each key has been used, and when a rotated-out
         // key stops sealing (docs/operations.md, "Token keys").
         metrics::counter!(
@@ -102,7 +114,7 @@ impl TokenService {
             "format" => self.keys.format().label(),
         )
         .increment(1);
-        (token, claims)
+        token
     }
 
     /// Validates an access token: seal, expiry, deny list. No I/O.
@@ -136,6 +148,7 @@ impl TokenService {
                 issued_at: c.iat,
                 token_id: c.jti,
                 grant_id: c.grant_id,
+                act: c.act,
             })
         } else if self
             .keys
@@ -156,6 +169,7 @@ impl TokenService {
                     issued_at: created.timestamp(),
                     token_id: crate::domain::token::hex(&token_hash[..16]),
                     grant_id: Some(row.grant.grant_id.to_string()),
+                    act: None,
                 })
         } else {
             None

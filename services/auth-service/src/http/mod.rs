@@ -5,7 +5,7 @@ mod authorize;
 mod browser;
 mod connect;
 mod consent;
-mod grants;
+pub mod grants;
 mod login;
 mod logout;
 mod metadata;
