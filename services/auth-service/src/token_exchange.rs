@@ -155,7 +155,7 @@ pub fn exchange(
     })?;
     let policy = mine
         .into_iter()
-        .find(|pol| pol.to == target && pol.from.iter().any(|f| *f == subject.aud))
+        .find(|pol| pol.to == target && pol.from.contains(&subject.aud))
         .ok_or_else(|| {
             OAuthError::invalid_target(format!(
                 "no policy lets this client exchange tokens for {} into tokens for {target}",
