@@ -38,6 +38,7 @@ HTTP_PORT="$(free_port)"; GRPC_PORT="$(free_port)"; MCP_PORT="$(free_port)"; PRO
 VAULT_PORT="$(free_port)"
 ISSUER="http://127.0.0.1:$HTTP_PORT"
 INTROSPECTOR_SECRET="e2e-introspector-secret-$RANDOM$RANDOM"
+EXCHANGER_SECRET="e2e-exchanger-secret-$RANDOM$RANDOM"
 MCP_URL="http://127.0.0.1:$MCP_PORT/mcp"
 JWT_RESOURCE="https://jwt-e2e.example/mcp"
 pid=""; mcp_pid=""; status=1 # until the scripts have run
@@ -99,6 +100,24 @@ token_format = "jwt"
 # dynamically registered client sees only its own tokens (docs/configuration.md "Introspection").
 [introspection]
 clients = ["e2e-introspector"]
+
+# tests/e2e/token-exchange.mjs (from oauth-flow.mjs): RFC 8693 exchange of a user's token for a
+# downstream API's audience by a confidential client the policy names.
+[[resources]]
+uri = "https://downstream.e2e.example/api"
+scopes = ["down:read"]
+
+[[token_exchange.policies]]
+clients = ["e2e-exchanger"]
+from = ["http://127.0.0.1:8081/mcp"]
+to = "https://downstream.e2e.example/api"
+scopes = { "mcp:tools.read" = ["down:read"] }
+
+[[clients]]
+client_id = "e2e-exchanger"
+client_secret_sha256 = "$(printf '%s' "$EXCHANGER_SECRET" | "$BIN" hash-secret)"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+token_endpoint_auth_method = "client_secret_basic"
 
 [[clients]]
 client_id = "e2e-introspector"
@@ -189,7 +208,8 @@ run() { # name, command…  (E2E_ONLY=name,name runs only those drivers)
   if ! "$@"; then status=1; failed+=("$name"); fi
 }
 run oauth-flow env ISSUER="$ISSUER" INTROSPECT_CLIENT_ID=e2e-introspector INTROSPECT_CLIENT_SECRET="$INTROSPECTOR_SECRET" \
-  node tests/e2e/oauth-flow.mjs
+  E2E_EXCHANGE_CLIENT_ID=e2e-exchanger E2E_EXCHANGE_CLIENT_SECRET="$EXCHANGER_SECRET" \
+  E2E_EXCHANGE_TARGET=https://downstream.e2e.example/api node tests/e2e/oauth-flow.mjs
 run jwt-access-tokens env ISSUER="$ISSUER" JWT_RESOURCE="$JWT_RESOURCE" CLIENT_ID=e2e-introspector \
   CLIENT_SECRET="$INTROSPECTOR_SECRET" node tests/e2e/jwt-access-tokens.mjs
 run conformance-authorization env ISSUER="$ISSUER" node tests/e2e/conformance-authorization.mjs

@@ -12,6 +12,7 @@
 // See README.md in this folder. Exit status: 0 when every step passed, 1 otherwise.
 import * as oauth from 'oauth4webapi';
 import { isDeepStrictEqual } from 'node:util';
+import { exchange, exchangeConfig, ACCESS_TOKEN_TYPE, GRANT as EXCHANGE_GRANT } from './token-exchange.mjs';
 
 const ISSUER = process.env.ISSUER ?? 'http://127.0.0.1:8080';
 const RESOURCE = process.env.RESOURCE ?? 'http://127.0.0.1:8081/mcp';
@@ -355,6 +356,26 @@ if (as && publicClient && confidential) {
       note(`200, no-store, Bearer, expires_in ${raw.expires_in}${raw.scope ? `, scope "${raw.scope}"` : ''}`);
       return tok;
     });
+
+    const exchanger = exchangeConfig();
+    if (exchanger) {
+      await step('token exchange (RFC 8693) with oauth4webapi genericTokenEndpointRequest: same sub, act, target audience, no refresh token', async (note) => {
+        assert.ok(as.grant_types_supported?.includes(EXCHANGE_GRANT), 'metadata does not list the token-exchange grant');
+        const x = await exchange(as, exchanger, t1.access_token, http());
+        assert.equal(x.issued_token_type, ACCESS_TOKEN_TYPE, `issued_token_type ${x.issued_token_type}`);
+        assert.equal(x.token_type, 'bearer');
+        assert.equal(x.refresh_token, undefined, 'an exchanged token came with a refresh token');
+        const [user, got] = [await introspect(t1.access_token), await introspect(x.access_token)];
+        assert.equal(got.active, true, 'exchanged token inactive');
+        assert.equal(got.sub, user.sub, 'sub changed');
+        assert.equal(got.aud, exchanger.target, `aud ${got.aud}`);
+        assert.equal(got.act?.sub, exchanger.client.client_id, `act ${JSON.stringify(got.act)}`);
+        assert.ok(got.exp <= user.exp, 'outlives the subject token');
+        // The exchanged token is no subject token for its own audience again: no policy maps it.
+        await expectOAuthError(exchange(as, exchanger, x.access_token, http()), 'invalid_target');
+        note(`scope "${x.scope}", expires_in ${x.expires_in}, act ${JSON.stringify(got.act)}`);
+      });
+    }
 
     const t2 = await step('refresh: POST /token refresh_token rotates the refresh token', async (note) => {
       const { raw, tok } = await refresh(publicClient, t1.refresh_token);

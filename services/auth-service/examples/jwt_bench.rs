@@ -39,6 +39,7 @@ fn main() {
         scope: "mcp:tools.read mcp:tools.write".into(),
         iat: now,
         exp: now + 3600,
+        act: None,
     };
     for (alg, pem) in [("ES256", es), ("EdDSA", ed), ("RS256", RSA_PEM.to_owned())] {
         let keys = JwtKeys::new(&[("k".into(), pem)], "k").unwrap();

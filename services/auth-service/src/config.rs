@@ -49,6 +49,9 @@ pub struct Config {
     /// Who may use RFC 7662 `POST /introspect` beyond the resources' own introspection clients.
     #[serde(default)]
     pub introspection: IntrospectionConfig,
+    /// RFC 8693 token exchange: which clients may exchange which tokens for which resources.
+    #[serde(default)]
+    pub token_exchange: TokenExchangeConfig,
     /// Pre-registered clients.
     #[serde(default)]
     pub clients: Vec<StaticClientConfig>,
@@ -184,13 +187,17 @@ pub enum GrpcPermission {
     StartConnect,
     /// `UserAdmin.*`: incident response (an operator's tooling only).
     Admin,
+    /// `TokenIntrospection.Exchange` (RFC 8693 token exchange for internal services), within
+    /// `[[token_exchange.policies]]` naming the caller.
+    Exchange,
 }
 
 impl GrpcPermission {
-    pub const ALL: [GrpcPermission; 3] = [
+    pub const ALL: [GrpcPermission; 4] = [
         GrpcPermission::Introspect,
         GrpcPermission::StartConnect,
         GrpcPermission::Admin,
+        GrpcPermission::Exchange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -198,6 +205,7 @@ impl GrpcPermission {
             GrpcPermission::Introspect => "introspect",
             GrpcPermission::StartConnect => "start_connect",
             GrpcPermission::Admin => "admin",
+            GrpcPermission::Exchange => "exchange",
         }
     }
 
@@ -509,6 +517,53 @@ pub struct IntrospectionConfig {
     pub clients: Vec<String>,
 }
 
+/// `[token_exchange]`: the RFC 8693 grant (docs/tokens.md "Token exchange"). Nothing may be
+/// exchanged unless a policy names the client, the subject token's audience and the target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    /// Off: the grant is not offered (metadata, registration, `/token`, gRPC `Exchange`) even
+    /// with policies configured — a switch for an incident, settable from the environment.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Longest lifetime of an exchanged token; 0: `tokens.access_ttl_secs`. Never longer than
+    /// what the subject token has left.
+    #[serde(default)]
+    pub max_ttl_secs: i64,
+    #[serde(default)]
+    pub policies: Vec<ExchangePolicyConfig>,
+}
+
+impl Default for TokenExchangeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_ttl_secs: 0,
+            policies: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One `[[token_exchange.policies]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangePolicyConfig {
+    /// Who may exchange: confidential client ids at `POST /token`, and `grpc.callers` names
+    /// (with the `exchange` permission) at the gRPC `Exchange`.
+    pub clients: Vec<String>,
+    /// Audiences (configured resource URIs) of the subject tokens this policy accepts.
+    pub from: Vec<String>,
+    /// The configured resource the exchanged token is for.
+    pub to: String,
+    /// Subject-token scope → the scopes of `to` it may become. A scope not listed becomes
+    /// nothing; the exchanged token has at most the union of what the subject's scopes map to.
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CimdConfig {
@@ -767,6 +822,7 @@ impl Config {
             }
         }
         crate::config_clients::validate(self)?;
+        crate::token_exchange::validate_config(self)?;
         if self.tokens.access_ttl_secs <= 0
             || self.tokens.refresh_ttl_secs <= 0
             || self.tokens.code_ttl_secs == 0

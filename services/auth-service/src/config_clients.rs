@@ -5,7 +5,7 @@
 use mcpauth_runtime::ConfigError;
 
 use crate::config::Config;
-use crate::domain::client_metadata::{self as limits, GRANTS};
+use crate::domain::client_metadata as limits;
 use crate::domain::redirect_uri::validate_for_registration;
 use crate::domain::scope::ScopeSet;
 
@@ -34,8 +34,14 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         if c.grant_types.is_empty() {
             return err(format!("{key}.grant_types: must not be empty"));
         }
-        if let Some(g) = c.grant_types.iter().find(|g| !GRANTS.contains(&g.as_str())) {
-            return err(format!("{key}.grant_types: {g:?} is not supported"));
+        // Configured clients are privileged: any grant this deployment offers.
+        if let Err(e) = crate::http::grants::registry().check_client_grants(
+            cfg,
+            &c.grant_types,
+            true,
+            c.token_endpoint_auth_method == "none",
+        ) {
+            return err(format!("{key}.grant_types: {e}"));
         }
         let uses_code = c.grant_types.iter().any(|g| g == "authorization_code");
         if uses_code && c.redirect_uris.is_empty() {
@@ -56,13 +62,6 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             if let Err(e) = validate_for_registration(u, &[]) {
                 return err(format!("{key}.redirect_uris: {u:?}: {e}"));
             }
-        }
-        if c.grant_types.iter().any(|g| g == "client_credentials")
-            && c.token_endpoint_auth_method == "none"
-        {
-            return err(format!(
-                "{key}.grant_types: client_credentials requires a confidential client"
-            ));
         }
         if let Some(s) = &c.scope {
             let set =
@@ -174,7 +173,7 @@ mod tests {
             ),
             (
                 "grant_types = [\"password\"]\n",
-                "clients[0].grant_types: \"password\" is not supported",
+                "clients[0].grant_types: grant type \"password\" is not supported",
             ),
             (
                 "grant_types = [\"authorization_code\"]\n",

@@ -39,6 +39,7 @@ pub fn sample_claims(now: i64) -> AccessClaims {
         scope: "mcp:tools.read".into(),
         iat: now,
         exp: now + 3600,
+        act: None,
     }
 }
 

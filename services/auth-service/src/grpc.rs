@@ -2,12 +2,15 @@
 //! (`grpc_connect`), `mcpauth.v1.UserAdmin` (`grpc_admin`), `grpc.health.v1` and server
 //! reflection. Callers authenticate with a service credential (`authorization: Bearer …`)
 //! whose SHA-256 is listed in `grpc.callers`, and each RPC needs its permission there
-//! (`introspect`, `start_connect`, `admin`): anything else is PERMISSION_DENIED.
+//! (`introspect`, `start_connect`, `admin`, `exchange`): anything else is PERMISSION_DENIED.
 
 use mcpauth_proto::v1::token_introspection_server::{TokenIntrospection, TokenIntrospectionServer};
 use mcpauth_proto::v1::upstream_connect_server::UpstreamConnectServer;
 use mcpauth_proto::v1::user_admin_server::UserAdminServer;
-use mcpauth_proto::v1::{IntrospectRequest, IntrospectResponse, TokenKind as ProtoKind};
+use mcpauth_proto::v1::{
+    Actor as ProtoActor, ExchangeRequest, ExchangeResponse, IntrospectRequest, IntrospectResponse,
+    TokenKind as ProtoKind,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -18,8 +21,10 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::GrpcPermission;
-use crate::domain::token::{hash, unhex};
+use crate::domain::token::{Actor, hash, unhex};
+use crate::error::OAuthError;
 use crate::state::AppState;
+use crate::token_exchange::{ACCESS_TOKEN_TYPE, ExchangeParams};
 use crate::tokens::{ActiveToken, TokenKind};
 
 /// One configured caller: its name, the SHA-256 of its credential, what it may call.
@@ -195,9 +200,87 @@ impl TokenIntrospection for Introspection {
                 } as i32,
                 grant_id: t.grant_id.unwrap_or_default(),
                 token_id: t.token_id,
+                act: t.act.as_deref().map(proto_actor),
             },
         };
         Ok(Response::new(resp))
+    }
+
+    /// RFC 8693 token exchange for internal services (`crate::token_exchange`, as at `/token`):
+    /// the caller's name stands where the HTTP grant has the authenticated client id.
+    async fn exchange(
+        &self,
+        request: Request<ExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let caller = self
+            .callers
+            .authorize(&request, GrpcPermission::Exchange, "Exchange")
+            .await?;
+        let config = &self.state.config;
+        if !crate::token_exchange::offered(config) {
+            return Err(Status::unimplemented(
+                "token exchange is not offered by this server",
+            ));
+        }
+        let req = request.into_inner();
+        let params = ExchangeParams {
+            subject_token: some(&req.subject_token),
+            // The field is optional here: access tokens are the only kind exchanged.
+            subject_token_type: Some(some(&req.subject_token_type).unwrap_or(ACCESS_TOKEN_TYPE)),
+            actor_token: some(&req.actor_token),
+            actor_token_type: match (some(&req.actor_token), some(&req.actor_token_type)) {
+                (Some(_), None) => Some(ACCESS_TOKEN_TYPE),
+                (_, t) => t,
+            },
+            resource: some(&req.resource),
+            audience: some(&req.audience),
+            scope: some(&req.scope),
+            requested_token_type: None,
+        };
+        let x = crate::token_exchange::exchange_audited(
+            config,
+            &self.state.tokens,
+            &self.state.audit,
+            &caller.name,
+            "grpc",
+            None,
+            params,
+        )
+        .await
+        .map_err(exchange_status)?;
+        Ok(Response::new(ExchangeResponse {
+            access_token: x.access_token,
+            issued_token_type: ACCESS_TOKEN_TYPE.to_owned(),
+            expires_in: x.expires_in,
+            scopes: x.claims.scope.split(' ').map(str::to_owned).collect(),
+            expires_at: x.claims.exp,
+            token_id: x.claims.jti,
+        }))
+    }
+}
+
+/// An empty proto3 string is an absent parameter.
+fn some(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The RFC 8693 error as a gRPC status: the OAuth code first in the message.
+fn exchange_status(e: OAuthError) -> Status {
+    let msg = match &e.error_description {
+        Some(d) => format!("{}: {d}", e.error),
+        None => e.error.to_owned(),
+    };
+    match e.error {
+        "unauthorized_client" => Status::permission_denied(msg),
+        "invalid_request" | "invalid_target" | "invalid_scope" => Status::invalid_argument(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+fn proto_actor(a: &Actor) -> ProtoActor {
+    ProtoActor {
+        subject: a.sub.clone(),
+        actor: a.act.as_deref().map(|p| Box::new(proto_actor(p))),
     }
 }
 

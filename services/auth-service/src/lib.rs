@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod state;
 pub mod store;
 pub mod stores;
+pub mod token_exchange;
 pub mod tokens;
 pub mod upstream;
 pub mod user_admin;

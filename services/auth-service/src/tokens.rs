@@ -7,7 +7,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::domain::jwt::{JwtKeys, looks_like_jwt};
-use crate::domain::token::{ACCESS_PREFIX, AccessClaims, KeyRing, OpaqueKind, hash};
+use crate::domain::token::{ACCESS_PREFIX, AccessClaims, Actor, KeyRing, OpaqueKind, hash};
 use crate::error::StoreError;
 use crate::store::ephemeral::{Ephemeral, ReplicaEvent};
 use crate::store::grants::GrantStore;
@@ -32,6 +32,8 @@ pub struct ActiveToken {
     pub issued_at: i64,
     pub token_id: String,
     pub grant_id: Option<String>,
+    /// The actor chain of an exchanged access token (RFC 8693 `act`).
+    pub act: Option<Box<Actor>>,
 }
 
 /// Access-token issuance and validation (no database), and revocation.
@@ -118,22 +120,33 @@ impl TokenService {
             scope: scope.to_owned(),
             iat: now,
             exp: now + self.access_ttl,
+            act: None,
         };
+        (self.mint(&claims), claims)
+    }
+
+    /// Mints the claims of an exchanged token (RFC 8693), built by the caller: signed for a JWT
+    /// resource, sealed otherwise, like [`TokenService::issue_access`].
+    pub fn issue_claims(&self, claims: &AccessClaims) -> String {
+        self.mint(claims)
+    }
+
+    fn mint(&self, claims: &AccessClaims) -> String {
         if let Some(jwt) = self
             .jwt
             .as_ref()
-            .filter(|_| self.jwt_audiences.contains(aud))
+            .filter(|_| self.jwt_audiences.contains(claims.aud.as_str()))
         {
-            let token = jwt.sign(&self.issuer, &claims);
+            let token = jwt.sign(&self.issuer, claims);
             metrics::counter!(
                 "mcpauth_tokens_sealed_total",
                 "key_id" => jwt.current_id().to_owned(),
                 "format" => "jwt",
             )
             .increment(1);
-            return (token, claims);
+            return token;
         }
-        let token = self.keys.seal_access(&claims);
+        let token = self.keys.seal_access(claims);
         // Tokens sealed per key id: how far each key has been used, and when a rotated-out
         // key stops sealing (docs/operations.md, "Token keys").
         metrics::counter!(
@@ -142,7 +155,7 @@ impl TokenService {
             "format" => self.keys.format().label(),
         )
         .increment(1);
-        (token, claims)
+        token
     }
 
     /// Validates an access token: seal (or JWT signature and issuer), expiry, deny list. No I/O.
@@ -180,6 +193,7 @@ impl TokenService {
                 issued_at: c.iat,
                 token_id: c.jti,
                 grant_id: c.grant_id,
+                act: c.act,
             })
         } else if self
             .keys
@@ -200,6 +214,7 @@ impl TokenService {
                     issued_at: created.timestamp(),
                     token_id: crate::domain::token::hex(&token_hash[..16]),
                     grant_id: Some(row.grant.grant_id.to_string()),
+                    act: None,
                 })
         } else {
             None

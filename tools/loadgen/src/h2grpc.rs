@@ -460,6 +460,13 @@ mod tests {
                 ..Default::default()
             }))
         }
+
+        async fn exchange(
+            &self,
+            _request: tonic::Request<mcpauth_proto::v1::ExchangeRequest>,
+        ) -> Result<tonic::Response<mcpauth_proto::v1::ExchangeResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not measured here"))
+        }
     }
 
     /// A tonic server (health SERVING and the fake introspection) on 127.0.0.1.

@@ -119,7 +119,11 @@ pub(crate) fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDoc
     // A document is an open registration: only the user-delegated grants (docs/security.md).
     // Anything else it lists is ignored, as RFC 7591 §3.2.1 lets a server replace metadata.
     let mut grant_types = grant_types;
-    grant_types.retain(|g| crate::domain::client_metadata::OPEN_GRANTS.contains(&g.as_str()));
+    grant_types.retain(|g| {
+        crate::http::grants::registry()
+            .open_grant_types()
+            .any(|o| o == g)
+    });
     grant_types.dedup();
     let response_types =
         opt_string_array(obj, "response_types")?.unwrap_or_else(|| vec!["code".to_owned()]);

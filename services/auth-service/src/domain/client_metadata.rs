@@ -1,20 +1,7 @@
 //! Bounds on everything a client supplies about itself (RFC 7591 registrations, client ID
 //! metadata documents, configured clients) and on the `state` of an authorization request:
 //! every value here is stored, shown on a page or sent back, so none may be unbounded.
-
-/// The grant types an open registration (RFC 7591 without an initial access token, or a client
-/// ID metadata document) may have: only those where a user takes part.
-pub const OPEN_GRANTS: [&str; 2] = ["authorization_code", "refresh_token"];
-/// Every grant type a client may be registered or configured with. The device code grant
-/// (RFC 8628) is not open: a device client's name is what the user trusts on the consent page
-/// when typing a code, so only the operator's clients (configured, or registered with an
-/// initial access token) may use it (docs/client-policy.md).
-pub const GRANTS: [&str; 4] = [
-    "authorization_code",
-    "refresh_token",
-    "client_credentials",
-    "urn:ietf:params:oauth:grant-type:device_code",
-];
+//! Which grant types a client may have is the grant registry's (`http::grants::registry`).
 
 /// Longest `client_id` of a configured client (a CIMD URL has the document's own bound).
 pub const MAX_CLIENT_ID_BYTES: usize = 255;

@@ -22,7 +22,7 @@ use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, U
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::token::{AccessClaims, TokenError};
+use super::token::{AccessClaims, Actor, TokenError};
 
 /// The `typ` header of RFC 9068 access tokens.
 pub const TYP: &str = "at+jwt";
@@ -120,6 +120,35 @@ struct Claims {
     scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     grant_id: Option<String>,
+    /// The RFC 8693 §4.1 actor chain of an exchanged token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    act: Option<ActClaim>,
+}
+
+/// `act` as RFC 8693 §4.1 spells it (`sub`, nested `act`); the sealed format abbreviates it.
+#[derive(Serialize, Deserialize)]
+struct ActClaim {
+    sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    act: Option<Box<ActClaim>>,
+}
+
+impl ActClaim {
+    fn from_actor(a: &Actor) -> Self {
+        Self {
+            sub: a.sub.clone(),
+            act: a
+                .act
+                .as_deref()
+                .map(|inner| Box::new(Self::from_actor(inner))),
+        }
+    }
+    fn into_actor(self) -> Actor {
+        Actor {
+            sub: self.sub,
+            act: self.act.map(|inner| Box::new(inner.into_actor())),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -323,6 +352,7 @@ impl JwtKeys {
             client_id: claims.client_id.clone(),
             scope: claims.scope.clone(),
             grant_id: claims.grant_id.clone(),
+            act: claims.act.as_deref().map(ActClaim::from_actor),
         };
         let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
         out.push('.');
@@ -387,6 +417,7 @@ impl JwtKeys {
             scope: c.scope,
             iat: c.iat,
             exp: c.exp,
+            act: c.act.map(|a| Box::new(a.into_actor())),
         })
     }
 }

@@ -26,6 +26,7 @@ fn claims(now: i64) -> AccessClaims {
         scope: "mcp:tools".into(),
         iat: now,
         exp: now + 600,
+        act: None,
     }
 }
 

@@ -114,6 +114,35 @@ pub struct AccessClaims {
     pub iat: i64,
     #[serde(rename = "e")]
     pub exp: i64,
+    /// The actor chain of an exchanged token (RFC 8693 §4.1 `act`); absent otherwise, so tokens
+    /// of every other grant (and every token sealed before this field existed) are unchanged.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+/// One link of an RFC 8693 actor chain: who acts, and (nested) who acted before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    #[serde(rename = "s")]
+    pub sub: String,
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// How many actors the chain names (this one included).
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |a| a.depth())
+    }
+
+    /// The chain as RFC 8693 §4.1 writes it: `{"sub": …, "act": {"sub": …}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"sub": self.sub});
+        if let Some(prior) = &self.act {
+            v["act"] = prior.to_json();
+        }
+        v
+    }
 }
 
 /// Why a token was not accepted. Callers map every variant to "inactive"/`invalid_token`;
@@ -553,6 +582,7 @@ mod tests {
             scope: "mcp:tools.read".into(),
             iat: 100,
             exp,
+            act: None,
         }
     }
 

@@ -1,9 +1,14 @@
-//! RFC 8414 authorization server metadata (also served at the OpenID discovery path that MCP
-//! clients try).
+//! RFC 8414 authorization server metadata. Only at the RFC 8414 paths: OpenID Connect
+//! Discovery (`/.well-known/openid-configuration`) is deliberately not served, because this
+//! server is no OpenID Provider — it issues no ID tokens, so it could not fill the fields
+//! Discovery 1.0 §3 requires (`id_token_signing_alg_values_supported`, `subject_types_supported`,
+//! `jwks_uri`) truthfully, nor support the `id_token` response types a dynamic OP must. MCP
+//! clients try RFC 8414 first (docs/tokens.md "OpenID discovery").
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use crate::http::grants::registry;
 use crate::state::AppState;
 
 /// The metadata at the path-inserted URL (RFC 8414 §3.1), for an issuer with that path only.
@@ -20,13 +25,7 @@ pub async fn authorization_server_with_path(
 
 pub async fn authorization_server(state: web::Data<AppState>) -> HttpResponse {
     let issuer = &state.config.issuer;
-    let mut grants = vec![
-        "authorization_code",
-        "refresh_token",
-        "client_credentials",
-        crate::http::grants::device_code::GRANT_TYPE,
-    ];
-    grants.dedup();
+    let grants = registry().grant_types(&state.config);
     let body = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),

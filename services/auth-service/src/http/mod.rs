@@ -6,7 +6,7 @@ mod browser;
 mod connect;
 mod consent;
 mod device;
-mod grants;
+pub mod grants;
 mod login;
 mod logout;
 mod metadata;

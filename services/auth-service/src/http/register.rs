@@ -9,11 +9,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::domain::client_metadata::{self as limits, GRANTS, OPEN_GRANTS};
+use crate::domain::client_metadata as limits;
 use crate::domain::redirect_uri::validate_for_registration;
 use crate::domain::scope::ScopeSet;
 use crate::domain::token::{OpaqueKind, hash, hash_matches};
 use crate::error::{OAuthError, StoreError};
+use crate::http::grants::registry;
 use crate::http::{Bucket, client_ip, rate_limit};
 use crate::state::AppState;
 use crate::store::clients::{Client, ClientSource};
@@ -108,18 +109,14 @@ fn validate(state: &AppState, body: &[u8], policy: Policy) -> Result<Validated, 
             limits::MAX_TYPES
         )));
     }
-    for g in &grant_types {
-        if !GRANTS.contains(&g.as_str()) {
-            return Err(OAuthError::invalid_client_metadata(format!(
-                "grant type {g:?} is not supported"
-            )));
-        }
-        if policy == Policy::Open && !OPEN_GRANTS.contains(&g.as_str()) {
-            return Err(OAuthError::invalid_client_metadata(format!(
-                "grant type {g:?} requires an initial access token from the operator of this server"
-            )));
-        }
-    }
+    registry()
+        .check_client_grants(
+            &state.config,
+            &grant_types,
+            policy == Policy::Privileged,
+            method == "none",
+        )
+        .map_err(OAuthError::invalid_client_metadata)?;
     let response_types = m.response_types.clone().unwrap_or_else(|| {
         if grant_types.iter().any(|g| g == "authorization_code") {
             vec!["code".into()]
@@ -136,11 +133,6 @@ fn validate(state: &AppState, body: &[u8], policy: Policy) -> Result<Validated, 
     if uses_code != response_types.iter().any(|r| r == "code") {
         return Err(OAuthError::invalid_client_metadata(
             "grant_types authorization_code and response_types code go together",
-        ));
-    }
-    if grant_types.iter().any(|g| g == "client_credentials") && method == "none" {
-        return Err(OAuthError::invalid_client_metadata(
-            "client_credentials requires a confidential client",
         ));
     }
     if uses_code && m.redirect_uris.is_empty() {
@@ -481,7 +473,7 @@ pub async fn update(
 ) -> Result<HttpResponse, OAuthError> {
     let existing = authorized_client(&state, &req, &path).await?;
     // A client registered with an initial access token keeps what it was allowed.
-    let policy = if existing.allows_grant("client_credentials") {
+    let policy = if registry().is_privileged(&existing.grant_types) {
         Policy::Privileged
     } else {
         Policy::Open

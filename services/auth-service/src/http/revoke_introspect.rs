@@ -137,6 +137,9 @@ pub async fn introspect(
             if t.kind == TokenKind::Access {
                 body["token_type"] = json!("Bearer");
             }
+            if let Some(act) = &t.act {
+                body["act"] = act.to_json();
+            }
             body
         }
     };

@@ -1,12 +1,12 @@
-//! `POST /token`: authenticates the client and dispatches on `grant_type`. Each grant lives in
-//! its own module under `grants/`; every answer carries `Cache-Control: no-store` and every
-//! error is RFC 6749 §5.2 JSON.
+//! `POST /token`: authenticates the client and dispatches on `grant_type` through the grant
+//! registry (`grants::registry`), which also names the metrics label. Every answer carries
+//! `Cache-Control: no-store` and every error is RFC 6749 §5.2 JSON.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use crate::error::OAuthError;
-use crate::http::grants::{authorization_code, client_credentials, device_code, refresh_token};
+use crate::http::grants::{GrantContext, registry};
 use crate::http::{
     Bucket, authenticate_client, client_ip, form_body, rate_limit, rate_limit_client,
 };
@@ -35,46 +35,36 @@ pub async fn token(
     let form = form_body(&req, &body)?;
     let grant_type = form
         .get("grant_type")
-        .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?
-        .clone();
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     let client = authenticate_client(&state, &req, &form).await?;
     rate_limit_client(&state, &req, &client).await?;
-    if !client.allows_grant(&grant_type)
-        && matches!(
-            grant_type.as_str(),
-            "authorization_code" | "refresh_token" | "client_credentials" | device_code::GRANT_TYPE
-        )
-    {
+    let handler = registry().find(&state.config, grant_type).ok_or_else(|| {
+        OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))
+    })?;
+    if !client.allows_grant(grant_type) {
         return Err(OAuthError::unauthorized_client(format!(
             "this client is not registered for the {grant_type} grant"
         )));
     }
-    let ip = client_ip(&state, &req);
-    let resp = match grant_type.as_str() {
-        "authorization_code" => authorization_code::handle(&state, &client, &form, ip).await?,
-        "refresh_token" => refresh_token::handle(&state, &client, &form, ip, received_at).await?,
-        "client_credentials" => client_credentials::handle(&state, &client, &form, ip).await?,
-        device_code::GRANT_TYPE => device_code::handle(&state, &client, &form, ip).await?,
-        other => {
-            return Err(OAuthError::unsupported_grant_type(format!(
-                "grant_type {other:?} is not supported"
-            )));
-        }
-    };
+    if handler.confidential_only() && client.is_public() {
+        return Err(OAuthError::unauthorized_client(format!(
+            "{grant_type} requires a confidential client"
+        )));
+    }
+    let resp = handler
+        .handle(GrantContext {
+            state: &state,
+            client: &client,
+            form: &form,
+            ip: client_ip(&state, &req),
+            received_at,
+        })
+        .await?;
     state.clients.mark_used(&client.client_id);
-    metrics::counter!("mcpauth_tokens_issued_total", "grant_type" => grant_label(&grant_type))
+    metrics::counter!("mcpauth_tokens_issued_total", "grant_type" => handler.metric_label())
         .increment(1);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .insert_header(("Pragma", "no-cache"))
         .json(resp))
-}
-
-fn grant_label(g: &str) -> &'static str {
-    match g {
-        "authorization_code" => "authorization_code",
-        "refresh_token" => "refresh_token",
-        device_code::GRANT_TYPE => "device_code",
-        _ => "client_credentials",
-    }
 }

@@ -487,15 +487,15 @@ fn grpc_caller_permissions_are_explicit_and_checked_at_start() {
     for (rest, line) in [
         (
             "",
-            "grpc.callers[0].permissions: missing; list the RPCs \"mcp-service\" may call (introspect, start_connect, admin)",
+            "grpc.callers[0].permissions: missing; list the RPCs \"mcp-service\" may call (introspect, start_connect, admin, exchange)",
         ),
         (
             "permissions = [\"introspect\", \"everything\"]\n",
-            "grpc.callers[0].permissions: unknown permission \"everything\" (known: introspect, start_connect, admin)",
+            "grpc.callers[0].permissions: unknown permission \"everything\" (known: introspect, start_connect, admin, exchange)",
         ),
         (
             "permissions = []\n",
-            "grpc.callers[0].permissions: must not be empty (introspect, start_connect, admin)",
+            "grpc.callers[0].permissions: must not be empty (introspect, start_connect, admin, exchange)",
         ),
         (
             "permissions = [\"start_connect\"]\n",

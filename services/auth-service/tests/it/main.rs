@@ -32,6 +32,7 @@ mod sealing;
 mod smoke;
 mod store_conformance;
 mod token;
+mod token_exchange;
 mod upstream;
 mod upstream_harness;
 mod user_admin;

@@ -138,15 +138,23 @@ async fn authorization_server_metadata() {
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
     assert_eq!(m["client_id_metadata_document_supported"], true);
 
-    // Only RFC 8414 is served: an OpenID discovery document would have to carry the OIDC-required
-    // fields (jwks_uri, subject_types_supported, …) that this server has no use for.
-    let r = s
-        .http
-        .get(s.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
+    // Only RFC 8414 is served: no ID tokens, so no truthful OpenID discovery document
+    // (docs/tokens.md "OpenID discovery: not served, on purpose"). Neither form of the path.
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/openid-configuration/",
+    ] {
+        let r = s.http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+    }
+    assert!(
+        !m["response_types_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().contains("id_token")),
+        "no ID tokens are issued"
+    );
     s.stop().await;
 }
 

@@ -35,6 +35,7 @@ fn claims(exp_offset: i64) -> AccessClaims {
         scope: "mcp:tools.read".into(),
         iat: now - 7200,
         exp: now + exp_offset,
+        act: None,
     }
 }
 

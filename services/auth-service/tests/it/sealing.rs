@@ -90,6 +90,7 @@ async fn tokens_of_previous_keys_and_of_the_v1_format_stay_valid() {
         scope: "mcp:tools.read".into(),
         iat: now,
         exp: now + 600,
+        act: None,
     };
     // k1 (the test ring's key) is now a previous key: both formats sealed under it open.
     let v1 = test_key_ring()

@@ -15,6 +15,29 @@ use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::grants::{RefreshOutcome, RefreshRequest};
 
+use super::{GrantContext, GrantHandler, GrantResponse, Registration};
+
+/// The registry entry: the handler also needs the request's arrival time.
+pub struct RefreshToken;
+
+#[async_trait::async_trait]
+impl GrantHandler for RefreshToken {
+    fn grant_type(&self) -> &'static str {
+        "refresh_token"
+    }
+    fn metric_label(&self) -> &'static str {
+        "refresh_token"
+    }
+    fn registration(&self) -> Registration {
+        Registration::Open
+    }
+    async fn handle(&self, cx: GrantContext<'_>) -> Result<GrantResponse, OAuthError> {
+        handle(cx.state, cx.client, cx.form, cx.ip, cx.received_at)
+            .await
+            .map(GrantResponse::from)
+    }
+}
+
 pub async fn handle(
     state: &AppState,
     client: &Client,
