@@ -30,6 +30,9 @@ use serde_json::{Value, json};
 use crate::auth::Principal;
 use crate::tools::{CallContext, McpTool, ToolRegistry};
 
+mod mrtr;
+use mrtr::{Mrtr, StateKey};
+
 /// A 1×1 red PNG.
 const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 /// A 44-byte WAV header with no samples (8 kHz mono 8-bit).
@@ -78,6 +81,8 @@ enum Kind {
     LoggingIfAsked,
     StreamingElicitation,
     TriggerToolChange,
+    /// The SEP-2322 multi-round-trip tools (`mrtr`).
+    Mrtr(Mrtr),
 }
 
 /// Every tool of the set: (name, kind, description, input schema).
@@ -87,7 +92,7 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
         json!({"type": "object", "properties": {name: {"type": "string", "description": what}},
                "required": [name]})
     };
-    vec![
+    let mut all = vec![
         (
             "test_simple_text",
             Kind::SimpleText,
@@ -189,9 +194,15 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
             "test_trigger_tool_change",
             Kind::TriggerToolChange,
             "Announces a change of the caller's tool list (notifications/tools/list_changed).",
-            none,
+            none.clone(),
         ),
-    ]
+    ];
+    all.extend(
+        mrtr::catalogue()
+            .into_iter()
+            .map(|(name, m, description)| (name, Kind::Mrtr(m), description, none.clone())),
+    );
+    all
 }
 
 /// One tool of the set.
@@ -201,11 +212,14 @@ pub struct ConformanceTool {
     description: &'static str,
     schema: Arc<JsonObject>,
     scopes: Vec<String>,
+    /// Seals the `requestState` of the multi-round-trip tools (one key for the whole set).
+    state_key: Arc<StateKey>,
 }
 
 /// Registers the whole set in `tools`; `scopes` are the scopes a caller needs (those of the
 /// built-in `whoami`: `scopes_supported`).
 pub fn install(tools: &ToolRegistry, scopes: &[String]) {
+    let state_key = Arc::new(StateKey::random());
     for (name, kind, description, schema) in catalogue() {
         let Value::Object(schema) = schema else {
             unreachable!("static schemas are objects")
@@ -216,6 +230,7 @@ pub fn install(tools: &ToolRegistry, scopes: &[String]) {
             description,
             schema: Arc::new(schema),
             scopes: scopes.to_vec(),
+            state_key: state_key.clone(),
         }));
     }
 }
@@ -471,7 +486,13 @@ impl McpTool for ConformanceTool {
         arguments: JsonObject,
         ctx: CallContext,
     ) -> BoxFuture<'a, Result<CallToolResponse, ErrorData>> {
-        Box::pin(with_session(self.kind, arguments, ctx))
+        match self.kind {
+            Kind::Mrtr(m) => {
+                let r = mrtr::call(m, self.name, &self.state_key, &ctx);
+                Box::pin(async move { r })
+            }
+            kind => Box::pin(with_session(kind, arguments, ctx)),
+        }
     }
 
     fn uses_peer(&self) -> bool {
