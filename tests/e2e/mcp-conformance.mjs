@@ -75,7 +75,6 @@ function notOffered(scenario) {
 // Scenarios that apply but are not yet supported: shown as "PENDING" with the reason, not counted
 // as passed; CONFORMANCE_STRICT=1 counts them as failures. Keep this list empty when you can.
 const PENDING = JSON.parse(process.env.CONFORMANCE_PENDING_JSON ?? 'null') ?? [
-  [/^http-custom-header-server-validation$/, 'SEP-2243 x-mcp-header reference tool not implemented yet (issue 15)'],
   [/^server-sse-polling$/, 'SEP-1699 test_reconnection tool (server closes the SSE stream mid-call, client resumes) not implemented yet (issue 15)'],
 ].map(([re, why]) => [re instanceof RegExp ? re : new RegExp(re), why]);
 function pending(scenario) {

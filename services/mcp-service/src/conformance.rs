@@ -81,6 +81,7 @@ enum Kind {
     LoggingIfAsked,
     StreamingElicitation,
     TriggerToolChange,
+    CustomHeaders,
     /// The SEP-2322 multi-round-trip tools (`mrtr`).
     Mrtr(Mrtr),
 }
@@ -134,6 +135,18 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
             Kind::Schema2020,
             "Tool with JSON Schema 2020-12 features",
             schema_2020_12(),
+        ),
+        // SEP-2243 (`http-custom-header-server-validation`, 2026-07-28): a parameter a client
+        // mirrors into an `Mcp-Param-Region` header. The check that header and body agree is
+        // not this tool's: it is the transport's (rmcp validates every `Mcp-Param-*` header
+        // against the schema `get_tool` gives it, for every tool, before dispatch).
+        (
+            "test_custom_headers",
+            Kind::CustomHeaders,
+            "Echoes its region argument, which clients also send as the Mcp-Param-Region header.",
+            json!({"type": "object", "properties": {"region": {"type": "string",
+                "description": "A region name, mirrored into the Mcp-Param-Region header",
+                "x-mcp-header": "Region"}}, "required": ["region"]}),
         ),
         (
             "test_tool_with_progress",
@@ -244,8 +257,9 @@ fn text(t: impl Into<String>) -> Result<CallToolResult, ErrorData> {
 }
 
 /// The answer of a tool that never talks back to the client.
-fn plain(kind: Kind) -> Result<CallToolResult, ErrorData> {
+fn plain(kind: Kind, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
     match kind {
+        Kind::CustomHeaders => text(format!("region: {}", arg(args, "region")?)),
         Kind::SimpleText => text("This is a simple text response for testing."),
         Kind::Image => result(json!({"content": [
             {"type": "image", "data": PNG_1X1, "mimeType": "image/png"}]})),
@@ -458,7 +472,7 @@ async fn with_session(
             )
             .await
         }
-        other => plain(other),
+        other => plain(other, &args),
     };
     done.map(Into::into)
 }
@@ -475,9 +489,9 @@ impl McpTool for ConformanceTool {
     fn call<'a>(
         &'a self,
         _principal: &'a Principal,
-        _arguments: JsonObject,
+        arguments: JsonObject,
     ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
-        Box::pin(async move { plain(self.kind) })
+        Box::pin(async move { plain(self.kind, &arguments) })
     }
 
     fn call_in_context<'a>(
@@ -499,6 +513,7 @@ impl McpTool for ConformanceTool {
         !matches!(
             self.kind,
             Kind::SimpleText
+                | Kind::CustomHeaders
                 | Kind::Image
                 | Kind::Audio
                 | Kind::EmbeddedResource
@@ -523,7 +538,9 @@ mod tests {
             if tool.uses_peer() {
                 continue;
             }
-            let r = serde_json::to_value(plain(kind).expect(name)).unwrap();
+            let args = json!({"region": "eu-west"});
+            let r =
+                serde_json::to_value(plain(kind, args.as_object().unwrap()).expect(name)).unwrap();
             let content = r["content"].as_array().expect("content");
             assert!(!content.is_empty(), "{name}");
             assert_eq!(
