@@ -16,7 +16,8 @@
 //! 2025 session they take the direct path; the others (progress, logging, sampling, elicitation)
 //! use the session's peer and go through rmcp.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -82,6 +83,8 @@ enum Kind {
     StreamingElicitation,
     TriggerToolChange,
     CustomHeaders,
+    /// `test_dynamic_tool`: listed only for the users who switched it on.
+    Dynamic,
     /// The SEP-2322 multi-round-trip tools (`mrtr`).
     Mrtr(Mrtr),
 }
@@ -206,7 +209,13 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
         (
             "test_trigger_tool_change",
             Kind::TriggerToolChange,
-            "Announces a change of the caller's tool list (notifications/tools/list_changed).",
+            "Adds test_dynamic_tool to the caller's tool list, or removes it, and announces the change (notifications/tools/list_changed).",
+            none.clone(),
+        ),
+        (
+            "test_dynamic_tool",
+            Kind::Dynamic,
+            "Listed only after test_trigger_tool_change switched it on for the caller.",
             none.clone(),
         ),
     ];
@@ -227,12 +236,30 @@ pub struct ConformanceTool {
     scopes: Vec<String>,
     /// Seals the `requestState` of the multi-round-trip tools (one key for the whole set).
     state_key: Arc<StateKey>,
+    /// The subjects for whom `test_dynamic_tool` is on (shared by the whole set; this
+    /// process only, like the registry itself).
+    dynamic_for: Arc<Mutex<HashSet<String>>>,
+}
+
+impl ConformanceTool {
+    fn dynamic_on(&self, subject: &str) -> bool {
+        self.dynamic_for
+            .lock()
+            .expect("dynamic tool users")
+            .contains(subject)
+    }
 }
 
 /// Registers the whole set in `tools`; `scopes` are the scopes a caller needs (those of the
 /// built-in `whoami`: `scopes_supported`).
 pub fn install(tools: &ToolRegistry, scopes: &[String]) {
+    install_set(tools, scopes);
+}
+
+/// [`install`], answering the set of users for whom `test_dynamic_tool` is on.
+fn install_set(tools: &ToolRegistry, scopes: &[String]) -> Arc<Mutex<HashSet<String>>> {
     let state_key = Arc::new(StateKey::random());
+    let dynamic_for = Arc::new(Mutex::new(HashSet::new()));
     for (name, kind, description, schema) in catalogue() {
         let Value::Object(schema) = schema else {
             unreachable!("static schemas are objects")
@@ -244,8 +271,10 @@ pub fn install(tools: &ToolRegistry, scopes: &[String]) {
             schema: Arc::new(schema),
             scopes: scopes.to_vec(),
             state_key: state_key.clone(),
+            dynamic_for: dynamic_for.clone(),
         }));
     }
+    dynamic_for
 }
 
 fn result(v: Value) -> Result<CallToolResult, ErrorData> {
@@ -276,11 +305,18 @@ fn plain(kind: Kind, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
         Kind::Error => result(json!({"isError": true, "content": [
             {"type": "text", "text": "This tool intentionally returns an error for testing"}]})),
         Kind::Schema2020 => text("json_schema_2020_12_tool called"),
+        Kind::Dynamic => text("test_dynamic_tool called"),
         _ => Err(ErrorData::internal_error(
             "this tool needs the session (it is called through rmcp)",
             None,
         )),
     }
+}
+
+/// What a call of `test_dynamic_tool` gets while it is off for the caller: what any unknown
+/// tool gets.
+fn unknown_dynamic() -> ErrorData {
+    ErrorData::invalid_params("unknown tool test_dynamic_tool", None)
 }
 
 fn client_error(what: &str, e: impl std::fmt::Display) -> ErrorData {
@@ -314,6 +350,7 @@ async fn with_session(
     kind: Kind,
     args: JsonObject,
     ctx: CallContext,
+    dynamic_for: Arc<Mutex<HashSet<String>>>,
 ) -> Result<CallToolResponse, ErrorData> {
     let peer = &ctx.peer;
     let done = match kind {
@@ -360,11 +397,23 @@ async fn with_session(
             .await
         }
         Kind::TriggerToolChange => {
-            match &ctx.sessions {
-                Some(hub) => hub.notify_tools_changed(&ctx.subject),
-                None => return Err(ErrorData::internal_error("no session hub", None)),
-            }
-            text("tools/list_changed announced")
+            let Some(hub) = &ctx.sessions else {
+                return Err(ErrorData::internal_error("no session hub", None));
+            };
+            let added = {
+                let mut on = dynamic_for.lock().expect("dynamic tool users");
+                let added = on.insert(ctx.subject.clone());
+                if !added {
+                    on.remove(&ctx.subject);
+                }
+                added
+            };
+            hub.notify_tools_changed(&ctx.subject);
+            text(if added {
+                "test_dynamic_tool added to your tool list; tools/list_changed announced"
+            } else {
+                "test_dynamic_tool removed from your tool list; tools/list_changed announced"
+            })
         }
         Kind::Progress => {
             let token = ctx.meta.get_progress_token();
@@ -488,15 +537,24 @@ impl McpTool for ConformanceTool {
 
     fn call<'a>(
         &'a self,
-        _principal: &'a Principal,
+        principal: &'a Principal,
         arguments: JsonObject,
     ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
-        Box::pin(async move { plain(self.kind, &arguments) })
+        Box::pin(async move {
+            if self.kind == Kind::Dynamic && !self.dynamic_on(&principal.subject) {
+                return Err(unknown_dynamic());
+            }
+            plain(self.kind, &arguments)
+        })
+    }
+
+    fn listed_for(&self, principal: &Principal) -> bool {
+        self.kind != Kind::Dynamic || self.dynamic_on(&principal.subject)
     }
 
     fn call_in_context<'a>(
         &'a self,
-        _principal: &'a Principal,
+        principal: &'a Principal,
         arguments: JsonObject,
         ctx: CallContext,
     ) -> BoxFuture<'a, Result<CallToolResponse, ErrorData>> {
@@ -505,7 +563,10 @@ impl McpTool for ConformanceTool {
                 let r = mrtr::call(m, self.name, &self.state_key, &ctx);
                 Box::pin(async move { r })
             }
-            kind => Box::pin(with_session(kind, arguments, ctx)),
+            Kind::Dynamic if !self.dynamic_on(&principal.subject) => {
+                Box::pin(async { Err(unknown_dynamic()) })
+            }
+            kind => Box::pin(with_session(kind, arguments, ctx, self.dynamic_for.clone())),
         }
     }
 
@@ -514,6 +575,7 @@ impl McpTool for ConformanceTool {
             self.kind,
             Kind::SimpleText
                 | Kind::CustomHeaders
+                | Kind::Dynamic
                 | Kind::Image
                 | Kind::Audio
                 | Kind::EmbeddedResource
@@ -553,5 +615,45 @@ mod tests {
             serde_json::to_value(tools.get("json_schema_2020_12_tool").unwrap().definition())
                 .unwrap();
         assert_eq!(schema["inputSchema"], schema_2020_12());
+    }
+
+    fn principal(subject: &str) -> Principal {
+        Principal {
+            subject: subject.into(),
+            client_id: "c".into(),
+            scopes: Default::default(),
+            expires_at: i64::MAX,
+            token_id: None,
+            grant_id: None,
+            access_token: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dynamic_tool_is_listed_and_callable_only_for_users_who_switched_it_on() {
+        let tools = ToolRegistry::default();
+        let dynamic_for = install_set(&tools, &[]);
+        let (alice, bob) = (principal("alice"), principal("bob"));
+        let listed = |p| {
+            let tools = tools.clone();
+            async move {
+                tools
+                    .list_for(Some(&p))
+                    .await
+                    .iter()
+                    .any(|t| t.name == "test_dynamic_tool")
+            }
+        };
+        assert!(!listed(alice.clone()).await);
+        let dynamic = tools.get("test_dynamic_tool").unwrap();
+        assert!(dynamic.call(&alice, JsonObject::new()).await.is_err());
+        // What test_trigger_tool_change does for alice (the set is shared by the whole set).
+        let trigger = tools.get("test_trigger_tool_change").unwrap();
+        assert!(trigger.listed_for(&alice));
+        dynamic_for.lock().unwrap().insert("alice".into());
+        assert!(listed(alice.clone()).await);
+        assert!(!listed(bob.clone()).await);
+        assert!(dynamic.call(&alice, JsonObject::new()).await.is_ok());
+        assert!(dynamic.call(&bob, JsonObject::new()).await.is_err());
     }
 }
