@@ -75,9 +75,7 @@ function notOffered(scenario) {
 // Scenarios that apply but are not yet supported: shown as "PENDING" with the reason, not counted
 // as passed; CONFORMANCE_STRICT=1 counts them as failures. Keep this list empty when you can.
 const PENDING = JSON.parse(process.env.CONFORMANCE_PENDING_JSON ?? 'null') ?? [
-  [/^input-required-result-/, 'SEP-2322 multi-round-trip reference tools not implemented yet (issue 15)'],
-  [/^http-custom-header-server-validation$/, 'SEP-2243 x-mcp-header reference tool not implemented yet (issue 15)'],
-  [/^server-sse-polling$/, 'SEP-1699 test_reconnection tool (server closes the SSE stream mid-call, client resumes) not implemented yet (issue 15)'],
+  [/^server-sse-polling$/, 'SEP-1699 resumption (test_reconnection: server closes the SSE stream mid-call, client resumes with Last-Event-ID) is not offered yet: a tool cannot name its own rmcp stream, and resume has no cross-replica event store (tests/e2e/README.md, issue 15)'],
 ].map(([re, why]) => [re instanceof RegExp ? re : new RegExp(re), why]);
 function pending(scenario) {
   return process.env.CONFORMANCE_STRICT === '1' ? undefined : PENDING.find(([re]) => re.test(scenario))?.[1];

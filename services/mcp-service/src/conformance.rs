@@ -16,7 +16,8 @@
 //! 2025 session they take the direct path; the others (progress, logging, sampling, elicitation)
 //! use the session's peer and go through rmcp.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -29,6 +30,9 @@ use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::tools::{CallContext, McpTool, ToolRegistry};
+
+mod mrtr;
+use mrtr::{Mrtr, StateKey};
 
 /// A 1×1 red PNG.
 const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -78,6 +82,11 @@ enum Kind {
     LoggingIfAsked,
     StreamingElicitation,
     TriggerToolChange,
+    CustomHeaders,
+    /// `test_dynamic_tool`: listed only for the users who switched it on.
+    Dynamic,
+    /// The SEP-2322 multi-round-trip tools (`mrtr`).
+    Mrtr(Mrtr),
 }
 
 /// Every tool of the set: (name, kind, description, input schema).
@@ -87,7 +96,7 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
         json!({"type": "object", "properties": {name: {"type": "string", "description": what}},
                "required": [name]})
     };
-    vec![
+    let mut all = vec![
         (
             "test_simple_text",
             Kind::SimpleText,
@@ -129,6 +138,18 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
             Kind::Schema2020,
             "Tool with JSON Schema 2020-12 features",
             schema_2020_12(),
+        ),
+        // SEP-2243 (`http-custom-header-server-validation`, 2026-07-28): a parameter a client
+        // mirrors into an `Mcp-Param-Region` header. The check that header and body agree is
+        // not this tool's: it is the transport's (rmcp validates every `Mcp-Param-*` header
+        // against the schema `get_tool` gives it, for every tool, before dispatch).
+        (
+            "test_custom_headers",
+            Kind::CustomHeaders,
+            "Echoes its region argument, which clients also send as the Mcp-Param-Region header.",
+            json!({"type": "object", "properties": {"region": {"type": "string",
+                "description": "A region name, mirrored into the Mcp-Param-Region header",
+                "x-mcp-header": "Region"}}, "required": ["region"]}),
         ),
         (
             "test_tool_with_progress",
@@ -188,10 +209,22 @@ fn catalogue() -> Vec<(&'static str, Kind, &'static str, Value)> {
         (
             "test_trigger_tool_change",
             Kind::TriggerToolChange,
-            "Announces a change of the caller's tool list (notifications/tools/list_changed).",
-            none,
+            "Adds test_dynamic_tool to the caller's tool list, or removes it, and announces the change (notifications/tools/list_changed).",
+            none.clone(),
         ),
-    ]
+        (
+            "test_dynamic_tool",
+            Kind::Dynamic,
+            "Listed only after test_trigger_tool_change switched it on for the caller.",
+            none.clone(),
+        ),
+    ];
+    all.extend(
+        mrtr::catalogue()
+            .into_iter()
+            .map(|(name, m, description)| (name, Kind::Mrtr(m), description, none.clone())),
+    );
+    all
 }
 
 /// One tool of the set.
@@ -201,11 +234,32 @@ pub struct ConformanceTool {
     description: &'static str,
     schema: Arc<JsonObject>,
     scopes: Vec<String>,
+    /// Seals the `requestState` of the multi-round-trip tools (one key for the whole set).
+    state_key: Arc<StateKey>,
+    /// The subjects for whom `test_dynamic_tool` is on (shared by the whole set; this
+    /// process only, like the registry itself).
+    dynamic_for: Arc<Mutex<HashSet<String>>>,
+}
+
+impl ConformanceTool {
+    fn dynamic_on(&self, subject: &str) -> bool {
+        self.dynamic_for
+            .lock()
+            .expect("dynamic tool users")
+            .contains(subject)
+    }
 }
 
 /// Registers the whole set in `tools`; `scopes` are the scopes a caller needs (those of the
 /// built-in `whoami`: `scopes_supported`).
 pub fn install(tools: &ToolRegistry, scopes: &[String]) {
+    install_set(tools, scopes);
+}
+
+/// [`install`], answering the set of users for whom `test_dynamic_tool` is on.
+fn install_set(tools: &ToolRegistry, scopes: &[String]) -> Arc<Mutex<HashSet<String>>> {
+    let state_key = Arc::new(StateKey::random());
+    let dynamic_for = Arc::new(Mutex::new(HashSet::new()));
     for (name, kind, description, schema) in catalogue() {
         let Value::Object(schema) = schema else {
             unreachable!("static schemas are objects")
@@ -216,8 +270,11 @@ pub fn install(tools: &ToolRegistry, scopes: &[String]) {
             description,
             schema: Arc::new(schema),
             scopes: scopes.to_vec(),
+            state_key: state_key.clone(),
+            dynamic_for: dynamic_for.clone(),
         }));
     }
+    dynamic_for
 }
 
 fn result(v: Value) -> Result<CallToolResult, ErrorData> {
@@ -229,8 +286,9 @@ fn text(t: impl Into<String>) -> Result<CallToolResult, ErrorData> {
 }
 
 /// The answer of a tool that never talks back to the client.
-fn plain(kind: Kind) -> Result<CallToolResult, ErrorData> {
+fn plain(kind: Kind, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
     match kind {
+        Kind::CustomHeaders => text(format!("region: {}", arg(args, "region")?)),
         Kind::SimpleText => text("This is a simple text response for testing."),
         Kind::Image => result(json!({"content": [
             {"type": "image", "data": PNG_1X1, "mimeType": "image/png"}]})),
@@ -247,11 +305,18 @@ fn plain(kind: Kind) -> Result<CallToolResult, ErrorData> {
         Kind::Error => result(json!({"isError": true, "content": [
             {"type": "text", "text": "This tool intentionally returns an error for testing"}]})),
         Kind::Schema2020 => text("json_schema_2020_12_tool called"),
+        Kind::Dynamic => text("test_dynamic_tool called"),
         _ => Err(ErrorData::internal_error(
             "this tool needs the session (it is called through rmcp)",
             None,
         )),
     }
+}
+
+/// What a call of `test_dynamic_tool` gets while it is off for the caller: what any unknown
+/// tool gets.
+fn unknown_dynamic() -> ErrorData {
+    ErrorData::invalid_params("unknown tool test_dynamic_tool", None)
 }
 
 fn client_error(what: &str, e: impl std::fmt::Display) -> ErrorData {
@@ -285,6 +350,7 @@ async fn with_session(
     kind: Kind,
     args: JsonObject,
     ctx: CallContext,
+    dynamic_for: Arc<Mutex<HashSet<String>>>,
 ) -> Result<CallToolResponse, ErrorData> {
     let peer = &ctx.peer;
     let done = match kind {
@@ -331,11 +397,23 @@ async fn with_session(
             .await
         }
         Kind::TriggerToolChange => {
-            match &ctx.sessions {
-                Some(hub) => hub.notify_tools_changed(&ctx.subject),
-                None => return Err(ErrorData::internal_error("no session hub", None)),
-            }
-            text("tools/list_changed announced")
+            let Some(hub) = &ctx.sessions else {
+                return Err(ErrorData::internal_error("no session hub", None));
+            };
+            let added = {
+                let mut on = dynamic_for.lock().expect("dynamic tool users");
+                let added = on.insert(ctx.subject.clone());
+                if !added {
+                    on.remove(&ctx.subject);
+                }
+                added
+            };
+            hub.notify_tools_changed(&ctx.subject);
+            text(if added {
+                "test_dynamic_tool added to your tool list; tools/list_changed announced"
+            } else {
+                "test_dynamic_tool removed from your tool list; tools/list_changed announced"
+            })
         }
         Kind::Progress => {
             let token = ctx.meta.get_progress_token();
@@ -443,7 +521,7 @@ async fn with_session(
             )
             .await
         }
-        other => plain(other),
+        other => plain(other, &args),
     };
     done.map(Into::into)
 }
@@ -459,25 +537,45 @@ impl McpTool for ConformanceTool {
 
     fn call<'a>(
         &'a self,
-        _principal: &'a Principal,
-        _arguments: JsonObject,
+        principal: &'a Principal,
+        arguments: JsonObject,
     ) -> BoxFuture<'a, Result<CallToolResult, ErrorData>> {
-        Box::pin(async move { plain(self.kind) })
+        Box::pin(async move {
+            if self.kind == Kind::Dynamic && !self.dynamic_on(&principal.subject) {
+                return Err(unknown_dynamic());
+            }
+            plain(self.kind, &arguments)
+        })
+    }
+
+    fn listed_for(&self, principal: &Principal) -> bool {
+        self.kind != Kind::Dynamic || self.dynamic_on(&principal.subject)
     }
 
     fn call_in_context<'a>(
         &'a self,
-        _principal: &'a Principal,
+        principal: &'a Principal,
         arguments: JsonObject,
         ctx: CallContext,
     ) -> BoxFuture<'a, Result<CallToolResponse, ErrorData>> {
-        Box::pin(with_session(self.kind, arguments, ctx))
+        match self.kind {
+            Kind::Mrtr(m) => {
+                let r = mrtr::call(m, self.name, &self.state_key, &ctx);
+                Box::pin(async move { r })
+            }
+            Kind::Dynamic if !self.dynamic_on(&principal.subject) => {
+                Box::pin(async { Err(unknown_dynamic()) })
+            }
+            kind => Box::pin(with_session(kind, arguments, ctx, self.dynamic_for.clone())),
+        }
     }
 
     fn uses_peer(&self) -> bool {
         !matches!(
             self.kind,
             Kind::SimpleText
+                | Kind::CustomHeaders
+                | Kind::Dynamic
                 | Kind::Image
                 | Kind::Audio
                 | Kind::EmbeddedResource
@@ -502,7 +600,9 @@ mod tests {
             if tool.uses_peer() {
                 continue;
             }
-            let r = serde_json::to_value(plain(kind).expect(name)).unwrap();
+            let args = json!({"region": "eu-west"});
+            let r =
+                serde_json::to_value(plain(kind, args.as_object().unwrap()).expect(name)).unwrap();
             let content = r["content"].as_array().expect("content");
             assert!(!content.is_empty(), "{name}");
             assert_eq!(
@@ -515,5 +615,45 @@ mod tests {
             serde_json::to_value(tools.get("json_schema_2020_12_tool").unwrap().definition())
                 .unwrap();
         assert_eq!(schema["inputSchema"], schema_2020_12());
+    }
+
+    fn principal(subject: &str) -> Principal {
+        Principal {
+            subject: subject.into(),
+            client_id: "c".into(),
+            scopes: Default::default(),
+            expires_at: i64::MAX,
+            token_id: None,
+            grant_id: None,
+            access_token: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dynamic_tool_is_listed_and_callable_only_for_users_who_switched_it_on() {
+        let tools = ToolRegistry::default();
+        let dynamic_for = install_set(&tools, &[]);
+        let (alice, bob) = (principal("alice"), principal("bob"));
+        let listed = |p| {
+            let tools = tools.clone();
+            async move {
+                tools
+                    .list_for(Some(&p))
+                    .await
+                    .iter()
+                    .any(|t| t.name == "test_dynamic_tool")
+            }
+        };
+        assert!(!listed(alice.clone()).await);
+        let dynamic = tools.get("test_dynamic_tool").unwrap();
+        assert!(dynamic.call(&alice, JsonObject::new()).await.is_err());
+        // What test_trigger_tool_change does for alice (the set is shared by the whole set).
+        let trigger = tools.get("test_trigger_tool_change").unwrap();
+        assert!(trigger.listed_for(&alice));
+        dynamic_for.lock().unwrap().insert("alice".into());
+        assert!(listed(alice.clone()).await);
+        assert!(!listed(bob.clone()).await);
+        assert!(dynamic.call(&alice, JsonObject::new()).await.is_ok());
+        assert!(dynamic.call(&bob, JsonObject::new()).await.is_err());
     }
 }

@@ -73,6 +73,12 @@ pub trait McpTool: Send + Sync + 'static {
     fn availability(&self) -> Availability<'_> {
         Availability::Always
     }
+    /// Whether `tools/list` shows this tool to `principal`, for a tool whose presence depends
+    /// on the caller in a way [`McpTool::availability`] does not cover (the conformance set's
+    /// `test_dynamic_tool`, switched per user by `test_trigger_tool_change`). Default: yes.
+    fn listed_for(&self, _principal: &Principal) -> bool {
+        true
+    }
 }
 
 /// When a tool is listed: always, or depending on whether the user has connected an upstream
@@ -243,6 +249,7 @@ impl ToolRegistry {
         };
         tools
             .iter()
+            .filter(|t| principal.is_none_or(|p| t.listed_for(p)))
             .filter(|t| match (t.availability(), &connected) {
                 (Availability::Always, _) => true,
                 (Availability::Connected(p), Some(set)) => set.contains(p),
