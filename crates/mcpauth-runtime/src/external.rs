@@ -101,6 +101,8 @@ fn default_leeway() -> u64 {
 /// The HTTP client of both verifiers: no redirects (a token or credential must not be re-sent
 /// elsewhere), short timeouts.
 fn http_client() -> reqwest::Result<reqwest::Client> {
+    // Configuration checks build one before the service installs its TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(3))
