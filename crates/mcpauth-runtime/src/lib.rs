@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 pub mod batch;
 pub mod bootstrap;
 pub mod bus;
+pub mod external;
 pub mod grpc_client;
 pub mod grpc_metrics;
 pub mod healthcheck;

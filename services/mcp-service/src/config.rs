@@ -127,60 +127,8 @@ pub struct GrpcIntrospectionConfig {
     pub tls: Option<mcpauth_runtime::GrpcClientTls>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpIntrospectionConfig {
-    /// RFC 7662 endpoint of the external authorization server.
-    pub endpoint: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    /// Expected `iss` in the response, when the server reports one.
-    #[serde(default)]
-    pub issuer: Option<String>,
-    #[serde(default = "default_cache_ttl")]
-    pub cache_ttl_ms: u64,
-}
-
-fn default_cache_ttl() -> u64 {
-    30_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    /// Required `iss`.
-    pub issuer: String,
-    /// JWKS URL of the issuer.
-    pub jwks_uri: String,
-    /// Accepted signature algorithms.
-    #[serde(default = "default_algs")]
-    pub algorithms: Vec<String>,
-    /// Minimum time between JWKS refetches triggered by an unknown `kid`.
-    #[serde(default = "default_refetch")]
-    pub min_refetch_secs: u64,
-    /// Clock skew tolerated on `exp`/`nbf`.
-    #[serde(default = "default_leeway")]
-    pub leeway_secs: u64,
-    /// Refuse JWTs that mcpauth's auth-service revoked, as published on its event channel
-    /// (`redis.auth_key_prefix`): by `jti`, grant, client, subject. Harmless with another
-    /// issuer (nothing is published there). See `verify::revoked` for what it cannot see.
-    #[serde(default = "default_true")]
-    pub follow_revocations: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_algs() -> Vec<String> {
-    vec!["RS256".into(), "ES256".into()]
-}
-fn default_refetch() -> u64 {
-    30
-}
-fn default_leeway() -> u64 {
-    30
-}
+/// `[verifier.http]` and `[verifier.jwt]`: mcpauth-runtime's, shared with token-vault.
+pub use mcpauth_runtime::external::{HttpIntrospectionConfig, JwtConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -94,7 +94,7 @@ pub async fn start_with(
 ) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let keys = config.key_ring()?;
-    let introspector = Introspector::new(&config.introspection)?;
+    let introspector = Introspector::new(&config)?;
     let (audit, audit_writer) = AuditLog::start(stores.audit.clone());
     let upstream = UpstreamClient::new(Duration::from_millis(config.refresh.upstream_timeout_ms))?;
     let changes = Changes {
@@ -117,20 +117,22 @@ pub async fn start_with(
         None => None,
     };
     let cancel = CancellationToken::new();
-    let mut tasks = vec![
-        tokio::spawn(crate::revocations::follow(
+    let mut tasks = vec![tokio::spawn(crate::cache::follow(
+        stores.bus.clone(),
+        crate::cache::channel(&config.redis.key_prefix),
+        vault.cache().clone(),
+        cancel.clone(),
+    ))];
+    // auth-service's revocations evict what its introspection said (the external modes have
+    // no such feed).
+    if let Some(cache) = introspector.cache() {
+        tasks.push(tokio::spawn(crate::revocations::follow(
             stores.bus.clone(),
             format!("{}:events", config.redis.auth_key_prefix),
-            introspector.cache().clone(),
+            cache.clone(),
             cancel.clone(),
-        )),
-        tokio::spawn(crate::cache::follow(
-            stores.bus.clone(),
-            crate::cache::channel(&config.redis.key_prefix),
-            vault.cache().clone(),
-            cancel.clone(),
-        )),
-    ];
+        )));
+    }
     tasks.extend(stores.spawn_pool_metrics());
 
     let listener = TcpListener::bind(config.grpc.addr)

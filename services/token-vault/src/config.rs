@@ -65,6 +65,8 @@ pub struct Config {
     /// Traces (OTLP); off unless `telemetry.otlp_endpoint` is set.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// How the vault verifies the user's MCP access token (and so knows the user).
+    pub verifier: VerifierConfig,
     pub introspection: IntrospectionConfig,
     pub encryption: EncryptionConfig,
     pub refresh: RefreshConfig,
@@ -139,6 +141,34 @@ pub struct RedisConfig {
     /// `[redis.tls]` for a `rediss://` URL: CA file and optional client certificate.
     #[serde(default)]
     pub tls: Option<mcpauth_runtime::RedisTls>,
+}
+
+/// Who issues the MCP access tokens the vault is shown: the same modes as mcp-service's
+/// `verifier.mode` (`static_keys` aside: a static key is no user).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifierMode {
+    /// auth-service's gRPC introspection (`[introspection]`).
+    IntrospectionGrpc,
+    /// RFC 7662 introspection at an external authorization server (`[verifier.http]`).
+    IntrospectionHttp,
+    /// RFC 9068 JWT access tokens of an external authorization server (`[verifier.jwt]`).
+    Jwt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierConfig {
+    pub mode: VerifierMode,
+    /// Key users by `<iss>#<sub>` rather than `sub` (docs/token-vault.md "Users").
+    pub qualify_subject_with_issuer: bool,
+    /// MCP resources (audiences) whose tokens are accepted; empty: `introspection.accepted_resources`.
+    #[serde(default)]
+    pub accepted_resources: Vec<String>,
+    #[serde(default)]
+    pub http: Option<mcpauth_runtime::external::HttpIntrospectionConfig>,
+    #[serde(default)]
+    pub jwt: Option<mcpauth_runtime::external::JwtConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,7 +287,9 @@ impl Config {
                 ));
             }
         }
-        if self.introspection.credential.expose() == DEV_SERVICE_CREDENTIAL {
+        if self.verifier.mode == VerifierMode::IntrospectionGrpc
+            && self.introspection.credential.expose() == DEV_SERVICE_CREDENTIAL
+        {
             return Err(dev_secret_refused(
                 "introspection.credential",
                 "dev-service-credential",
@@ -283,18 +315,7 @@ impl Config {
         } else {
             self.refuse_dev_secrets()?;
         }
-        mcpauth_runtime::grpc_plaintext_check(
-            "introspection",
-            &self.introspection.addr,
-            self.allow_plaintext_grpc,
-        )?;
         mcpauth_runtime::redis_client("redis", self.redis.url.expose(), self.redis.tls.as_ref())?;
-        // The introspection client's address and TLS files are checked now, not at first use.
-        mcpauth_runtime::grpc_endpoint(
-            "introspection",
-            &self.introspection.addr,
-            self.introspection.tls.as_ref(),
-        )?;
         for (i, c) in self.grpc.callers.iter().enumerate() {
             if crate::crypto::unhex(&c.credential_sha256).is_none_or(|h| h.len() != 32) {
                 return err(format!(
@@ -305,19 +326,7 @@ impl Config {
                 return err(format!("grpc.callers[{i}].permissions: must not be empty"));
             }
         }
-        if self.introspection.accepted_resources.is_empty() {
-            return err(
-                "introspection.accepted_resources: at least one resource is required".into(),
-            );
-        }
-        if self.introspection.credential.expose().is_empty() {
-            return err(
-                "introspection.credential: required (the vault's credential at auth-service)"
-                    .into(),
-            );
-        }
-        url::Url::parse(&self.introspection.addr)
-            .map_err(|e| ConfigError::new(format!("introspection.addr: {e}")))?;
+        self.validate_verifier()?;
         self.key_ring()?;
         if self.refresh.retry_backoff_ms == 0 || self.refresh.lock_ttl_ms < 1000 {
             return err(
@@ -353,6 +362,75 @@ impl Config {
                 return err(format!(
                     "providers.{name}.client_secret: required unless token_endpoint_auth_method = \"none\""
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The audiences whose tokens the vault accepts: `verifier.accepted_resources`, or else
+    /// `introspection.accepted_resources`.
+    pub fn accepted_resources(&self) -> &[String] {
+        if self.verifier.accepted_resources.is_empty() {
+            &self.introspection.accepted_resources
+        } else {
+            &self.verifier.accepted_resources
+        }
+    }
+
+    /// The verifier of the configured mode: its section present and complete, its addresses
+    /// and TLS files checked now rather than at first use.
+    fn validate_verifier(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError::new(m));
+        if self.accepted_resources().is_empty() {
+            return err(
+                "introspection.accepted_resources: at least one resource is required (or verifier.accepted_resources)",
+            );
+        }
+        match self.verifier.mode {
+            VerifierMode::IntrospectionGrpc => {
+                mcpauth_runtime::grpc_plaintext_check(
+                    "introspection",
+                    &self.introspection.addr,
+                    self.allow_plaintext_grpc,
+                )?;
+                mcpauth_runtime::grpc_endpoint(
+                    "introspection",
+                    &self.introspection.addr,
+                    self.introspection.tls.as_ref(),
+                )?;
+                if self.introspection.credential.expose().is_empty() {
+                    return err(
+                        "introspection.credential: required (the vault's credential at auth-service)",
+                    );
+                }
+                url::Url::parse(&self.introspection.addr)
+                    .map_err(|e| ConfigError::new(format!("introspection.addr: {e}")))?;
+            }
+            // The verifiers' own checks (URLs, algorithms), each one line naming the key.
+            VerifierMode::IntrospectionHttp => {
+                let Some(h) = &self.verifier.http else {
+                    return err("verifier.http: required for mode introspection_http");
+                };
+                mcpauth_runtime::external::HttpIntrospection::<
+                    crate::introspect::User,
+                    crate::introspect::IntrospectError,
+                >::new(
+                    "verifier.http",
+                    h,
+                    self.accepted_resources().to_vec(),
+                    1,
+                    "unused",
+                )?;
+            }
+            VerifierMode::Jwt => {
+                let Some(j) = &self.verifier.jwt else {
+                    return err("verifier.jwt: required for mode jwt");
+                };
+                mcpauth_runtime::external::JwtVerifier::new(
+                    "verifier.jwt",
+                    j,
+                    self.accepted_resources().to_vec(),
+                )?;
             }
         }
         Ok(())

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod connections;
+pub mod exchange;
 pub mod spec;
 pub mod template;
 pub mod tools;

@@ -1,102 +1,56 @@
-//! Verification of RFC 9068 JWT access tokens against the issuer's JWKS (`verifier.mode = "jwt"`).
-//!
-//! Only asymmetric algorithms are accepted (never `none`, never HS*: a public key must not be
-//! usable as an HMAC secret). The JWKS is fetched without redirects and with a timeout, cached by
-//! `kid`, and refetched when a token names an unknown `kid`, at most once per
-//! `min_refetch_secs`, so a flood of made-up `kid`s cannot hammer the issuer.
-
-use std::collections::BTreeSet;
-use std::str::FromStr;
-use std::time::Duration;
+//! Verification of RFC 9068 JWT access tokens against the issuer's JWKS (`verifier.mode =
+//! "jwt"`): mcpauth-runtime's [`JwtVerifier`], shared with token-vault.
 
 use futures_util::future::BoxFuture;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
-use mcpauth_runtime::jwks::{JwksCache, JwksError, Key};
+use mcpauth_runtime::external::{JwtVerifier as Shared, Refusal, Verified};
 use mcpauth_runtime::revocation::Revocable as _;
-use serde::Deserialize;
-use serde_json::Value;
 
 use crate::auth::{Principal, TokenVerifier, VerifyError};
 use crate::config::JwtConfig;
 use crate::verify::revoked::RevokedIds;
 
 pub struct JwtVerifier {
-    http: reqwest::Client,
-    issuer: String,
-    jwks_uri: String,
-    resource: String,
-    algorithms: Vec<Algorithm>,
-    leeway: u64,
-    /// The issuer's keys (mcpauth-runtime's cache: refetched on an unknown `kid`, at most
-    /// once per `min_refetch_secs`).
-    jwks: JwksCache,
+    inner: Shared,
     /// Revocations heard on auth-service's feed (`verifier.jwt.follow_revocations`).
     revoked: Option<RevokedIds>,
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: Option<String>,
-    client_id: Option<String>,
-    exp: i64,
-    jti: Option<String>,
-    /// auth-service's grant id (a private claim): grant revocations name it.
-    grant_id: Option<String>,
-    iat: Option<i64>,
-    scope: Option<Value>,
-    scp: Option<Value>,
-}
-
-fn parse_algorithms(names: &[String]) -> anyhow::Result<Vec<Algorithm>> {
-    let mut out = Vec::new();
-    for n in names {
-        let alg = Algorithm::from_str(n)
-            .map_err(|_| anyhow::anyhow!("verifier.jwt.algorithms: unknown algorithm {n:?}"))?;
-        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-            anyhow::bail!(
-                "verifier.jwt.algorithms: {n} is symmetric; only public-key algorithms are allowed"
-            );
-        }
-        out.push(alg);
-    }
-    if out.is_empty() {
-        anyhow::bail!("verifier.jwt.algorithms: at least one algorithm is required");
-    }
-    Ok(out)
-}
-
-/// `scope` (space-delimited string, or an array) or `scp` (array, or a string).
-fn scopes(claims: &Claims) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for v in [&claims.scope, &claims.scp].into_iter().flatten() {
-        match v {
-            Value::String(s) => out.extend(s.split_whitespace().map(str::to_owned)),
-            Value::Array(a) => out.extend(a.iter().filter_map(Value::as_str).map(str::to_owned)),
-            _ => {}
+impl From<Verified> for Principal {
+    fn from(t: Verified) -> Self {
+        Principal {
+            subject: t.subject,
+            client_id: t.client_id,
+            scopes: t.scopes,
+            expires_at: t.expires_at,
+            token_id: t.token_id,
+            grant_id: t.grant_id,
+            access_token: None,
         }
     }
-    out
+}
+
+impl From<Refusal> for VerifyError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Inactive => VerifyError::Inactive,
+            Refusal::WrongAudience => VerifyError::WrongAudience,
+            Refusal::WrongIssuer => VerifyError::WrongIssuer,
+            Refusal::Expired => VerifyError::Expired,
+            Refusal::Malformed => VerifyError::Malformed,
+            Refusal::Unavailable(why) => VerifyError::Unavailable(why),
+        }
+    }
 }
 
 impl JwtVerifier {
     pub fn new(cfg: &JwtConfig, resource: &str) -> anyhow::Result<Self> {
-        url::Url::parse(&cfg.jwks_uri)
-            .map_err(|e| anyhow::anyhow!("verifier.jwt.jwks_uri: {e}"))?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .build()?;
         Ok(Self {
-            http,
-            issuer: cfg.issuer.clone(),
-            jwks_uri: cfg.jwks_uri.clone(),
-            resource: resource.to_owned(),
-            algorithms: parse_algorithms(&cfg.algorithms)?,
-            leeway: cfg.leeway_secs,
-            jwks: JwksCache::new(Duration::from_secs(cfg.min_refetch_secs))
-                .with_metric("mcpauth_mcp_jwks_fetch_total"),
+            inner: Shared::with_metric(
+                "verifier.jwt",
+                cfg,
+                vec![resource.to_owned()],
+                Some("mcpauth_mcp_jwks_fetch_total"),
+            )?,
             revoked: None,
         })
     }
@@ -106,151 +60,20 @@ impl JwtVerifier {
         self.revoked = Some(revoked);
         self
     }
-
-    /// The key for `kid`, refetching the JWKS when it is unknown and the last fetch is older
-    /// than `min_refetch_secs` (or there never was one).
-    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Key, VerifyError> {
-        let fetch = || async {
-            let fetched = mcpauth_runtime::jwks::fetch(&self.http, &self.jwks_uri).await;
-            if let Err(e) = &fetched {
-                tracing::warn!(jwks_uri = %self.jwks_uri, error = %e, "JWKS fetch failed");
-            }
-            fetched
-        };
-        self.jwks.key(kid, alg, fetch).await.map_err(|e| match e {
-            JwksError::UnknownKey => VerifyError::Malformed,
-            JwksError::Unavailable(e) => VerifyError::Unavailable(e),
-        })
-    }
-
-    async fn check(&self, token: &str) -> Result<Principal, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(VerifyError::Malformed);
-        }
-        // RFC 9068 §2.1: access tokens are typed `at+jwt` (keeps ID tokens and other JWTs out).
-        let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
-        if typ != "at+jwt" && typ != "application/at+jwt" {
-            return Err(VerifyError::Malformed);
-        }
-        let key = self.key(header.kid.as_deref(), header.alg).await?;
-        let mut v = Validation::new(header.alg);
-        v.leeway = self.leeway;
-        v.validate_exp = true;
-        v.validate_nbf = true;
-        v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.resource]);
-        v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key.key, &v).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => VerifyError::Expired,
-                ErrorKind::ImmatureSignature => VerifyError::Inactive,
-                ErrorKind::InvalidAudience => VerifyError::WrongAudience,
-                ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
-                _ => VerifyError::Malformed,
-            })?;
-        let c = data.claims;
-        let scopes = scopes(&c);
-        let client_id = c.client_id.unwrap_or_default();
-        let principal = Principal {
-            subject: c.sub.unwrap_or_else(|| client_id.clone()),
-            client_id,
-            scopes,
-            expires_at: c.exp,
-            token_id: c.jti,
-            grant_id: c.grant_id,
-            access_token: None,
-        };
-        if let Some(r) = &self.revoked
-            && r.covers(&principal.revocation_ids(), c.iat.unwrap_or(i64::MIN))
-        {
-            return Err(VerifyError::Inactive);
-        }
-        Ok(principal)
-    }
 }
 
 impl TokenVerifier for JwtVerifier {
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, VerifyError>> {
-        Box::pin(self.check(token))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symmetric_and_unknown_algorithms_are_refused() {
-        assert!(parse_algorithms(&["HS256".into()]).is_err());
-        assert!(parse_algorithms(&["none".into()]).is_err());
-        assert!(parse_algorithms(&[]).is_err());
-        assert_eq!(
-            parse_algorithms(&["RS256".into(), "ES256".into()]).unwrap(),
-            vec![Algorithm::RS256, Algorithm::ES256]
-        );
-    }
-
-    /// A JWKS endpoint that counts its requests.
-    fn jwks_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let h = hits.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut c) = conn else { continue };
-                let mut buf = [0u8; 4096];
-                let _ = c.read(&mut buf);
-                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+        Box::pin(async move {
+            let verified = self.inner.verify(token).await?;
+            let issued_at = verified.issued_at.unwrap_or(i64::MIN);
+            let principal = Principal::from(verified);
+            if let Some(r) = &self.revoked
+                && r.covers(&principal.revocation_ids(), issued_at)
+            {
+                return Err(VerifyError::Inactive);
             }
-        });
-        (url, hits)
-    }
-
-    #[tokio::test]
-    async fn a_flood_of_unknown_kids_fetches_the_jwks_once() {
-        use base64::Engine as _;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (url, hits) = jwks_server();
-        let cfg: JwtConfig = serde_json::from_value(serde_json::json!({
-            "issuer": "https://as.example", "jwks_uri": url, "min_refetch_secs": 30}))
-        .unwrap();
-        let v = JwtVerifier::new(&cfg, "https://mcp.example/mcp").unwrap();
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let payload = b64.encode(r#"{"iss":"https://as.example","exp":9999999999}"#);
-        for i in 0..50 {
-            let head = b64.encode(format!(
-                r#"{{"alg":"ES256","typ":"at+jwt","kid":"nope-{i}"}}"#
-            ));
-            let t = format!("{head}.{payload}.c2ln");
-            assert_eq!(v.verify(&t).await, Err(VerifyError::Malformed));
-        }
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
-        // The known key is served from the cache (its bad signature is refused without a fetch).
-        let head = b64.encode(r#"{"alg":"ES256","typ":"at+jwt","kid":"k1"}"#);
-        let t = format!("{head}.{payload}.c2ln");
-        assert_eq!(v.verify(&t).await, Err(VerifyError::Malformed));
-        // A disallowed algorithm is refused before any key lookup.
-        let head = b64.encode(r#"{"alg":"RS512","typ":"at+jwt","kid":"x"}"#);
-        let t = format!("{head}.{payload}.c2ln");
-        assert_eq!(v.verify(&t).await, Err(VerifyError::Malformed));
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn scopes_from_scope_string_or_scp_array() {
-        let c: Claims = serde_json::from_value(serde_json::json!({
-            "exp": 1, "scope": "a b", "scp": ["c"]}))
-        .unwrap();
-        let s = scopes(&c);
-        assert_eq!(s.into_iter().collect::<Vec<_>>(), vec!["a", "b", "c"]);
+            Ok(principal)
+        })
     }
 }

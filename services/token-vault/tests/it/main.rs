@@ -5,6 +5,7 @@ mod cache;
 mod cluster_ops;
 mod crash;
 mod embedded;
+mod external_as;
 mod harness;
 mod isolation;
 mod ops;

@@ -138,6 +138,7 @@ fn user(token_id: &str, grant_id: &str) -> User {
         client_id: "client".into(),
         expires_at: chrono::Utc::now().timestamp() + 600,
         token_id: Some(token_id.into()),
+        issuer: None,
         grant_id: Some(grant_id.into()),
     }
 }
